@@ -1,0 +1,75 @@
+// Parameter structs of the three kernel families (scoring, selection, attention).
+// One plain struct per family, passed by value; the CPU reference and the CUDA kernels take the
+// same struct, so tests can fill it once and run both.
+#pragma once
+
+#include <cstdint>
+
+#include "xattn/kernels/problem.h"
+
+namespace xattn::kernels {
+
+// Antidiagonal block scoring (XATTENTION.md §1).
+// Output block_scores [batch, heads_q, nQB, nKB] float32, contiguous, nQB = ceil(max_len_q / bs),
+// nKB = ceil(max_len_k / bs). Entry (i, j) is the softmax mass of the strided score matrix that
+// falls in query block i and key block j; a full row sums to the number of strided rows of the
+// block. Entries of blocks that are not allowed (causal future, beyond a sequence's length) are 0.
+struct ScoringParams {
+  Problem problem;
+  TensorView q;
+  TensorView k;
+  int32_t stride = 8;        // S: divides block_size
+  int32_t block_size = 128;  // Bs
+  float scale = 0.f;         // applied to the antidiagonal sums; usually 1 / (sqrt(d) * S)
+  int64_t chunk_len_q = 0;   // queries per chunk (0: implementation default); bounds scratch memory
+  float* block_scores = nullptr;
+};
+
+// Block selection with one threshold per query head (XATTENTION.md §2).
+// Per (batch, head, query block): forced blocks first (key block 0 and the diagonal block when
+// keep_sink / keep_diagonal), then the remaining allowed blocks by descending score (ties: lower
+// index first) while the taken mass is below threshold * row total; the crossing block is kept.
+// threshold >= 1 keeps every allowed block; threshold <= 0 keeps only forced blocks.
+struct SelectionParams {
+  Problem problem;
+  int32_t block_size = 128;
+  const float* block_scores = nullptr;  // [batch, heads_q, nQB, nKB]
+  const float* thresholds = nullptr;    // [heads_q]
+  bool keep_sink = true;
+  bool keep_diagonal = true;
+  uint8_t* mask = nullptr;              // [batch, heads_q, nQB, nKB] 0/1, optional
+  int32_t* kv_block_count = nullptr;    // [batch, heads_q, nQB]
+  int32_t* kv_block_index = nullptr;    // [batch, heads_q, nQB, nKB], first `count` valid, ascending
+};
+
+// Block-sparse (or dense) attention forward (XATTENTION.md §3).
+// With kv_block_count == nullptr every allowed key block is visited (dense attention).
+// Output out [batch, heads_q, len_q, head_dim] in out.dtype, lse [batch, heads_q, max_len_q]
+// float32 (natural log of the softmax denominator of the scaled logits; -inf for a row that sees
+// no key, whose output is 0).
+struct AttentionParams {
+  Problem problem;
+  TensorView q;
+  TensorView k;
+  TensorView v;
+  float scale = 0.f;  // usually 1 / sqrt(d)
+  int32_t block_size = 128;
+  const int32_t* kv_block_count = nullptr;  // [batch, heads_q, nQB] or null (dense)
+  const int32_t* kv_block_index = nullptr;  // [batch, heads_q, nQB, nKB]
+  MutableTensorView out;
+  float* lse = nullptr;  // optional
+};
+
+// Exact block mass: for each (batch, head, query block i, key block j), the mean over the real
+// queries of block i of the softmax probability that falls in key block j. Rows sum to 1.
+// Output [batch, heads_q, nQB, nKB] float32.
+struct BlockMassParams {
+  Problem problem;
+  TensorView q;
+  TensorView k;
+  float scale = 0.f;
+  int32_t block_size = 128;
+  float* block_mass = nullptr;
+};
+
+}  // namespace xattn::kernels

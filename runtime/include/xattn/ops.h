@@ -1,0 +1,75 @@
+// XAttention on LibTorch tensors. CPU tensors run the CPU reference; CUDA tensors run the kernels
+// on the current stream. q [batch, heads_q, len_q, head_dim], k and v [batch, heads_kv, len_k,
+// head_dim] (the layout of torch's scaled_dot_product_attention), float32/float16/bfloat16,
+// heads_q a multiple of heads_kv, len_q <= len_k; causal attention is bottom-right aligned.
+// Every check failure throws xattn::Error with a message naming the tensor and the fix.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace xattn::runtime {
+
+struct EstimateOptions {
+  int64_t stride = 8;
+  int64_t block_size = 128;
+  bool causal = true;
+  std::optional<double> scale;  // default 1 / (sqrt(head_dim) * stride)
+  bool keep_sink = true;        // forced in causal mode; optional in non-causal mode
+  bool keep_diagonal = true;
+};
+
+// Antidiagonal block scores [batch, heads_q, nQB, nKB] float32.
+at::Tensor antidiagonal_scores(const at::Tensor& q, const at::Tensor& k,
+                               const EstimateOptions& options);
+
+// Selection from block scores with thresholds [heads_q] (float32).
+// Returns (mask [batch, heads_q, nQB, nKB] bool, kv_block_count [batch, heads_q, nQB] int32,
+//          kv_block_index [batch, heads_q, nQB, nKB] int32, ascending, first count valid).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& block_scores,
+                                                             const at::Tensor& thresholds,
+                                                             int64_t len_q, int64_t len_k,
+                                                             const EstimateOptions& options);
+
+// Scoring + selection: (block_scores, mask).
+std::tuple<at::Tensor, at::Tensor> estimate(const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& thresholds,
+                                            const EstimateOptions& options);
+
+// Block-sparse attention with a boolean block mask [batch, heads_q, nQB, nKB] of blocks of
+// block_size tokens (nQB = ceil(len_q / block_size), nKB likewise). Blocks outside the causal
+// triangle are ignored. Returns (out like q, lse [batch, heads_q, len_q] float32).
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
+                                                          const at::Tensor& v,
+                                                          const at::Tensor& mask, bool causal,
+                                                          std::optional<double> scale,
+                                                          int64_t block_size = 128);
+
+// Same with the compact form from select_blocks (count + indices).
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_block_count,
+    const at::Tensor& kv_block_index, bool causal, std::optional<double> scale,
+    int64_t block_size);
+
+// Dense attention through the same kernels (every allowed block): (out, lse).
+std::tuple<at::Tensor, at::Tensor> dense_attention(const at::Tensor& q, const at::Tensor& k,
+                                                   const at::Tensor& v, bool causal,
+                                                   std::optional<double> scale);
+
+// Exact block mass [batch, heads_q, nQB, nKB] float32 (rows sum to 1): the ground truth.
+at::Tensor exact_block_mass(const at::Tensor& q, const at::Tensor& k, bool causal,
+                            int64_t block_size, std::optional<double> scale);
+
+// Whole XAttention prefill: scoring, selection with per-head thresholds, sparse attention.
+at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const at::Tensor& thresholds, const EstimateOptions& options);
+
+// Per-head density of a selection: kept / allowed blocks over all batch items and query blocks,
+// [heads_q] float64.
+at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
+                        int64_t block_size, bool causal);
+
+}  // namespace xattn::runtime

@@ -1,0 +1,74 @@
+// CPU reference of block selection with per-head thresholds (XATTENTION.md §2).
+//
+// Per (sequence, head, query block): forced blocks first, then the other allowed blocks by
+// descending score (ties: lower key-block index) while the mass taken is below
+// threshold * row total; the crossing block is kept. Sums are float64.
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "xattn/kernels/cpu.h"
+
+namespace xattn::kernels::cpu {
+
+void select_blocks(const SelectionParams& params) {
+  if (auto error = validate(params); !error.empty()) throw std::invalid_argument(error);
+  const Problem& pr = params.problem;
+  const int64_t Bs = params.block_size;
+  const int64_t nqb_max = ceil_div(pr.max_len_q, Bs), nkb_max = ceil_div(pr.max_len_k, Bs);
+  const int64_t rows = pr.batch * pr.heads_q * nqb_max;
+
+#pragma omp parallel
+  {
+    std::vector<int32_t> order;
+    std::vector<uint8_t> keep(nkb_max);
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t i = row % nqb_max;
+      const int64_t hq = (row / nqb_max) % pr.heads_q;
+      const int64_t b = row / (nqb_max * pr.heads_q);
+      const BlockGeometry geometry = block_geometry(pr, b, Bs);
+      const float* scores = params.block_scores + row * nkb_max;
+      std::fill(keep.begin(), keep.end(), uint8_t(0));
+
+      const int64_t allowed = (pr.len_q(b) > 0 && i < geometry.num_q_blocks())
+                                  ? geometry.allowed_blocks(i)
+                                  : 0;
+      const float threshold = params.thresholds[hq];
+      if (allowed > 0 && threshold >= 1.f) {
+        std::fill(keep.begin(), keep.begin() + allowed, uint8_t(1));
+      } else if (allowed > 0) {
+        double total = 0.0, taken = 0.0;
+        for (int64_t j = 0; j < allowed; ++j) total += scores[j];
+        auto force = [&](int64_t j) {
+          if (!keep[j]) taken += scores[j];
+          keep[j] = 1;
+        };
+        if (params.keep_sink) force(0);
+        if (params.keep_diagonal) force(geometry.diagonal_block(i));
+        const double required = double(threshold) * total;
+        order.resize(allowed);
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int32_t a, int32_t c) { return scores[a] > scores[c]; });
+        for (int32_t j : order) {
+          if (taken >= required) break;
+          if (keep[j]) continue;
+          keep[j] = 1;
+          taken += scores[j];
+        }
+      }
+
+      int32_t count = 0;
+      int32_t* index = params.kv_block_index + row * nkb_max;
+      for (int64_t j = 0; j < nkb_max; ++j)
+        if (keep[j]) index[count++] = int32_t(j);
+      std::fill(index + count, index + nkb_max, int32_t(-1));
+      params.kv_block_count[row] = count;
+      if (params.mask) std::copy(keep.begin(), keep.end(), params.mask + row * nkb_max);
+    }
+  }
+}
+
+}  // namespace xattn::kernels::cpu

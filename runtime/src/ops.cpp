@@ -3,12 +3,23 @@
 #include "xattn/ops.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda_dispatch.h"
 #include "xattn/error.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn::runtime {
+
+#ifndef XATTN_TORCH_HAS_CUDA
+// Without a CUDA LibTorch, on_cuda() rejects CUDA tensors before any of these is reached.
+namespace cuda_dispatch {
+void antidiagonal_scores(const kernels::ScoringParams&) { std::abort(); }
+void select_blocks(const kernels::SelectionParams&) { std::abort(); }
+void block_sparse_attention(const kernels::AttentionParams&) { std::abort(); }
+}  // namespace cuda_dispatch
+#endif
+
 namespace {
 
 using kernels::DType;

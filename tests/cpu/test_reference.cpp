@@ -214,7 +214,7 @@ TEST(BlockSelection, TiesGoToTheLowerIndex) {
   // 0.5 of the total 1.0: three of the four tied 0.2 blocks, the lowest indices.
   auto [mask, count, index] = runtime::select_blocks(scores, at::full({1}, 0.5f), 64, 6 * 64, options);
   EXPECT_EQ(count.item<int>(), 3);
-  EXPECT_TRUE(at::equal(mask[0][0][0], at::tensor({false, true, true, true, false, false})));
+  EXPECT_TRUE(at::equal(mask[0][0][0].to(at::kInt), at::tensor({0, 1, 1, 1, 0, 0}, at::kInt)));
   EXPECT_TRUE(at::equal(index[0][0][0], at::tensor({1, 2, 3, -1, -1, -1}, at::kInt)));
 }
 

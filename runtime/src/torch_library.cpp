@@ -1,0 +1,79 @@
+// The `xattn` op library: torch.ops.load_library("libxattn_ops.so") in Python, then
+// torch.ops.xattn.estimate / block_sparse_attention / prefill; C++ programs reach the same ops
+// through the dispatcher or call xattn/ops.h directly. Signatures are stable (README).
+#include <torch/library.h>
+
+#include "xattn/error.h"
+#include "xattn/ops.h"
+
+namespace xattn::runtime {
+namespace {
+
+// LibTorch 1.13 passes c10::optional, which later versions alias to std::optional.
+std::optional<double> to_std(const c10::optional<double>& value) {
+  return value.has_value() ? std::optional<double>(*value) : std::nullopt;
+}
+
+EstimateOptions options_of(int64_t stride, int64_t block_size, bool causal,
+                           std::optional<double> scale) {
+  EstimateOptions options;
+  options.stride = stride;
+  options.block_size = block_size;
+  options.causal = causal;
+  options.scale = scale;
+  return options;
+}
+
+std::tuple<at::Tensor, at::Tensor> estimate_op(const at::Tensor& q, const at::Tensor& k,
+                                               const at::Tensor& thresholds, int64_t stride,
+                                               int64_t block_size, bool causal,
+                                               c10::optional<double> scale) {
+  return estimate(q, k, thresholds, options_of(stride, block_size, causal, to_std(scale)));
+}
+
+// The mask's shape fixes the block size: the usual sizes are tried, 128 first.
+int64_t block_size_of_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mask) {
+  XATTN_CHECK_ARG(mask.dim() == 4, "mask must be [batch, heads_q, nQB, nKB], got ", mask.sizes());
+  for (int64_t block : {128, 64, 256, 32, 512, 16}) {
+    if ((q.size(2) + block - 1) / block == mask.size(2) &&
+        (k.size(2) + block - 1) / block == mask.size(3))
+      return block;
+  }
+  XATTN_CHECK_ARG(false, "mask has ", mask.size(2), "x", mask.size(3), " blocks, which fits no ",
+                  "block size for len_q ", q.size(2), " and len_k ", k.size(2));
+  return 0;
+}
+
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(const at::Tensor& q,
+                                                             const at::Tensor& k,
+                                                             const at::Tensor& v,
+                                                             const at::Tensor& mask, bool causal,
+                                                             c10::optional<double> scale) {
+  return block_sparse_attention(q, k, v, mask, causal, to_std(scale),
+                                block_size_of_mask(q, k, mask));
+}
+
+at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const at::Tensor& thresholds, int64_t stride, int64_t block_size,
+                      bool causal) {
+  return prefill(q, k, v, thresholds, options_of(stride, block_size, causal, std::nullopt));
+}
+
+}  // namespace
+}  // namespace xattn::runtime
+
+TORCH_LIBRARY(xattn, m) {
+  using namespace xattn::runtime;
+  m.def(
+      "estimate(Tensor q, Tensor k, Tensor thresholds, int stride=8, int block_size=128, "
+      "bool causal=True, float? scale=None) -> (Tensor, Tensor)",
+      &estimate_op);
+  m.def(
+      "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask, bool causal=True, "
+      "float? scale=None) -> (Tensor, Tensor)",
+      &block_sparse_attention_op);
+  m.def(
+      "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
+      "int block_size=128, bool causal=True) -> Tensor",
+      &prefill_op);
+}

@@ -1,0 +1,89 @@
+// Attention statistics for calibration: for every (sample, layer, query head, candidate τ) the
+// density XAttention keeps, the recall of the exact softmax mass, and the output error against
+// dense attention. Stored in a mergeable HDF5 file (docs/statistics-format.md), so statistics
+// from many runs, GPUs or hosts combine and are searched once.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "xattn/calibrate/search.h"
+
+namespace xattn::calibrate {
+
+inline constexpr int32_t kStatisticsFormatMajor = 1;
+inline constexpr int32_t kStatisticsFormatMinor = 0;
+
+struct StatisticsSettings {
+  int64_t stride = 8;
+  int64_t block_size = 128;
+  bool causal = true;
+  std::vector<double> taus = default_tau_ladder();  // ascending
+  bool output_error = true;  // needs v; the costly part (one sparse attention per distinct mask)
+};
+
+// Measurements of one (sample, layer); arrays are [heads_q, num_taus] row-major.
+struct LayerMeasurement {
+  std::vector<float> density;      // kept / allowed blocks
+  std::vector<float> recall_mean;  // exact softmax mass inside the kept blocks, mean over query blocks
+  std::vector<float> recall_min;   // the same, worst query block
+  std::vector<float> output_error; // relative L2 of the head's sparse output against dense; NaN if
+                                   // not measured
+};
+
+// Measures one sample: q [1, heads_q, len_q, d], k and v [1, heads_kv, len_k, d] (v may be
+// undefined: no output error). CPU or CUDA tensors.
+LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const StatisticsSettings& settings);
+
+struct SampleInfo {
+  int64_t len_q = 0;
+  int64_t len_k = 0;
+  std::string source;  // e.g. "capture.h5#2" or "data.txt@0"
+};
+
+// Statistics of many samples. Arrays are [samples, layers, heads_q, num_taus] row-major.
+struct Statistics {
+  StatisticsSettings settings;
+  std::string model_name;
+  std::string model_signature;  // free-form key (architecture, shapes, hashes); equal to merge
+  int64_t heads_q = 0;
+  int64_t heads_kv = 0;
+  int64_t head_dim = 0;
+  std::vector<int64_t> layers;  // model layer index of each layer slot
+  std::vector<SampleInfo> samples;
+  std::vector<float> density, recall_mean, recall_min, output_error;
+
+  int64_t num_taus() const { return int64_t(settings.taus.size()); }
+  int64_t entry(int64_t sample, int64_t layer, int64_t head, int64_t tau) const {
+    return ((sample * int64_t(layers.size()) + layer) * heads_q + head) * num_taus() + tau;
+  }
+  // Appends one sample's measurements, layer by layer in `layers` order.
+  void add_sample(const SampleInfo& info, const std::vector<LayerMeasurement>& per_layer);
+};
+
+// Combines statistics of the same model and settings (samples appended in order); throws
+// xattn::Error saying what differs otherwise.
+Statistics merge_statistics(const std::vector<Statistics>& parts);
+
+void write_statistics(const std::string& path, const Statistics& statistics, bool overwrite);
+Statistics read_statistics(const std::string& path);
+
+enum class ErrorMetric { kRecallLoss, kOutputError };
+ErrorMetric parse_error_metric(const std::string& name);
+const char* error_metric_name(ErrorMetric metric);
+
+// Per (layer, head, τ): density and error averaged over the chosen samples, each sample weighted
+// by its number of allowed blocks (its attention cost), so longer samples count more.
+// Heads are numbered layer * heads_q + head.
+SearchProblem search_problem_from(const Statistics& statistics, const std::vector<int64_t>& samples,
+                                  ErrorMetric metric, double epsilon,
+                                  std::optional<double> per_head_cap);
+
+// Number of allowed blocks of one sample (the weight above).
+double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool causal);
+
+}  // namespace xattn::calibrate

@@ -1,0 +1,62 @@
+// File writing that never loses data, and the small HDF5 vocabulary every xattn file uses.
+//
+// Every output goes through write_file_atomically: the content is written to a temporary file in
+// the target's folder and moved into place only when complete, so a failed run leaves earlier
+// results intact; an existing file is replaced only when the caller asked (--force).
+#pragma once
+
+#include <H5Cpp.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace xattn::io {
+
+bool path_exists(const std::string& path);
+
+// Runs write_temp(temporary path), then moves the temporary file to `path`. Without `overwrite`
+// an existing `path` is never replaced (xattn::Error kIo saying to pass --force). On failure the
+// temporary file is removed and `path` is untouched; the exception propagates.
+void write_file_atomically(const std::string& path, bool overwrite,
+                           const std::function<void(const std::string&)>& write_temp);
+
+namespace h5 {
+
+// Turns off HDF5's own error printing for the process (errors reach users as xattn::Error).
+void silence_library_errors();
+
+bool has(const H5::H5Location& location, const std::string& name);
+bool has_attribute(const H5::H5Object& object, const std::string& name);
+
+void set_attribute(H5::H5Object& object, const std::string& name, const std::string& value);
+void set_attribute(H5::H5Object& object, const std::string& name, int64_t value);
+void set_attribute(H5::H5Object& object, const std::string& name, double value);
+void set_attribute(H5::H5Object& object, const std::string& name, const std::vector<int64_t>& values);
+void set_attribute(H5::H5Object& object, const std::string& name, const std::vector<double>& values);
+
+// Readers throw xattn::Error(kBadInput, "<context>: attribute '<name>' is missing / not a ...").
+std::string string_attribute(const H5::H5Object& object, const std::string& name,
+                             const std::string& context);
+int64_t int_attribute(const H5::H5Object& object, const std::string& name,
+                      const std::string& context);
+double double_attribute(const H5::H5Object& object, const std::string& name,
+                        const std::string& context);
+std::vector<int64_t> int_array_attribute(const H5::H5Object& object, const std::string& name,
+                                         const std::string& context);
+std::vector<double> double_array_attribute(const H5::H5Object& object, const std::string& name,
+                                           const std::string& context);
+
+// float32 / int64 / uint8 datasets with explicit dimensions (deflate-compressed when large).
+void write_floats(H5::Group& group, const std::string& name, const std::vector<float>& values,
+                  const std::vector<hsize_t>& dims);
+void write_bytes(H5::Group& group, const std::string& name, const uint8_t* values,
+                 const std::vector<hsize_t>& dims);
+// Reads a float dataset whose dimensions must equal `dims` (message names the dataset).
+std::vector<float> read_floats(const H5::Group& group, const std::string& name,
+                               const std::vector<hsize_t>& dims, const std::string& context);
+std::vector<hsize_t> dimensions(const H5::DataSet& dataset);
+
+}  // namespace h5
+}  // namespace xattn::io

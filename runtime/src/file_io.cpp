@@ -1,0 +1,246 @@
+#include "xattn/file_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "xattn/error.h"
+
+namespace xattn::io {
+
+bool path_exists(const std::string& path) {
+  struct stat info;
+  return ::lstat(path.c_str(), &info) == 0;
+}
+
+namespace {
+
+std::string parent_folder(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string temporary_path(const std::string& path) {
+  static std::atomic<int> counter{0};
+  const size_t slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  return detail::concat(folder, ".", name, ".tmp-", ::getpid(), "-", counter++);
+}
+
+void sync(const std::string& path, bool folder) {
+  const int fd = ::open(path.c_str(), folder ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (fd < 0) return;  // durability is best effort; correctness does not depend on it
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::string exists_message(const std::string& path) {
+  return detail::concat(path, " already exists; pass --force to overwrite it");
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& path, bool overwrite,
+                           const std::function<void(const std::string&)>& write_temp) {
+  XATTN_CHECK_ARG(!path.empty(), "output path is empty");
+  XATTN_CHECK(overwrite || !path_exists(path), ErrorKind::kIo, exists_message(path));
+  const std::string folder = parent_folder(path);
+  struct stat info;
+  XATTN_CHECK(::stat(folder.c_str(), &info) == 0 && S_ISDIR(info.st_mode), ErrorKind::kIo,
+              "cannot write ", path, ": folder ", folder, " does not exist; create it first");
+  const std::string temp = temporary_path(path);
+  try {
+    write_temp(temp);
+    sync(temp, false);
+    if (overwrite) {
+      XATTN_CHECK(::rename(temp.c_str(), path.c_str()) == 0, ErrorKind::kIo, "cannot write ", path,
+                  ": ", std::strerror(errno));
+    } else if (::link(temp.c_str(), path.c_str()) == 0) {
+      // link() fails if the target appeared meanwhile, so nothing is ever replaced.
+      ::unlink(temp.c_str());
+    } else {
+      XATTN_CHECK(errno != EEXIST && !path_exists(path), ErrorKind::kIo, exists_message(path));
+      XATTN_CHECK(::rename(temp.c_str(), path.c_str()) == 0, ErrorKind::kIo, "cannot write ", path,
+                  ": ", std::strerror(errno));
+    }
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  sync(folder, true);
+}
+
+namespace h5 {
+
+void silence_library_errors() { H5::Exception::dontPrint(); }
+
+bool has(const H5::H5Location& location, const std::string& name) {
+  return H5Lexists(location.getId(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+bool has_attribute(const H5::H5Object& object, const std::string& name) {
+  return object.attrExists(name);
+}
+
+void set_attribute(H5::H5Object& object, const std::string& name, const std::string& value) {
+  const H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
+  object.createAttribute(name, type, H5::DataSpace(H5S_SCALAR)).write(type, value);
+}
+
+void set_attribute(H5::H5Object& object, const std::string& name, int64_t value) {
+  object.createAttribute(name, H5::PredType::STD_I64LE, H5::DataSpace(H5S_SCALAR))
+      .write(H5::PredType::NATIVE_INT64, &value);
+}
+
+void set_attribute(H5::H5Object& object, const std::string& name, double value) {
+  object.createAttribute(name, H5::PredType::IEEE_F64LE, H5::DataSpace(H5S_SCALAR))
+      .write(H5::PredType::NATIVE_DOUBLE, &value);
+}
+
+void set_attribute(H5::H5Object& object, const std::string& name,
+                   const std::vector<int64_t>& values) {
+  const hsize_t n = values.size();
+  const H5::DataSpace space = n ? H5::DataSpace(1, &n) : H5::DataSpace(H5S_NULL);
+  auto attribute = object.createAttribute(name, H5::PredType::STD_I64LE, space);
+  if (n) attribute.write(H5::PredType::NATIVE_INT64, values.data());
+}
+
+void set_attribute(H5::H5Object& object, const std::string& name,
+                   const std::vector<double>& values) {
+  const hsize_t n = values.size();
+  const H5::DataSpace space = n ? H5::DataSpace(1, &n) : H5::DataSpace(H5S_NULL);
+  auto attribute = object.createAttribute(name, H5::PredType::IEEE_F64LE, space);
+  if (n) attribute.write(H5::PredType::NATIVE_DOUBLE, values.data());
+}
+
+namespace {
+
+H5::Attribute open_attribute(const H5::H5Object& object, const std::string& name,
+                             const std::string& context, H5T_class_t expected_class,
+                             const char* expected) {
+  XATTN_CHECK_INPUT(object.attrExists(name), context, ": attribute '", name, "' is missing");
+  H5::Attribute attribute = object.openAttribute(name);
+  XATTN_CHECK_INPUT(attribute.getTypeClass() == expected_class, context, ": attribute '", name,
+                    "' is not ", expected);
+  return attribute;
+}
+
+hssize_t element_count(const H5::Attribute& attribute) {
+  const H5::DataSpace space = attribute.getSpace();
+  return space.getSimpleExtentType() == H5S_NULL ? 0 : space.getSimpleExtentNpoints();
+}
+
+}  // namespace
+
+std::string string_attribute(const H5::H5Object& object, const std::string& name,
+                             const std::string& context) {
+  H5::Attribute attribute = open_attribute(object, name, context, H5T_STRING, "a string");
+  std::string value;
+  attribute.read(attribute.getStrType(), value);
+  return value;
+}
+
+int64_t int_attribute(const H5::H5Object& object, const std::string& name,
+                      const std::string& context) {
+  H5::Attribute attribute = open_attribute(object, name, context, H5T_INTEGER, "an integer");
+  XATTN_CHECK_INPUT(element_count(attribute) == 1, context, ": attribute '", name,
+                    "' must be a single integer");
+  int64_t value = 0;
+  attribute.read(H5::PredType::NATIVE_INT64, &value);
+  return value;
+}
+
+double double_attribute(const H5::H5Object& object, const std::string& name,
+                        const std::string& context) {
+  H5::Attribute attribute = open_attribute(object, name, context, H5T_FLOAT, "a float");
+  XATTN_CHECK_INPUT(element_count(attribute) == 1, context, ": attribute '", name,
+                    "' must be a single number");
+  double value = 0;
+  attribute.read(H5::PredType::NATIVE_DOUBLE, &value);
+  return value;
+}
+
+std::vector<int64_t> int_array_attribute(const H5::H5Object& object, const std::string& name,
+                                         const std::string& context) {
+  H5::Attribute attribute = open_attribute(object, name, context, H5T_INTEGER, "integers");
+  std::vector<int64_t> values(size_t(element_count(attribute)));
+  if (!values.empty()) attribute.read(H5::PredType::NATIVE_INT64, values.data());
+  return values;
+}
+
+std::vector<double> double_array_attribute(const H5::H5Object& object, const std::string& name,
+                                           const std::string& context) {
+  H5::Attribute attribute = open_attribute(object, name, context, H5T_FLOAT, "floats");
+  std::vector<double> values(size_t(element_count(attribute)));
+  if (!values.empty()) attribute.read(H5::PredType::NATIVE_DOUBLE, values.data());
+  return values;
+}
+
+namespace {
+
+H5::DSetCreatPropList compressed_layout(const std::vector<hsize_t>& dims, size_t element_bytes) {
+  H5::DSetCreatPropList properties;
+  hsize_t count = 1;
+  for (hsize_t d : dims) count *= d;
+  if (count * element_bytes < (1u << 16) || dims.empty()) return properties;
+  // Chunks of whole trailing rows, about 64 KiB each.
+  std::vector<hsize_t> chunk(dims);
+  hsize_t bytes = count * element_bytes;
+  for (size_t axis = 0; axis < chunk.size() && bytes > (1u << 16); ++axis) {
+    bytes /= chunk[axis];
+    chunk[axis] = 1;
+  }
+  properties.setChunk(int(chunk.size()), chunk.data());
+  properties.setShuffle();
+  properties.setDeflate(4);
+  return properties;
+}
+
+}  // namespace
+
+void write_floats(H5::Group& group, const std::string& name, const std::vector<float>& values,
+                  const std::vector<hsize_t>& dims) {
+  const H5::DataSpace space(int(dims.size()), dims.data());
+  H5::DataSet set = group.createDataSet(name, H5::PredType::IEEE_F32LE, space,
+                                        compressed_layout(dims, sizeof(float)));
+  if (!values.empty()) set.write(values.data(), H5::PredType::NATIVE_FLOAT);
+}
+
+void write_bytes(H5::Group& group, const std::string& name, const uint8_t* values,
+                 const std::vector<hsize_t>& dims) {
+  const H5::DataSpace space(int(dims.size()), dims.data());
+  H5::DataSet set =
+      group.createDataSet(name, H5::PredType::STD_U8LE, space, compressed_layout(dims, 1));
+  set.write(values, H5::PredType::NATIVE_UINT8);
+}
+
+std::vector<hsize_t> dimensions(const H5::DataSet& dataset) {
+  const H5::DataSpace space = dataset.getSpace();
+  std::vector<hsize_t> dims(size_t(space.getSimpleExtentNdims()));
+  space.getSimpleExtentDims(dims.data());
+  return dims;
+}
+
+std::vector<float> read_floats(const H5::Group& group, const std::string& name,
+                               const std::vector<hsize_t>& dims, const std::string& context) {
+  XATTN_CHECK_INPUT(has(group, name), context, ": dataset '", name, "' is missing");
+  H5::DataSet set = group.openDataSet(name);
+  XATTN_CHECK_INPUT(set.getTypeClass() == H5T_FLOAT, context, ": dataset '", name,
+                    "' is not floating point");
+  const std::vector<hsize_t> actual = dimensions(set);
+  XATTN_CHECK_INPUT(actual == dims, context, ": dataset '", name, "' has the wrong shape");
+  hsize_t count = 1;
+  for (hsize_t d : dims) count *= d;
+  std::vector<float> values(count);
+  if (count) set.read(values.data(), H5::PredType::NATIVE_FLOAT);
+  return values;
+}
+
+}  // namespace h5
+}  // namespace xattn::io

@@ -1,0 +1,136 @@
+// Calibration statistics: measurements against their definitions, the file round trip, merging.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "xattn/calibrate/statistics.h"
+#include "xattn/error.h"
+#include "xattn/ops.h"
+
+namespace xattn::calibrate {
+namespace {
+
+struct Sample {
+  at::Tensor q, k, v;
+};
+
+Sample random_sample(int64_t len, uint64_t seed) {
+  at::manual_seed(seed);
+  // A few strong keys make the attention peaked, as in real models.
+  at::Tensor k = at::randn({1, 2, len, 16});
+  k.slice(2, 0, 4).mul_(4.0);
+  return {at::randn({1, 4, len, 16}) * 2.0, k, at::randn({1, 2, len, 16})};
+}
+
+StatisticsSettings small_settings() {
+  StatisticsSettings settings;
+  settings.block_size = 64;
+  settings.taus = {0.3, 0.6, 0.9, 1.0};
+  return settings;
+}
+
+TEST(Statistics, MeasurementsFollowTheirDefinitions) {
+  const Sample s = random_sample(400, 1);
+  const StatisticsSettings settings = small_settings();
+  const LayerMeasurement m = measure_layer(s.q, s.k, s.v, settings);
+  const int64_t taus = 4;
+  runtime::EstimateOptions options;
+  options.block_size = 64;
+  const at::Tensor scores = runtime::antidiagonal_scores(s.q, s.k, options);
+  const at::Tensor mass = runtime::exact_block_mass(s.q, s.k, true, 64, std::nullopt);
+  auto [dense, lse] = runtime::dense_attention(s.q, s.k, s.v, true, std::nullopt);
+  for (int64_t t = 0; t < taus; ++t) {
+    auto [mask, count, index] = runtime::select_blocks(
+        scores, at::full({4}, float(settings.taus[t])), 400, 400, options);
+    auto [out, out_lse] = runtime::block_sparse_attention(s.q, s.k, s.v, mask, true, std::nullopt, 64);
+    for (int64_t h = 0; h < 4; ++h) {
+      const at::Tensor kept = mask[0][h].to(at::kDouble);
+      const double allowed = 7.0 * 8.0 / 2.0;  // 7 query blocks, causal triangle
+      EXPECT_NEAR(m.density[h * taus + t], kept.sum().item<double>() / allowed, 1e-6);
+      const at::Tensor recall = (mass[0][h].to(at::kDouble) * kept).sum(-1);
+      EXPECT_NEAR(m.recall_mean[h * taus + t], recall.mean().item<double>(), 1e-5);
+      EXPECT_NEAR(m.recall_min[h * taus + t], recall.min().item<double>(), 1e-5);
+      const double error = (out[0][h] - dense[0][h]).norm().item<double>() /
+                           dense[0][h].norm().item<double>();
+      EXPECT_NEAR(m.output_error[h * taus + t], error, 1e-5);
+    }
+  }
+  // Dense candidate: everything kept, nothing lost.
+  for (int64_t h = 0; h < 4; ++h) {
+    EXPECT_FLOAT_EQ(m.density[h * taus + 3], 1.f);
+    EXPECT_NEAR(m.recall_mean[h * taus + 3], 1.f, 1e-5);
+    EXPECT_EQ(m.output_error[h * taus + 3], 0.f);
+    for (int64_t t = 1; t < taus; ++t)
+      EXPECT_GE(m.density[h * taus + t], m.density[h * taus + t - 1]);
+  }
+}
+
+Statistics statistics_of(const std::vector<int64_t>& lengths, uint64_t seed) {
+  Statistics stats;
+  stats.settings = small_settings();
+  stats.model_name = "test";
+  stats.model_signature = "test-signature";
+  stats.heads_q = 4;
+  stats.heads_kv = 2;
+  stats.head_dim = 16;
+  stats.layers = {0, 3};
+  for (int64_t len : lengths) {
+    const Sample a = random_sample(len, seed++), b = random_sample(len, seed++);
+    stats.add_sample({len, len, "random"}, {measure_layer(a.q, a.k, a.v, stats.settings),
+                                            measure_layer(b.q, b.k, b.v, stats.settings)});
+  }
+  return stats;
+}
+
+std::string temp_file(const char* name) {
+  return (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + name)).string();
+}
+
+TEST(Statistics, FileRoundTripMergeAndMismatch) {
+  const Statistics a = statistics_of({200, 300}, 10), b = statistics_of({129}, 20);
+  const std::string path_a = temp_file("stats_a.h5"), path_b = temp_file("stats_b.h5");
+  write_statistics(path_a, a, false);
+  write_statistics(path_b, b, false);
+  EXPECT_THROW(write_statistics(path_a, b, false), Error);  // never overwritten without force
+  const Statistics merged = merge_statistics({read_statistics(path_a), read_statistics(path_b)});
+  ASSERT_EQ(merged.samples.size(), 3u);
+  EXPECT_EQ(merged.samples[2].len_q, 129);
+  EXPECT_EQ(merged.layers, a.layers);
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t h = 0; h < 4; ++h)
+      for (int64_t t = 0; t < 4; ++t) {
+        EXPECT_EQ(merged.density[merged.entry(1, l, h, t)], a.density[a.entry(1, l, h, t)]);
+        EXPECT_EQ(merged.output_error[merged.entry(2, l, h, t)], b.output_error[b.entry(0, l, h, t)]);
+      }
+  Statistics other = b;
+  other.settings.stride = 16;
+  try {
+    merge_statistics({a, other});
+    FAIL() << "expected a mismatch";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stride"), std::string::npos) << e.what();
+  }
+  std::remove(path_a.c_str());
+  std::remove(path_b.c_str());
+}
+
+TEST(Statistics, SearchProblemWeightsSamplesByAttentionCost) {
+  const Statistics stats = statistics_of({128, 512}, 30);
+  const SearchProblem p = search_problem_from(stats, {0, 1}, ErrorMetric::kOutputError, 0.05, {});
+  ASSERT_EQ(p.num_heads, 8);
+  const double w0 = allowed_blocks(128, 128, 64, true), w1 = allowed_blocks(512, 512, 64, true);
+  EXPECT_EQ(w0, 3.0);
+  EXPECT_EQ(w1, 36.0);
+  const int64_t head = 5, layer = head / 4, h = head % 4, t = 1;
+  const double expected = (w0 * stats.density[stats.entry(0, layer, h, t)] +
+                           w1 * stats.density[stats.entry(1, layer, h, t)]) / (w0 + w1);
+  EXPECT_NEAR(p.density[head * 4 + t], expected, 1e-9);
+  const SearchProblem recall = search_problem_from(stats, {1}, ErrorMetric::kRecallLoss, 0.05, {});
+  EXPECT_NEAR(recall.error[head * 4 + t], 1.0 - stats.recall_mean[stats.entry(1, layer, h, t)], 1e-7);
+}
+
+}  // namespace
+}  // namespace xattn::calibrate

@@ -1,0 +1,84 @@
+// Pluggable attention for the model runner. A backend receives each layer's post-RoPE
+// q [batch, heads_q, len_q, head_dim] and k, v [batch, heads_kv, len_k, head_dim] (heads_q a
+// multiple of heads_kv, causal attention bottom-right aligned: query i sits at position
+// len_k - len_q + i) and returns the attention output shaped like q.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "xattn/ops.h"
+
+namespace xattn::model {
+
+struct AttentionBackend {
+  virtual ~AttentionBackend() = default;
+  virtual at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v) = 0;
+};
+
+// Exact causal attention with GQA, softmax scale 1/sqrt(head_dim). Queries are processed in chunks
+// so the float32 score matrix stays under `score_bytes` (default 256 MiB); each key/value head
+// serves its query group through one matrix product, without copying K/V per query head.
+// On CUDA with LibTorch >= 2 and len_q == len_k, torch's fused scaled_dot_product_attention is
+// used instead.
+at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  int64_t score_bytes = int64_t(256) << 20);
+
+class DenseBackend : public AttentionBackend {
+ public:
+  at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override;
+};
+
+// XAttention prefill (antidiagonal scoring, per-head threshold selection, block-sparse attention)
+// through xattn::runtime ops: the CPU reference for CPU tensors, the kernels for CUDA tensors.
+// thresholds [num_layers, heads_q] float32. Records the per-head density of its last call per
+// layer (kept / allowed blocks).
+class XAttentionBackend : public AttentionBackend {
+ public:
+  XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options = {});
+  // Every head of every layer at the same tau.
+  static XAttentionBackend uniform(int64_t num_layers, int64_t heads_q, double tau,
+                                   runtime::EstimateOptions options = {});
+
+  at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override;
+
+  const at::Tensor& thresholds() const { return thresholds_; }
+  // [heads_q] float64 of the layer's last call; undefined before the first call.
+  const at::Tensor& last_density(int layer) const;
+  // Mean over heads and over the layers seen in the last forward pass.
+  double mean_density() const;
+  void clear_density();
+
+ private:
+  at::Tensor thresholds_;
+  runtime::EstimateOptions options_;
+  std::vector<at::Tensor> density_;
+};
+
+// Sees every layer's post-RoPE q, k, v (as passed in), then delegates to `inner`.
+using CaptureCallback =
+    std::function<void(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
+
+class CaptureBackend : public AttentionBackend {
+ public:
+  CaptureBackend(AttentionBackend& inner, CaptureCallback callback)
+      : inner_(inner), callback_(std::move(callback)) {}
+  at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override {
+    callback_(layer, q, k, v);
+    return inner_.attend(layer, q, k, v);
+  }
+
+ private:
+  AttentionBackend& inner_;
+  CaptureCallback callback_;
+};
+
+}  // namespace xattn::model

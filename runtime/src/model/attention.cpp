@@ -1,0 +1,139 @@
+// Attention backends of the runner; see xattn/model/attention.h.
+#include "xattn/model/attention.h"
+
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "xattn/error.h"
+
+namespace xattn::model {
+
+namespace {
+
+void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  XATTN_CHECK_ARG(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+                  "attention expects q, k, v of shape [batch, heads, len, head_dim], got ",
+                  q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  XATTN_CHECK_ARG(k.sizes() == v.sizes(), "k ", k.sizes(), " and v ", v.sizes(), " differ");
+  XATTN_CHECK_ARG(q.size(0) == k.size(0) && q.size(3) == k.size(3), "q ", q.sizes(),
+                  " and k ", k.sizes(), " disagree on batch or head_dim");
+  XATTN_CHECK_ARG(k.size(1) > 0 && q.size(1) % k.size(1) == 0, "heads_q (", q.size(1),
+                  ") must be a multiple of heads_kv (", k.size(1), ")");
+  XATTN_CHECK_ARG(q.size(2) <= k.size(2), "len_q (", q.size(2), ") exceeds len_k (", k.size(2),
+                  ")");
+}
+
+}  // namespace
+
+at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  int64_t score_bytes) {
+  check_qkv(q, k, v);
+  const int64_t batch = q.size(0), heads_q = q.size(1), len_q = q.size(2), d = q.size(3);
+  const int64_t heads_kv = k.size(1), len_k = k.size(2), group = heads_q / heads_kv;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+
+#if TORCH_VERSION_MAJOR >= 2
+  if (q.is_cuda() && len_q == len_k) {
+    at::Tensor ke = k, ve = v;
+    if (group > 1) {
+      ke = k.unsqueeze(2).expand({batch, heads_kv, group, len_k, d}).reshape({batch, heads_q, len_k, d});
+      ve = v.unsqueeze(2).expand({batch, heads_kv, group, len_k, d}).reshape({batch, heads_q, len_k, d});
+    }
+    return at::scaled_dot_product_attention(q, ke, ve, {}, 0.0, /*is_causal=*/true);
+  }
+#endif
+
+  // Compute in float32 on CPU; on CUDA in the input dtype with a float32 softmax.
+  const at::ScalarType compute = q.is_cuda() ? q.scalar_type() : at::kFloat;
+  const at::Tensor kc = k.to(compute), vc = v.to(compute);
+  const int64_t offset = len_k - len_q;
+  const int64_t per_row = std::max<int64_t>(1, batch * heads_q * len_k * 4 * 3);  // scores+probs
+  const int64_t chunk = std::clamp<int64_t>(score_bytes / per_row, 1, std::max<int64_t>(len_q, 1));
+  at::Tensor out = at::empty({batch, heads_q, len_q, d}, q.options().dtype(compute));
+  for (int64_t s = 0; s < len_q; s += chunk) {
+    const int64_t c = std::min(chunk, len_q - s);
+    const int64_t keys = offset + s + c;  // keys visible to the chunk's last query
+    // [batch, heads_kv, group * c, d]: one product per key/value head for its whole group.
+    const at::Tensor qc = q.narrow(2, s, c).to(compute).reshape({batch, heads_kv, group * c, d});
+    const at::Tensor kk = kc.narrow(2, 0, keys);
+    const at::Tensor vv = vc.narrow(2, 0, keys);
+    at::Tensor scores = at::matmul(qc, kk.transpose(-1, -2)).to(at::kFloat).mul_(scale);
+    scores = scores.view({batch, heads_kv, group, c, keys});
+    // Query row r (absolute position offset + s + r) sees keys 0 .. offset + s + r.
+    const auto idx = at::TensorOptions().dtype(at::kLong).device(q.device());
+    const at::Tensor row_pos = at::arange(offset + s, offset + s + c, idx).unsqueeze(1);
+    const at::Tensor key_pos = at::arange(0, keys, idx).unsqueeze(0);
+    scores.masked_fill_(key_pos > row_pos, -std::numeric_limits<float>::infinity());
+    const at::Tensor probs =
+        at::softmax(scores, -1).to(compute).view({batch, heads_kv, group * c, keys});
+    out.narrow(2, s, c).copy_(at::matmul(probs, vv).view({batch, heads_q, c, d}));
+  }
+  return out.to(q.scalar_type());
+}
+
+at::Tensor DenseBackend::attend(int, const at::Tensor& q, const at::Tensor& k,
+                                const at::Tensor& v) {
+  return dense_causal_attention(q, k, v);
+}
+
+XAttentionBackend::XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options)
+    : thresholds_(thresholds.to(at::kCPU, at::kFloat).contiguous()), options_(options) {
+  XATTN_CHECK_ARG(thresholds_.dim() == 2, "XAttention thresholds must be [num_layers, heads_q], got ",
+                  thresholds_.sizes());
+  XATTN_CHECK_ARG(options_.causal, "the model runner's XAttention backend is causal");
+  density_.resize(static_cast<size_t>(thresholds_.size(0)));
+}
+
+XAttentionBackend XAttentionBackend::uniform(int64_t num_layers, int64_t heads_q, double tau,
+                                             runtime::EstimateOptions options) {
+  XATTN_CHECK_ARG(tau >= 0.0 && tau <= 1.0, "threshold tau must lie in [0, 1], got ", tau);
+  return XAttentionBackend(at::full({num_layers, heads_q}, tau, at::TensorOptions().dtype(at::kFloat)),
+                           options);
+}
+
+at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v) {
+  check_qkv(q, k, v);
+  XATTN_CHECK_ARG(layer >= 0 && layer < thresholds_.size(0), "layer ", layer,
+                  " has no thresholds (the profile has ", thresholds_.size(0), " layers)");
+  XATTN_CHECK_ARG(q.size(1) == thresholds_.size(1), "layer ", layer, " has ", q.size(1),
+                  " query heads but the thresholds have ", thresholds_.size(1),
+                  ": the profile belongs to another model");
+  const at::Tensor tau = thresholds_[layer].to(q.device());
+  const int64_t len_q = q.size(2), len_k = k.size(2);
+  const at::Tensor scores = runtime::antidiagonal_scores(q, k, options_);
+  auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options_);
+  (void)mask;
+  auto [out, lse] = runtime::block_sparse_attention_compact(q, k, v, count, index, true,
+                                                            std::nullopt,
+                                                            options_.block_size);
+  (void)lse;
+  density_[static_cast<size_t>(layer)] =
+      runtime::head_density(count, len_q, len_k, options_.block_size, true).to(at::kCPU);
+  return out;
+}
+
+const at::Tensor& XAttentionBackend::last_density(int layer) const {
+  XATTN_CHECK_ARG(layer >= 0 && static_cast<size_t>(layer) < density_.size(), "no layer ", layer);
+  return density_[static_cast<size_t>(layer)];
+}
+
+double XAttentionBackend::mean_density() const {
+  double sum = 0.0;
+  int64_t n = 0;
+  for (const auto& d : density_) {
+    if (!d.defined()) continue;
+    sum += d.sum().item<double>();
+    n += d.numel();
+  }
+  return n ? sum / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
+}
+
+void XAttentionBackend::clear_density() {
+  for (auto& d : density_) d = at::Tensor();
+}
+
+}  // namespace xattn::model

@@ -1,0 +1,258 @@
+// The decoder forward pass; see xattn/model/model.h.
+#include "xattn/model/model.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "xattn/error.h"
+#include "xattn/model/safetensors.h"
+
+namespace xattn::model {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+at::ScalarType stored_type(const std::string& dtype, const std::string& name) {
+  if (dtype == "BF16") return at::kBFloat16;
+  if (dtype == "F16") return at::kHalf;
+  if (dtype == "F32") return at::kFloat;
+  throw Error(ErrorKind::kBadInput, detail::concat("tensor '", name, "' is stored as ", dtype,
+                                                   "; the runner loads BF16, F16 or F32 weights"));
+}
+
+}  // namespace
+
+Model::Model(const std::string& dir, const LoadOptions& options)
+    : dir_(dir), config_(load_model_config(dir)), device_(options.device) {
+  const Checkpoint ckpt(dir);
+  const ModelConfig& c = config_;
+  const std::string embed_name = "model.embed_tokens.weight";
+  if (options.dtype) {
+    dtype_ = *options.dtype;
+  } else if (device_.is_cpu()) {
+    dtype_ = at::kFloat;
+  } else {
+    dtype_ = stored_type(ckpt.info(embed_name).dtype, embed_name);
+  }
+  XATTN_CHECK_ARG(dtype_ == at::kFloat || dtype_ == at::kHalf || dtype_ == at::kBFloat16,
+                  "model dtype must be float32, float16 or bfloat16");
+
+  auto load = [&](const std::string& name, std::vector<int64_t> shape, const std::string& why) {
+    const at::Tensor t = ckpt.load_checked(name, shape, why);
+    stored_type(ckpt.info(name).dtype, name);
+    return t.to(device_, dtype_);
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, d = c.head_dim;
+  const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
+  embed_tokens_ = load(embed_name, {c.vocab_size, H}, "vocab_size, hidden_size");
+  final_norm_ = load("model.norm.weight", {H}, "hidden_size");
+  if (c.tie_word_embeddings) {
+    lm_head_ = embed_tokens_;
+  } else {
+    XATTN_CHECK_INPUT(ckpt.contains("lm_head.weight"), "checkpoint '", dir,
+                      "' has no tensor 'lm_head.weight' and config.json does not set "
+                      "tie_word_embeddings: true");
+    lm_head_ = load("lm_head.weight", {c.vocab_size, H}, "vocab_size, hidden_size");
+  }
+  const std::string extra = detail::concat("model.layers.", c.num_layers, ".input_layernorm.weight");
+  XATTN_CHECK_INPUT(!ckpt.contains(extra), "checkpoint '", dir, "' holds '", extra,
+                    "', more layers than num_hidden_layers = ", c.num_layers, " in config.json");
+  layers_.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    Layer& L = layers_[static_cast<size_t>(i)];
+    const std::string p = detail::concat("model.layers.", i, ".");
+    L.input_norm = load(p + "input_layernorm.weight", {H}, "hidden_size");
+    L.post_norm = load(p + "post_attention_layernorm.weight", {H}, "hidden_size");
+    const std::string qwhy = "num_attention_heads * head_dim, hidden_size";
+    const std::string kvwhy = "num_key_value_heads * head_dim, hidden_size";
+    L.wq = load(p + "self_attn.q_proj.weight", {q_out, H}, qwhy);
+    L.wk = load(p + "self_attn.k_proj.weight", {kv_out, H}, kvwhy);
+    L.wv = load(p + "self_attn.v_proj.weight", {kv_out, H}, kvwhy);
+    L.wo = load(p + "self_attn.o_proj.weight", {H, q_out}, "hidden_size, num_attention_heads * head_dim");
+    if (c.qkv_bias) {
+      L.bq = load(p + "self_attn.q_proj.bias", {q_out}, "num_attention_heads * head_dim");
+      L.bk = load(p + "self_attn.k_proj.bias", {kv_out}, "num_key_value_heads * head_dim");
+      L.bv = load(p + "self_attn.v_proj.bias", {kv_out}, "num_key_value_heads * head_dim");
+    }
+    if (c.o_bias) L.bo = load(p + "self_attn.o_proj.bias", {H}, "hidden_size");
+    L.w_gate = load(p + "mlp.gate_proj.weight", {I, H}, "intermediate_size, hidden_size");
+    L.w_up = load(p + "mlp.up_proj.weight", {I, H}, "intermediate_size, hidden_size");
+    L.w_down = load(p + "mlp.down_proj.weight", {H, I}, "hidden_size, intermediate_size");
+    if (c.mlp_bias) {
+      L.b_gate = load(p + "mlp.gate_proj.bias", {I}, "intermediate_size");
+      L.b_up = load(p + "mlp.up_proj.bias", {I}, "intermediate_size");
+      L.b_down = load(p + "mlp.down_proj.bias", {H}, "hidden_size");
+    }
+  }
+  inv_freq_ = rope_inv_freq(c.rope, d);
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = embed_tokens_.numel() + final_norm_.numel();
+  if (!config_.tie_word_embeddings) n += lm_head_.numel();
+  for (const auto& L : layers_)
+    for (const at::Tensor* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
+                                &L.bk, &L.bv, &L.bo, &L.w_gate, &L.w_up, &L.w_down, &L.b_gate,
+                                &L.b_up, &L.b_down})
+      if (t->defined()) n += t->numel();
+  return n;
+}
+
+at::Tensor Model::embed(const std::vector<int64_t>& tokens) const {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    XATTN_CHECK_INPUT(tokens[i] >= 0 && tokens[i] < config_.vocab_size, "token ", i, " is ",
+                      tokens[i], ", outside the model's vocabulary [0, ", config_.vocab_size,
+                      "): the input was made for another tokenizer");
+  const at::Tensor ids =
+      at::tensor(tokens, at::TensorOptions().dtype(at::kLong)).to(device_);
+  return embed_tokens_.index_select(0, ids);
+}
+
+at::Tensor Model::logits_of(const at::Tensor& rows) const {
+  const at::Tensor normed = rms_norm(rows, final_norm_, config_.rms_norm_eps);
+  return at::linear(normed, lm_head_).to(at::kFloat);
+}
+
+at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
+                                AttentionBackend& backend, KVCache* cache,
+                                int64_t token_chunk) const {
+  const Layer& w = layers_[static_cast<size_t>(index)];
+  const ModelConfig& c = config_;
+  const int64_t len = hidden.size(0), d = c.head_dim;
+  const at::Tensor x = rms_norm(hidden, w.input_norm, c.rms_norm_eps);
+  // [len, heads * d] -> [1, heads, len, d]
+  auto heads_first = [&](const at::Tensor& t, int64_t heads) {
+    return t.view({len, heads, d}).transpose(0, 1).unsqueeze(0);
+  };
+  const at::Tensor q =
+      apply_rotary(heads_first(at::linear(x, w.wq, w.bq), c.num_heads), rotary).contiguous();
+  at::Tensor k = apply_rotary(heads_first(at::linear(x, w.wk, w.bk), c.num_kv_heads), rotary);
+  at::Tensor v = heads_first(at::linear(x, w.wv, w.bv), c.num_kv_heads);
+  if (cache) {
+    at::Tensor& ck = cache->k[static_cast<size_t>(index)];
+    at::Tensor& cv = cache->v[static_cast<size_t>(index)];
+    ck.narrow(2, cache->length, len).copy_(k);
+    cv.narrow(2, cache->length, len).copy_(v);
+    // Contiguous copies: backends and kernels get plain [1, heads, len, d] layouts.
+    k = ck.narrow(2, 0, cache->length + len).contiguous();
+    v = cv.narrow(2, 0, cache->length + len).contiguous();
+  } else {
+    k = k.contiguous();
+    v = v.contiguous();
+  }
+  const at::Tensor attn = backend.attend(index, q, k, v);
+  XATTN_CHECK(attn.sizes() == q.sizes(), ErrorKind::kInternal, "attention backend returned ",
+              attn.sizes(), " for q ", q.sizes());
+  const at::Tensor merged =
+      attn.to(hidden.scalar_type()).squeeze(0).transpose(0, 1).reshape({len, c.num_heads * d});
+  const at::Tensor h = hidden + at::linear(merged, w.wo, w.bo);
+
+  // SwiGLU MLP in token chunks: the [chunk, intermediate] activations bound the memory.
+  at::Tensor out = at::empty_like(h);
+  for (int64_t s = 0; s < len; s += token_chunk) {
+    const int64_t n = std::min(token_chunk, len - s);
+    const at::Tensor hs = h.narrow(0, s, n);
+    const at::Tensor xs = rms_norm(hs, w.post_norm, c.rms_norm_eps);
+    const at::Tensor act = at::silu(at::linear(xs, w.w_gate, w.b_gate)) * at::linear(xs, w.w_up, w.b_up);
+    out.narrow(0, s, n).copy_(hs + at::linear(act, w.w_down, w.b_down));
+  }
+  return out;
+}
+
+ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBackend& backend,
+                             const ForwardOptions& options, KVCache* cache,
+                             int64_t extra_capacity) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& c = config_;
+  const int64_t len = static_cast<int64_t>(tokens.size());
+  XATTN_CHECK_INPUT(len > 0, "the input has no tokens");
+  XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
+  const int64_t start = cache ? cache->length : 0;
+  XATTN_CHECK_ARG(!c.sliding_window || start + len <= *c.sliding_window, "the input (",
+                  start + len, " tokens) is longer than the model's sliding_window (",
+                  *c.sliding_window, "), which the runner does not implement");
+  if (cache) {
+    if (cache->capacity == 0) {
+      cache->capacity = len + std::max<int64_t>(extra_capacity, 0);
+      const auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+      cache->k.clear();
+      cache->v.clear();
+      for (int64_t i = 0; i < c.num_layers; ++i) {
+        cache->k.push_back(at::zeros({1, c.num_kv_heads, cache->capacity, c.head_dim}, opts));
+        cache->v.push_back(at::zeros({1, c.num_kv_heads, cache->capacity, c.head_dim}, opts));
+      }
+    }
+    XATTN_CHECK_ARG(start + len <= cache->capacity, "KV cache full: ", start, " + ", len,
+                    " tokens exceed its capacity ", cache->capacity);
+  }
+  std::vector<int64_t> positions = options.logit_positions;
+  if (options.all_logits) {
+    positions.resize(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) positions[static_cast<size_t>(i)] = i;
+  } else if (positions.empty()) {
+    positions.push_back(len - 1);
+  }
+  for (int64_t p : positions)
+    XATTN_CHECK_ARG(p >= 0 && p < len, "logit position ", p, " is outside the input [0, ", len,
+                    ")");
+
+  const RotaryTables rotary = rotary_tables(inv_freq_, start, len);
+  at::Tensor h = embed(tokens);
+  for (int64_t i = 0; i < c.num_layers; ++i)
+    h = layer_forward(static_cast<int>(i), h, rotary, backend, cache, options.token_chunk);
+  if (cache) cache->length += len;
+
+  ForwardResult result;
+  result.positions = positions;
+  const at::Tensor index =
+      at::tensor(positions, at::TensorOptions().dtype(at::kLong)).to(device_);
+  result.logits = logits_of(h.index_select(0, index)).to(at::kCPU);
+  if (options.nll && len > 1) {
+    // Rows per chunk so that a chunk's float32 logits stay near 256 MiB.
+    const int64_t rows =
+        std::clamp<int64_t>((int64_t(64) << 20) / c.vocab_size, 1, options.token_chunk);
+    const at::Tensor targets =
+        at::tensor(tokens, at::TensorOptions().dtype(at::kLong)).to(device_);
+    at::Tensor nll = at::empty({len - 1}, at::TensorOptions().dtype(at::kFloat).device(device_));
+    for (int64_t s = 0; s < len - 1; s += rows) {
+      const int64_t n = std::min(rows, len - 1 - s);
+      const at::Tensor logp = at::log_softmax(logits_of(h.narrow(0, s, n)), -1);
+      nll.narrow(0, s, n).copy_(
+          logp.gather(1, targets.narrow(0, s + 1, n).unsqueeze(1)).squeeze(1).neg());
+    }
+    result.nll = nll.to(at::kCPU);
+  }
+  result.seconds = seconds_since(t0);
+  return result;
+}
+
+at::Tensor Model::decode_step(int64_t token, KVCache& cache) const {
+  XATTN_CHECK_ARG(cache.capacity > 0, "decode_step needs a KV cache filled by a prefill");
+  DenseBackend dense;
+  return forward({token}, dense, {}, &cache).logits[0];
+}
+
+GenerateResult Model::generate(const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+                               AttentionBackend& backend, const GenerateOptions& options) const {
+  XATTN_CHECK_ARG(max_new_tokens >= 1, "max_new_tokens must be at least 1");
+  GenerateResult result;
+  KVCache cache;
+  const auto t0 = std::chrono::steady_clock::now();
+  const ForwardResult first = forward(prompt, backend, {}, &cache, max_new_tokens);
+  int64_t next = first.logits[0].argmax().item<int64_t>();
+  result.time_to_first_token = seconds_since(t0);
+  result.tokens.push_back(next);
+  const auto t1 = std::chrono::steady_clock::now();
+  while (static_cast<int64_t>(result.tokens.size()) < max_new_tokens &&
+         !(options.stop_token && next == *options.stop_token)) {
+    next = decode_step(next, cache).argmax().item<int64_t>();
+    result.tokens.push_back(next);
+  }
+  result.decode_seconds = seconds_since(t1);
+  return result;
+}
+
+}  // namespace xattn::model

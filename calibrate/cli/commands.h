@@ -20,5 +20,6 @@ const std::vector<Command>& commands();
 
 int run_estimate(const Args& args);
 int run_synth(const Args& args);
+int run_profile(const Args& args);
 
 }  // namespace xattn::cli

@@ -15,6 +15,7 @@ const std::vector<Command>& commands() {
       {"estimate", "antidiagonal scoring + block selection on a capture: per-head density table",
        run_estimate},
       {"synth", "write a synthetic capture with planted attention structures", run_synth},
+      {"profile", "show a calibration profile, or export it as JSON", run_profile},
   };
   return list;
 }

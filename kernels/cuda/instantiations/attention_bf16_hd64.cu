@@ -1,0 +1,6 @@
+// Block-sparse attention, bf16_hd64 (one specialisation per file so builds parallelise).
+#include "../attention_kernel.cuh"
+
+namespace xattn::kernels::cuda::detail {
+template cudaError_t launch_block_sparse_attention<__nv_bfloat16, 64>(const AttentionParams&, cudaStream_t);
+}  // namespace xattn::kernels::cuda::detail

@@ -1,0 +1,7 @@
+// Antidiagonal scoring, fp16_hd64 (one specialisation per file so builds parallelise).
+#include "../scoring_kernel.cuh"
+
+namespace xattn::kernels::cuda::detail {
+template cudaError_t launch_antidiagonal_scoring<__half, 64>(const ScoringParams&, const ScoringChunk&,
+                                                          cudaStream_t);
+}  // namespace xattn::kernels::cuda::detail

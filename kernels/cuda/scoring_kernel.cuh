@@ -1,0 +1,289 @@
+// Antidiagonal block scoring on tensor cores (XATTENTION.md §1 and §7).
+//
+// The strided score matrix is a GEMM of shape (Lq/S) x (Lk/S) x (S*d): strided query row r is
+// concat_t q[r*S + S-1-t], strided key row c is concat_t k[c*S + t]. Each k-step of the GEMM
+// (one t, 64 columns of head_dim) gathers its rows straight from q and k with cp.async (tokens
+// past the sequence are zero), so no reshaped copy exists.
+//
+// One pass over the keys: a CTA owns 128 strided query rows and sweeps 128-column key tiles. For
+// every (row, key block) it writes the block's log2-sum-exp to a scratch buffer and keeps the
+// row's running max and sum. At the end the CTA knows each row's total, re-reads its own scratch
+// rows (L2-resident) and sums exp2(block_lse - row_lse) over the rows of each query block, which
+// is the block score. Scratch: 4 bytes per (strided row, key block) of one query chunk, i.e.
+// Bs/S times smaller than the strided score matrix; the launcher walks queries in chunks.
+// Shared memory: 3 stages x (128 + 128) rows x 64 elements x 2 bytes = 96 KiB.
+#pragma once
+
+#include "device_common.cuh"
+#include "launchers.h"
+#include "xattn/kernels/params.h"
+
+namespace xattn::kernels::cuda::detail {
+
+struct ScoringTile {
+  static constexpr int kRows = 128;   // strided query rows per CTA
+  static constexpr int kCols = 128;   // strided key columns per tile
+  static constexpr int kDepth = 64;   // head_dim elements per k-step
+  static constexpr int kStages = 3;
+  static constexpr int kWarps = 8;    // 4 along rows (32 each) x 2 along columns (64 each)
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kStageElems = (kRows + kCols) * kDepth;
+  static constexpr int kSmemBytes = kStages * kStageElems * 2;
+};
+
+// Per launch: rows [row_begin, row_begin + gridDim.y * 128) of every (sequence, head).
+struct ScoringLaunch {
+  ScoringParams params;
+  int64_t row_begin;   // first strided row of this chunk
+  int64_t chunk_rows;  // rows of scratch per (sequence, head)
+  float* scratch;      // [batch, heads_q, chunk_rows, nkb_max] log2-sum-exp per key block
+};
+
+// One strided row's 64 columns of a tile (this thread holds 2 of every 8, quad-shared row):
+// per key block of kTilesPerBlock n8 tiles, write the block's log2-sum-exp and fold it into the
+// row's running max and sum. Values are log2-domain logits, -inf where masked.
+template <int kTilesPerBlock>
+__device__ __forceinline__ void row_block_epilogue(const float (&x)[8][2], int64_t j0,
+                                                   int64_t nkb_max, int t4, float* scratch_row,
+                                                   float& run_max, float& run_sum) {
+#pragma unroll
+  for (int nb = 0; nb < 8 / kTilesPerBlock; ++nb) {
+    float block_max = -INFINITY;
+#pragma unroll
+    for (int n = nb * kTilesPerBlock; n < (nb + 1) * kTilesPerBlock; ++n)
+      block_max = fmaxf(block_max, fmaxf(x[n][0], x[n][1]));
+    block_max = quad_max(block_max);
+    float block_sum = 0.f;
+    if (block_max != -INFINITY) {
+#pragma unroll
+      for (int n = nb * kTilesPerBlock; n < (nb + 1) * kTilesPerBlock; ++n)
+        block_sum += exp2f(x[n][0] - block_max) + exp2f(x[n][1] - block_max);
+    }
+    block_sum = quad_sum(block_sum);
+    if (block_max != -INFINITY) {
+      const float new_max = fmaxf(run_max, block_max);
+      run_sum = run_sum * exp2f(run_max - new_max) + block_sum * exp2f(block_max - new_max);
+      run_max = new_max;
+    }
+    const int64_t j = j0 + nb;
+    if (t4 == (nb & 3) && scratch_row && j < nkb_max)
+      scratch_row[j] = block_max == -INFINITY ? -INFINITY : block_max + __log2f(block_sum);
+  }
+}
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(ScoringTile::kThreads, 2)
+    antidiagonal_scoring_kernel(const ScoringLaunch launch) {
+  using Tile = ScoringTile;
+  using Traits = ElementTraits<T>;
+  constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kDepth = Tile::kDepth;
+  constexpr int kDepthChunks = kHeadDim / kDepth;
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* smem = reinterpret_cast<T*>(smem_raw);
+  __shared__ float row_lse[kRows];
+
+  const ScoringParams& params = launch.params;
+  const Problem& pr = params.problem;
+  const int head = blockIdx.x;
+  const int tile_m = gridDim.y - 1 - blockIdx.y;  // causal: later rows see more keys, start them first
+  const int batch = blockIdx.z;
+  const int64_t S = params.stride, bs = params.block_size;
+  const int64_t len_q = pr.len_q(batch), len_k = pr.len_k(batch);
+  const int64_t n_rows = ceil_div(len_q, S), n_cols = ceil_div(len_k, S);
+  const int64_t r0 = launch.row_begin + int64_t(tile_m) * kRows;
+  if (r0 >= n_rows || len_k == 0) return;
+  const int64_t rows_here = n_rows - r0 < kRows ? n_rows - r0 : kRows;
+  const int64_t offset = len_k - len_q;
+  const int kv_head = head / int(pr.heads_q / pr.heads_kv);
+  const int64_t cols_per_block = bs / S;
+  const int64_t nkb_max = ceil_div(pr.max_len_k, bs), nqb_max = ceil_div(pr.max_len_q, bs);
+
+  const int64_t last_col =
+      pr.causal ? min(n_cols - 1, (offset + (r0 + rows_here - 1) * S + S - 1) / S) : n_cols - 1;
+  const int n_tiles = int(last_col / kCols + 1);
+  const int total_steps = n_tiles * int(S) * kDepthChunks;
+
+  const T* q_base = static_cast<const T*>(params.q.data) +
+                    sequence_base(pr.cu_seqlens_q, batch, head, params.q.batch_stride,
+                                  params.q.head_stride, params.q.token_stride);
+  const T* k_base = static_cast<const T*>(params.k.data) +
+                    sequence_base(pr.cu_seqlens_k, batch, kv_head, params.k.batch_stride,
+                                  params.k.head_stride, params.k.token_stride);
+  float* scratch = launch.scratch +
+                   ((int64_t(batch) * pr.heads_q + head) * launch.chunk_rows +
+                    (r0 - launch.row_begin)) * nkb_max;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int warp_row = (warp & 3) * 32, warp_col = (warp >> 2) * 64;
+  const int g = lane >> 2, t4 = lane & 3;
+
+  // Step = (key tile, t, depth chunk); rows are gathered from q and k.
+  auto load_step = [&](int step) {
+    const int tile = step / (int(S) * kDepthChunks);
+    const int rem = step % (int(S) * kDepthChunks);
+    const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+    T* a_dst = smem + (step % Tile::kStages) * Tile::kStageElems;
+    T* b_dst = a_dst + kRows * kDepth;
+    for (int idx = tid; idx < kRows * 8; idx += Tile::kThreads) {
+      const int row = idx >> 3, chunk = idx & 7;
+      const int64_t token = (r0 + row) * S + S - 1 - t;
+      const bool valid = r0 + row < n_rows && token < len_q;
+      const T* src = q_base + (valid ? token * params.q.token_stride : 0) + dc * kDepth + chunk * 8;
+      cp_async_16(smem_address(a_dst + swizzled<kDepth>(row, chunk)), src, valid);
+    }
+    for (int idx = tid; idx < kCols * 8; idx += Tile::kThreads) {
+      const int col = idx >> 3, chunk = idx & 7;
+      const int64_t token = (int64_t(tile) * kCols + col) * S + t;
+      const bool valid = token < len_k;
+      const T* src = k_base + (valid ? token * params.k.token_stride : 0) + dc * kDepth + chunk * 8;
+      cp_async_16(smem_address(b_dst + swizzled<kDepth>(col, chunk)), src, valid);
+    }
+  };
+
+  float acc[2][8][4];
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int n = 0; n < 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
+  // Running log2-domain max and sum of this thread's four rows (m tile, g / g + 8).
+  float run_max[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
+  float run_sum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  const float scale_log2 = params.scale * kLog2e;
+  const int steps_per_tile = int(S) * kDepthChunks;
+  const int col_tiles_per_block = int(cols_per_block / 8);  // n8 tiles per key block
+
+#pragma unroll
+  for (int s = 0; s < Tile::kStages - 1; ++s) {
+    if (s < total_steps) load_step(s);
+    cp_async_commit();
+  }
+
+  for (int step = 0; step < total_steps; ++step) {
+    cp_async_wait<Tile::kStages - 2>();
+    __syncthreads();
+    if (step + Tile::kStages - 1 < total_steps) load_step(step + Tile::kStages - 1);
+    cp_async_commit();
+
+    const T* a_tile = smem + (step % Tile::kStages) * Tile::kStageElems;
+    const T* b_tile = a_tile + kRows * kDepth;
+#pragma unroll
+    for (int kk = 0; kk < kDepth / 16; ++kk) {
+      uint32_t a[2][4];
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        const int row = warp_row + m * 16 + (lane & 15);
+        ldmatrix_x4(a[m], smem_address(a_tile + swizzled<kDepth>(row, kk * 2 + (lane >> 4))));
+      }
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t b[4];
+        const int col = warp_col + np * 16 + ((lane >> 4) << 3) + (lane & 7);
+        ldmatrix_x4(b, smem_address(b_tile + swizzled<kDepth>(col, kk * 2 + ((lane >> 3) & 1))));
+#pragma unroll
+        for (int m = 0; m < 2; ++m) {
+          Traits::mma(acc[m][2 * np], a[m], b[0], b[1]);
+          Traits::mma(acc[m][2 * np + 1], a[m], b[2], b[3]);
+        }
+      }
+    }
+
+    if ((step + 1) % steps_per_tile != 0) continue;
+
+    // Tile epilogue: mask, per key block log2-sum-exp to scratch, running row statistics.
+    const int64_t c_tile = int64_t(step / steps_per_tile) * kCols + warp_col;
+#pragma unroll
+    for (int m = 0; m < 2; ++m) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int64_t local_row = warp_row + m * 16 + g + 8 * half;
+        const int64_t r = r0 + local_row;
+        const int64_t last_visible = pr.causal ? (offset + r * S + S - 1) / S : n_cols - 1;
+        const int64_t col_limit = min(last_visible, n_cols - 1);
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int64_t c = c_tile + n * 8 + 2 * t4 + e;
+            float& v = acc[m][n][2 * half + e];
+            v = c <= col_limit ? v * scale_log2 : -INFINITY;
+          }
+        float x[8][2];
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          x[n][0] = acc[m][n][2 * half];
+          x[n][1] = acc[m][n][2 * half + 1];
+        }
+        float* scratch_row = local_row < rows_here ? scratch + local_row * nkb_max : nullptr;
+        const int64_t j0 = c_tile / cols_per_block;
+        switch (col_tiles_per_block) {
+          case 1: row_block_epilogue<1>(x, j0, nkb_max, t4, scratch_row, run_max[m][half], run_sum[m][half]); break;
+          case 2: row_block_epilogue<2>(x, j0, nkb_max, t4, scratch_row, run_max[m][half], run_sum[m][half]); break;
+          case 4: row_block_epilogue<4>(x, j0, nkb_max, t4, scratch_row, run_max[m][half], run_sum[m][half]); break;
+          default: row_block_epilogue<8>(x, j0, nkb_max, t4, scratch_row, run_max[m][half], run_sum[m][half]); break;
+        }
+#pragma unroll
+        for (int n = 0; n < 8; ++n) acc[m][n][2 * half] = acc[m][n][2 * half + 1] = 0.f;
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Row totals: the two column-warps of a row group each saw half of every tile; combine them.
+  __shared__ float part_max[2][kRows], part_sum[2][kRows];
+  if (t4 == 0) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int local_row = warp_row + m * 16 + g + 8 * half;
+        part_max[warp >> 2][local_row] = run_max[m][half];
+        part_sum[warp >> 2][local_row] = run_sum[m][half];
+      }
+  }
+  __syncthreads();
+  for (int row = tid; row < kRows; row += Tile::kThreads) {
+    const float m0 = part_max[0][row], m1 = part_max[1][row];
+    const float mx = fmaxf(m0, m1);
+    float total = 0.f;
+    if (mx != -INFINITY)
+      total = (m0 == -INFINITY ? 0.f : part_sum[0][row] * exp2f(m0 - mx)) +
+              (m1 == -INFINITY ? 0.f : part_sum[1][row] * exp2f(m1 - mx));
+    row_lse[row] = total > 0.f ? mx + __log2f(total) : INFINITY;  // +inf: row contributes 0
+  }
+  __syncthreads();  // also makes this CTA's scratch writes visible to all its threads
+
+  // Block scores: sum over the strided rows of each query block of exp2(block_lse - row_lse).
+  const int64_t n_blocks_seen = min(nkb_max, ceil_div(int64_t(n_tiles) * kCols, cols_per_block));
+  float* scores_head = params.block_scores + (int64_t(batch) * pr.heads_q + head) * nqb_max * nkb_max;
+  for (int64_t qb_row0 = 0; qb_row0 < rows_here; qb_row0 += cols_per_block) {
+    const int64_t i = (r0 + qb_row0) / cols_per_block;
+    const int64_t row_end = min(rows_here, qb_row0 + cols_per_block);
+    for (int64_t j = tid; j < n_blocks_seen; j += Tile::kThreads) {
+      float sum = 0.f;
+      for (int64_t row = qb_row0; row < row_end; ++row)
+        sum += exp2f(scratch[row * nkb_max + j] - row_lse[row]);
+      scores_head[i * nkb_max + j] = sum;
+    }
+  }
+}
+
+}  // namespace xattn::kernels::cuda::detail
+
+namespace xattn::kernels::cuda::detail {
+
+template <typename T, int kHeadDim>
+cudaError_t launch_antidiagonal_scoring(const ScoringParams& params, const ScoringChunk& chunk,
+                                        cudaStream_t stream) {
+  const auto kernel = antidiagonal_scoring_kernel<T, kHeadDim>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         ScoringTile::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const ScoringLaunch launch{params, chunk.row_begin, chunk.chunk_rows, chunk.scratch};
+  const dim3 grid(unsigned(params.problem.heads_q), unsigned(chunk.chunk_rows / ScoringTile::kRows),
+                  unsigned(params.problem.batch));
+  kernel<<<grid, ScoringTile::kThreads, ScoringTile::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace xattn::kernels::cuda::detail

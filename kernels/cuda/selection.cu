@@ -1,0 +1,152 @@
+// Block selection on the GPU (XATTENTION.md §2), one warp per (sequence, head, query block).
+//
+// Same rule as the CPU reference: forced blocks (sink, diagonal) first, then the other allowed
+// blocks by descending score, ties by lower index, while the mass taken is below tau * row total,
+// the crossing block included. Instead of sorting, the warp finds the crossing score v* by a
+// binary search over float bit patterns: v* is the largest v with
+//   forced mass + sum of candidate scores >= v  >=  tau * total,
+// keeps every candidate above v*, then the tied candidates at v* in ascending index order until
+// the threshold is crossed. Sums are float64, as in the reference. No scratch memory.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "xattn/kernels/params.h"
+
+namespace xattn::kernels::cuda::detail {
+namespace {
+
+constexpr int kSelectionWarps = 8;
+
+__device__ __forceinline__ double warp_sum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__global__ void __launch_bounds__(kSelectionWarps * 32)
+    select_blocks_kernel(const SelectionParams params, int64_t n_rows) {
+  const int64_t row = int64_t(blockIdx.x) * kSelectionWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (row >= n_rows) return;
+  const Problem& pr = params.problem;
+  const int64_t bs = params.block_size;
+  const int64_t nqb_max = ceil_div(pr.max_len_q, bs), nkb_max = ceil_div(pr.max_len_k, bs);
+  const int64_t i = row % nqb_max;
+  const int64_t head = (row / nqb_max) % pr.heads_q;
+  const int64_t b = row / (nqb_max * pr.heads_q);
+  const BlockGeometry geometry = block_geometry(pr, b, bs);
+  const float* scores = params.block_scores + row * nkb_max;
+  const int64_t allowed =
+      (pr.len_q(b) > 0 && i < geometry.num_q_blocks()) ? geometry.allowed_blocks(i) : 0;
+  const float tau = params.thresholds[head];
+  const int64_t sink = (params.keep_sink && allowed > 0) ? 0 : -1;
+  const int64_t diagonal = (params.keep_diagonal && allowed > 0) ? geometry.diagonal_block(i) : -1;
+  auto forced = [&](int64_t j) { return j == sink || j == diagonal; };
+
+  // keep_mode 0: forced only; 1: every allowed block; 2: candidates > v*, ties by count.
+  int keep_mode = 1;
+  float cut = 0.f;
+  int64_t ties_kept = 0;
+  if (allowed > 0 && tau < 1.f) {
+    double total = 0.0;
+    float max_candidate = 0.f;
+    for (int64_t j = lane; j < allowed; j += 32) {
+      const float s = __ldg(scores + j);
+      total += s;
+      if (!forced(j)) max_candidate = fmaxf(max_candidate, s);
+    }
+    total = warp_sum(total);
+    max_candidate = warp_max(max_candidate);
+    double forced_mass = 0.0;
+    if (sink >= 0) forced_mass += __ldg(scores + sink);
+    if (diagonal >= 0 && diagonal != sink) forced_mass += __ldg(scores + diagonal);
+    const double required = double(tau) * total;
+    // Mass of the candidates scoring at least v (strictly above when `strict`).
+    auto mass_from = [&](float v, bool strict) {
+      double m = 0.0;
+      for (int64_t j = lane; j < allowed; j += 32) {
+        const float s = __ldg(scores + j);
+        if (!forced(j) && (strict ? s > v : s >= v)) m += s;
+      }
+      return warp_sum(m);
+    };
+    if (forced_mass >= required) {
+      keep_mode = 0;
+    } else if (forced_mass + mass_from(0.f, false) < required) {
+      keep_mode = 1;  // the threshold is never crossed: the reference takes every candidate
+    } else {
+      // Largest bit pattern u in [0, bits(max)] with forced + mass(>= float(u)) >= required;
+      // non-negative floats order like their bit patterns.
+      uint32_t lo = 0, hi = __float_as_uint(max_candidate);
+      while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo + 1) / 2;
+        if (forced_mass + mass_from(__uint_as_float(mid), false) >= required) lo = mid;
+        else hi = mid - 1;
+      }
+      cut = __uint_as_float(lo);
+      double taken = forced_mass + mass_from(cut, true);
+      int64_t n_ties = 0;
+      for (int64_t j = lane; j < allowed; j += 32)
+        n_ties += (!forced(j) && __ldg(scores + j) == cut) ? 1 : 0;
+      for (int o = 16; o > 0; o >>= 1) n_ties += __shfl_xor_sync(0xffffffffu, n_ties, o);
+      // Ties are taken one by one while the mass is still short, as the reference's loop does.
+      while (ties_kept < n_ties && taken < required) {
+        taken += cut;
+        ++ties_kept;
+      }
+      keep_mode = 2;
+    }
+  } else if (allowed > 0 && tau >= 1.f) {
+    keep_mode = 1;
+  }
+
+  // Emit mask, ascending indices and count; -1 pads the index row like the reference.
+  int32_t* index = params.kv_block_index + row * nkb_max;
+  uint8_t* mask = params.mask ? params.mask + row * nkb_max : nullptr;
+  int64_t count = 0, ties_seen = 0;
+  for (int64_t base = 0; base < nkb_max; base += 32) {
+    const int64_t j = base + lane;
+    bool keep = false, tie = false;
+    if (j < allowed) {
+      if (forced(j)) {
+        keep = true;
+      } else if (keep_mode == 1) {
+        keep = true;
+      } else if (keep_mode == 2) {
+        const float s = __ldg(scores + j);
+        keep = s > cut;
+        tie = s == cut;
+      }
+    }
+    const unsigned lower = (1u << lane) - 1u;
+    const unsigned tie_bits = __ballot_sync(0xffffffffu, tie);
+    if (tie) keep = ties_seen + __popc(tie_bits & lower) < ties_kept;
+    ties_seen += __popc(tie_bits);
+    const unsigned keep_bits = __ballot_sync(0xffffffffu, keep);
+    if (keep) index[count + __popc(keep_bits & lower)] = int32_t(j);
+    count += __popc(keep_bits);
+    if (mask && j < nkb_max) mask[j] = keep ? 1 : 0;
+  }
+  for (int64_t p = count + lane; p < nkb_max; p += 32) index[p] = -1;
+  if (lane == 0) params.kv_block_count[row] = int32_t(count);
+}
+
+}  // namespace
+
+cudaError_t launch_select_blocks(const SelectionParams& params, cudaStream_t stream) {
+  const Problem& pr = params.problem;
+  const int64_t nqb_max = ceil_div(pr.max_len_q, params.block_size);
+  const int64_t n_rows = pr.batch * pr.heads_q * nqb_max;
+  if (n_rows == 0) return cudaSuccess;
+  const unsigned grid = unsigned(ceil_div(n_rows, kSelectionWarps));
+  select_blocks_kernel<<<grid, kSelectionWarps * 32, 0, stream>>>(params, n_rows);
+  return cudaGetLastError();
+}
+
+}  // namespace xattn::kernels::cuda::detail

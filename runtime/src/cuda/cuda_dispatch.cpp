@@ -1,0 +1,71 @@
+// CUDA dispatch of the runtime: runs the kernels of kernels/cuda on LibTorch's current stream of
+// the tensors' device, with scratch memory from LibTorch's caching allocator. Compiled only when
+// LibTorch has CUDA.
+#include "cuda_dispatch.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "xattn/error.h"
+#include "xattn/kernels/cuda.h"
+
+namespace xattn::runtime::cuda_dispatch {
+namespace {
+
+// The device holding `pointer` (the kernels run where their data lives).
+int device_of(const void* pointer) {
+  cudaPointerAttributes attributes{};
+  const cudaError_t err = cudaPointerGetAttributes(&attributes, pointer);
+  XATTN_CHECK(err == cudaSuccess && attributes.type == cudaMemoryTypeDevice, ErrorKind::kCuda,
+              "expected a CUDA device pointer (", cudaGetErrorString(err),
+              "); pass tensors that live on a CUDA device");
+  return attributes.device;
+}
+
+template <typename Params>
+void check_supported(const Params& params, const char* what) {
+  const std::string why = kernels::cuda::unsupported_reason(params);
+  XATTN_CHECK(why.empty(), ErrorKind::kInvalidArgument, what, " on CUDA: ", why);
+}
+
+void check_launch(cudaError_t err, const char* what) {
+  XATTN_CHECK(err == cudaSuccess, ErrorKind::kCuda, what, " failed on the GPU: ",
+              cudaGetErrorString(err));
+}
+
+}  // namespace
+
+void antidiagonal_scores(const kernels::ScoringParams& params) {
+  check_supported(params, "antidiagonal scoring");
+  const int device = device_of(params.q.data);
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  const size_t bytes = kernels::cuda::antidiagonal_scores_workspace_bytes(params);
+  const at::Tensor workspace =
+      at::empty({int64_t(bytes)}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, device));
+  check_launch(kernels::cuda::antidiagonal_scores(params, workspace.data_ptr(), bytes,
+                                                  at::cuda::getCurrentCUDAStream(device).stream()),
+               "antidiagonal scoring");
+}
+
+void select_blocks(const kernels::SelectionParams& params) {
+  check_supported(params, "block selection");
+  const int device = device_of(params.block_scores);
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  check_launch(kernels::cuda::select_blocks(params, at::cuda::getCurrentCUDAStream(device).stream()),
+               "block selection");
+}
+
+void block_sparse_attention(const kernels::AttentionParams& params) {
+  check_supported(params, "block-sparse attention");
+  const int device = device_of(params.q.data);
+  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  check_launch(kernels::cuda::block_sparse_attention(
+                   params, at::cuda::getCurrentCUDAStream(device).stream()),
+               "block-sparse attention");
+}
+
+}  // namespace xattn::runtime::cuda_dispatch

@@ -20,6 +20,8 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kNoUnits = std::numeric_limits<int64_t>::max();
 constexpr uint16_t kNoChoice = std::numeric_limits<uint16_t>::max();
 constexpr uint8_t kNoSmallChoice = std::numeric_limits<uint8_t>::max();
+// Averaging densities of 1 can land a hair above 1; that much is rounding noise, not bad input.
+constexpr double kDensityNoise = 1e-6;
 // Largest DP table (choices, 2 bytes each) we agree to allocate.
 constexpr double kMaxTableBytes = 4.0 * 1024 * 1024 * 1024;
 
@@ -195,25 +197,48 @@ std::vector<int32_t> run_dp(const Prepared& q, const std::vector<std::vector<Ite
   return choice;
 }
 
-// Exact DP over the discretised budget (units rounded up). Returns an empty vector when the
-// rounding leaves no solution (possible only when epsilon equals the least achievable error).
-std::vector<int32_t> solve_dp(const Prepared& q, int64_t budget_units) {
+// Exact DP over the discretised budget. Units are counted relative to a feasible reference
+// assignment R (the greedy solution): candidate m of head h uses ceil((s[h][m] - s[h][R_h]) / u)
+// units (negative: a credit; ceil rounds credits down and costs up, so the DP is conservative), and
+// the total may not exceed floor((eps - Σ_h s[h][R_h]) / u). Any assignment within the unit budget
+// meets the true budget. Heads left at R lose nothing to rounding, so R itself always fits (the DP
+// never loses to greedy), an assignment differing from R on k heads fits whenever its true error
+// is at most eps - k·u, and shares that are multiples of u are exact. Each head's units are then
+// shifted by its largest credit so they start at 0. With eps = 0 only zero-error candidates count.
+// Returns an empty vector when nothing fits.
+std::vector<int32_t> solve_dp(const Prepared& q, int64_t budget_units,
+                              const std::vector<int32_t>& reference) {
   const int64_t H = q.heads;
   const int64_t M = q.cands;
   const double eps = q.p.epsilon;
-  const double unit = eps / static_cast<double>(budget_units);
   std::vector<int64_t> units(H * M, kNoUnits);
-  for (int64_t h = 0; h < H; ++h) {
-    for (int64_t m = 0; m < M; ++m) {
-      if (!q.ok(h, m)) continue;
-      const double share = q.s(h, m);
-      if (share == 0.0) {
-        units[h * M + m] = 0;
-      } else if (eps > 0.0) {
-        const double x = share / unit;
-        if (x <= static_cast<double>(budget_units)) units[h * M + m] = static_cast<int64_t>(std::ceil(x));
+  int64_t budget = 0;
+  if (eps == 0.0) {
+    for (int64_t i = 0; i < H * M; ++i) {
+      if (q.allowed[i] && q.share[i] == 0.0) units[i] = 0;
+    }
+  } else {
+    const double unit = eps / static_cast<double>(budget_units);
+    const double slack = std::floor((eps - q.total_share(reference)) / unit);
+    if (!(slack >= 0.0)) return {};
+    std::vector<double> raw(H * M, kInf), credit(H, 0.0);
+    double total = slack;
+    for (int64_t h = 0; h < H; ++h) {
+      const double ref = q.s(h, reference[h]);
+      for (int64_t m = 0; m < M; ++m) {
+        if (!q.ok(h, m)) continue;
+        raw[h * M + m] = std::ceil((q.s(h, m) - ref) / unit);
+        credit[h] = std::max(credit[h], -raw[h * M + m]);
+      }
+      total += credit[h];  // at most s[h][R_h] / u + 1 per head: total <= 2 · units + H
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t m = 0; m < M; ++m) {
+        const double u = raw[h * M + m] + credit[h];
+        if (u <= total) units[h * M + m] = static_cast<int64_t>(u);
       }
     }
+    budget = static_cast<int64_t>(total);
   }
   // Per head, the candidates worth considering: sorted by units, each strictly cheaper than every
   // candidate using no more units (ties: fewer units, then larger index, i.e. higher τ).
@@ -239,7 +264,7 @@ std::vector<int32_t> solve_dp(const Prepared& q, int64_t budget_units) {
     }
     reach += items[h].back().units;
   }
-  const int64_t B = std::min(budget_units, reach);
+  const int64_t B = std::min(budget, reach);
   // The choice table dominates memory: one byte per entry when the ladder allows it.
   return M < kNoSmallChoice ? run_dp<uint8_t>(q, items, units, B) : run_dp<uint16_t>(q, items, units, B);
 }
@@ -273,7 +298,7 @@ void lagrangian_bound(const Prepared& q, double* bound, double* multiplier) {
     return;
   }
   double lo = 0.0, hi = 1.0;
-  for (int i = 0; i < 2000 && (eval(hi, &slope), slope > 0.0); ++i) {
+  for (int i = 0; i < 1000 && (eval(hi, &slope), slope > 0.0); ++i) {  // 2^1000: still finite
     lo = hi;
     hi *= 2.0;
   }
@@ -321,7 +346,8 @@ void validate(const SearchProblem& p) {
                   " entries, expected heads x candidates = ", p.num_heads, " x ", M, " = ", HM);
   for (size_t i = 0; i < HM; ++i) {
     const int64_t h = static_cast<int64_t>(i / M);
-    XATTN_CHECK_ARG(std::isfinite(p.density[i]) && p.density[i] >= 0.0 && p.density[i] <= 1.0,
+    XATTN_CHECK_ARG(std::isfinite(p.density[i]) && p.density[i] >= 0.0 &&
+                        p.density[i] <= 1.0 + kDensityNoise,
                     "threshold search: density of ", head_name(p, h), " at τ = ", p.taus[i % M],
                     " is ", p.density[i], "; it must be a number in [0, 1]");
     XATTN_CHECK_ARG(std::isfinite(p.error[i]) && p.error[i] >= 0.0, "threshold search: error of ",
@@ -395,13 +421,13 @@ SearchResult search_thresholds(const SearchProblem& problem, const SearchOptions
                   options.budget_units, "; it must be >= 1, or 0 for the automatic choice");
   const int64_t budget_units = options.budget_units > 0
                                    ? options.budget_units
-                                   : std::max<int64_t>(10000, 32 * problem.num_heads);
+                                   : std::max<int64_t>(10000, 16 * problem.num_heads);
   XATTN_CHECK_ARG(std::isfinite(options.feasibility_tolerance) &&
                       options.feasibility_tolerance >= 0.0,
                   "threshold search: feasibility_tolerance must be a finite number >= 0");
   const double table_bytes = (problem.taus.size() < kNoSmallChoice ? 1.0 : 2.0) *
                              static_cast<double>(problem.num_heads) *
-                             (static_cast<double>(budget_units) + 1);
+                             (2.0 * static_cast<double>(budget_units) + problem.num_heads + 2);
   XATTN_CHECK_ARG(table_bytes <= kMaxTableBytes, "threshold search: ", problem.num_heads,
                   " heads x ", budget_units, " budget units needs ", table_bytes / 1e9,
                   " GB of DP table; lower budget_units");
@@ -420,22 +446,20 @@ SearchResult search_thresholds(const SearchProblem& problem, const SearchOptions
   r.budget_units = budget_units;
   r.budget_unit = problem.epsilon / static_cast<double>(budget_units);
 
-  std::vector<int32_t> choice = solve_dp(q, budget_units);
-  if (choice.empty()) choice = safest;  // the rounding used up a budget that only `safest` meets
-  r.dp_cost_before_polish = evaluate_assignment(problem, choice).cost;
-  if (options.polish) improve_greedily(q, choice);
-  r.optimal = evaluate_assignment(problem, choice);
-
   std::vector<int32_t> greedy = safest;
   improve_greedily(q, greedy);
   r.greedy = evaluate_assignment(problem, greedy);
-  // The rounding can cost the DP a sliver of budget (at most one unit per head) that the greedy,
-  // working on the true errors, may use; report the better feasible assignment, so the answer is
-  // never worse than greedy.
-  if (r.greedy.cost < r.optimal.cost) {
-    r.optimal = r.greedy;
-    r.optimal_is_greedy = true;
-  }
+
+  std::vector<int32_t> choice = solve_dp(q, budget_units, greedy);
+  // Nothing fits only when the greedy solution exceeds the budget by floating-point noise (within
+  // the tolerance); then greedy is the answer.
+  if (choice.empty()) choice = greedy;
+  XATTN_CHECK(is_feasible(problem, evaluate_assignment(problem, choice), tol), ErrorKind::kInternal,
+              "threshold DP returned an assignment over the error budget (a bug; please report "
+              "it with the statistics file)");
+  r.dp_cost_before_polish = evaluate_assignment(problem, choice).cost;
+  if (options.polish) improve_greedily(q, choice);
+  r.optimal = evaluate_assignment(problem, choice);
 
   for (int64_t m = q.cands - 1; m >= 0; --m) {  // descending: ties go to the higher τ
     bool capped = false;

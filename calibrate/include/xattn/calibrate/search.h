@@ -32,6 +32,7 @@ struct SearchProblem {
   std::vector<double> taus;      // [M] the candidate ladder, strictly ascending, each in (0, 1]
   int64_t num_heads = 0;         // H
   std::vector<double> density;   // [H, M] predicted density (kept / allowed blocks), in [0, 1]
+                                 // (up to 1 + 1e-6 accepted as rounding noise of averaging)
   std::vector<double> error;     // [H, M] predicted error (>= 0) of head h at candidate m
   std::vector<double> cost_weight;   // [H] w, >= 0; empty: all 1
   std::vector<double> error_weight;  // [H] v, >= 0 with positive sum; empty: all 1 (plain mean)
@@ -41,16 +42,20 @@ struct SearchProblem {
 };
 
 struct SearchOptions {
-  // The budget epsilon is split into `budget_units` equal units u = epsilon / budget_units; each
-  // (head, candidate) uses ceil(v[h] · error[h][m] / (Σv · u)) units, rounded UP, and the DP keeps
-  // the total at most budget_units. Hence every DP solution meets the budget for the true errors,
-  // and its cost is at most the true optimum for the tightened budget epsilon · (1 - H / units)
-  // (an assignment feasible there loses at most one unit per head to rounding). After the DP a
-  // polishing pass spends the rounding slack on the true errors (best saving per error first),
-  // which can only lower the cost and keeps feasibility. Time and memory: O(H · M · units) and
-  // H · (units + 1) bytes (2 bytes per entry beyond 254 candidates).
-  // 0 (the default) picks max(10000, 32 · H): the rounding then costs at most 1/32 of the budget.
-  // 1024 heads x 25 candidates: 32768 units, about 0.15 s and 34 MB.
+  // The budget epsilon is split into `budget_units` equal units u = epsilon / budget_units. Error
+  // is counted in whole units, rounded UP, relative to a feasible reference assignment (the greedy
+  // solution): head h at candidate m uses ceil((e'[h][m] - e'[h][ref]) / u) units, e' = v e / Σv its
+  // share of the weighted mean, and the total may not exceed floor((epsilon - Σ e'[h][ref]) / u).
+  // Consequences:
+  //  - every DP solution meets the budget for the true errors;
+  //  - the greedy solution always fits, so the DP is never worse than greedy;
+  //  - an assignment that differs from the reference on k heads fits whenever its true error is
+  //    at most epsilon - k·u; so the DP cost is at most the true optimum for the tightened budget
+  //    epsilon · (1 - H / budget_units), and it is exact when every e' is a multiple of u.
+  // After the DP a polishing pass spends any slack left on the true errors (best saving per error
+  // first), which can only lower the cost and keeps feasibility. Time O(H · M · units), memory at
+  // most H · (2 · units + H + 1) bytes (2 bytes per entry beyond 254 candidates).
+  // 0 (the default) picks max(10000, 16 · H).
   int64_t budget_units = 0;
   bool polish = true;
   // Relative tolerance for comparing an achieved error against epsilon or the cap (floating-point
@@ -75,11 +80,8 @@ struct UniformResult {
 };
 
 struct SearchResult {
-  // The DP solution (after polishing when enabled), or the greedy one in the rare case where the
-  // DP's rounding made it slightly costlier (optimal_is_greedy).
-  Assignment optimal;
+  Assignment optimal;  // the DP solution, after polishing when enabled
   double dp_cost_before_polish = 0.0;
-  bool optimal_is_greedy = false;
   // Lagrangian dual bound: max over lambda >= 0 of Σ_h min_m (w d + lambda v e / Σv) - lambda eps,
   // found by bisection on lambda. No assignment meeting the budget costs less.
   double lower_bound = 0.0;

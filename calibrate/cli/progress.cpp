@@ -1,0 +1,63 @@
+#include "progress.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+namespace xattn::cli {
+
+Progress::Progress(std::string title)
+    : title_(std::move(title)), terminal_(::isatty(2) == 1), start_(std::chrono::steady_clock::now()) {}
+
+std::string format_duration(double seconds) {
+  const int64_t s = int64_t(std::llround(std::max(0.0, seconds)));
+  char text[32];
+  if (s >= 3600)
+    std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", (long long)(s / 3600),
+                  (long long)(s / 60 % 60), (long long)(s % 60));
+  else
+    std::snprintf(text, sizeof text, "%lld:%02lld", (long long)(s / 60), (long long)(s % 60));
+  return text;
+}
+
+void Progress::update(int64_t done, int64_t total, const std::string& what) {
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double fraction = total > 0 ? double(done) / double(total) : 1.0;
+  const std::string eta =
+      done > 0 ? format_duration(elapsed / fraction - elapsed) : std::string("?");
+  if (terminal_) {
+    constexpr int kWidth = 30;
+    const int filled = int(fraction * kWidth);
+    std::string bar(filled, '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(stderr, "\r%s [%s] %3d%%  %lld/%lld  ETA %s  %-28s", title_.c_str(), bar.c_str(),
+                 int(fraction * 100), (long long)done, (long long)total, eta.c_str(),
+                 what.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  } else {
+    const int64_t decile = int64_t(fraction * 10);
+    if (decile == last_decile_) return;
+    last_decile_ = decile;
+    std::fprintf(stderr, "%s: %3d%% (%lld/%lld) elapsed %s, ETA %s, %s\n", title_.c_str(),
+                 int(fraction * 100), (long long)done, (long long)total,
+                 format_duration(elapsed).c_str(), eta.c_str(), what.c_str());
+  }
+}
+
+void Progress::finish() {
+  if (terminal_ && drawn_) std::fprintf(stderr, "\n");
+  drawn_ = false;
+}
+
+std::string bundled_path(const std::string& relative) {
+  if (std::filesystem::exists(relative)) return relative;
+  const std::string from_source = std::string(XATTN_SOURCE_DIR) + "/" + relative;
+  return std::filesystem::exists(from_source) ? from_source : relative;
+}
+
+}  // namespace xattn::cli

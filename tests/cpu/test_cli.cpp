@@ -1,0 +1,119 @@
+// The `xattn` executable end to end: exit codes, one-line errors, estimate and calibrate on the
+// bundled synthetic capture, no overwrite without --force, statistics re-search.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "xattn/calibrate/profile.h"
+
+namespace xattn {
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Run run_cli(const std::string& arguments) {
+  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
+  Run run;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return run;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+const std::string kSample = std::string(XATTN_SOURCE_DIR) + "/examples/data/sample_capture.h5";
+
+std::filesystem::path scratch_folder(const char* name) {
+  const auto folder = std::filesystem::temp_directory_path() /
+                      ("xattn-cli-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::remove_all(folder);
+  std::filesystem::create_directories(folder);
+  return folder;
+}
+
+int count_lines(const std::string& text) {
+  int lines = 0;
+  for (char c : text) lines += c == '\n';
+  return lines;
+}
+
+TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
+  EXPECT_EQ(run_cli("").code, 2);
+  const Run unknown = run_cli("frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  EXPECT_NE(unknown.out.find("unknown command"), std::string::npos);
+  const Run bad_option = run_cli("estimate --no-such-option");
+  EXPECT_EQ(bad_option.code, 2);
+  EXPECT_EQ(count_lines(bad_option.out), 1) << bad_option.out;
+
+  const auto folder = scratch_folder("errors");
+  const Run missing = run_cli("estimate --capture " + (folder / "none.h5").string());
+  EXPECT_NE(missing.code, 0);
+  EXPECT_EQ(count_lines(missing.out), 1) << missing.out;
+  std::ofstream(folder / "junk.h5") << "this is not HDF5";
+  const Run junk = run_cli("estimate --capture " + (folder / "junk.h5").string());
+  EXPECT_EQ(junk.code, 3) << junk.out;
+  EXPECT_EQ(count_lines(junk.out), 1) << junk.out;
+  const Run bad_stride = run_cli("estimate --capture " + kSample + " --stride 3");
+  EXPECT_EQ(bad_stride.code, 2) << bad_stride.out;
+  EXPECT_NE(bad_stride.out.find("stride"), std::string::npos);
+  std::filesystem::remove_all(folder);
+}
+
+TEST(Cli, EstimateOnTheBundledSample) {
+  const auto folder = scratch_folder("estimate");
+  const std::string out = (folder / "masks.h5").string();
+  const Run run = run_cli("estimate --capture " + kSample + " --out " + out);
+  ASSERT_EQ(run.code, 0) << run.out;
+  EXPECT_NE(run.out.find("SYNTHETIC"), std::string::npos);
+  EXPECT_NE(run.out.find("mean density"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(out));
+  const Run again = run_cli("estimate --capture " + kSample + " --out " + out);
+  EXPECT_EQ(again.code, 4) << again.out;
+  EXPECT_NE(again.out.find("--force"), std::string::npos);
+  EXPECT_EQ(run_cli("estimate --capture " + kSample + " --out " + out + " --force").code, 0);
+  std::filesystem::remove_all(folder);
+}
+
+TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
+  const auto folder = scratch_folder("calibrate");
+  const std::string profile = (folder / "profile.h5").string();
+  const std::string stats = (folder / "stats.h5").string();
+  const Run run = run_cli("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
+                          stats + " --taus 0.5,0.8,0.9,0.95,1 --block-size 128 --holdout 0.5");
+  ASSERT_EQ(run.code, 0) << run.out;
+  EXPECT_NE(run.out.find("uniform"), std::string::npos) << run.out;
+  const calibrate::Profile p = calibrate::read_profile(profile);
+  ASSERT_FALSE(p.thresholds.empty());
+  for (float tau : p.thresholds)
+    EXPECT_TRUE(tau == 0.5f || tau == 0.8f || tau == 0.9f || tau == 0.95f || tau == 1.f) << tau;
+  EXPECT_LE(p.predicted_mean_error, p.budget.epsilon + 1e-9);
+
+  // An existing profile is kept without --force, and stays intact.
+  const auto size_before = std::filesystem::file_size(profile);
+  const Run again = run_cli("calibrate --capture " + kSample + " --out " + profile);
+  EXPECT_EQ(again.code, 4) << again.out;
+  EXPECT_EQ(std::filesystem::file_size(profile), size_before);
+
+  // The statistics file alone is enough to search again, with another budget.
+  const std::string tighter = (folder / "tighter.h5").string();
+  const Run research = run_cli("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
+  ASSERT_EQ(research.code, 0) << research.out;
+  const calibrate::Profile t = calibrate::read_profile(tighter);
+  EXPECT_GE(t.predicted_mean_density, p.predicted_mean_density - 1e-9);
+  std::filesystem::remove_all(folder);
+}
+
+}  // namespace
+}  // namespace xattn

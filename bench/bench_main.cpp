@@ -217,9 +217,11 @@ int main(int argc, char** argv) {
   std::vector<int64_t> lengths = {8192, 16384, 32768, 65536, 131072};
   std::vector<int64_t> heads_kv_list = {32, 8};
   std::string json_path = "bench_results.json", md_path = "bench_results.md";
+  int64_t profile_len = 0;  // --profile-once L: one launch of each kernel, for ncu
   for (int a = 1; a + 1 < argc; a += 2) {
     const std::string key = argv[a], value = argv[a + 1];
     if (key == "--lengths") lengths = parse_list(value);
+    else if (key == "--profile-once") profile_len = std::stoll(value);
     else if (key == "--heads-kv") heads_kv_list = parse_list(value);
     else if (key == "--json") json_path = value;
     else if (key == "--markdown") md_path = value;
@@ -229,6 +231,19 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    if (profile_len > 0) {
+      const auto opts = at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA);
+      const at::Tensor q = at::randn({1, kHeadsQ, profile_len, kHeadDim}, opts);
+      const at::Tensor k = at::randn({1, 8, profile_len, kHeadDim}, opts);
+      const at::Tensor v = at::randn({1, 8, profile_len, kHeadDim}, opts);
+      const at::Tensor out = at::empty_like(q);
+      Estimator est(q, k, 8, 0.9f);
+      est.run();
+      const Compact mask = fixed_density(profile_len, 0.07, 3000);
+      attend(q, k, v, out, &mask.count, &mask.index);
+      check(cudaDeviceSynchronize(), "profile run");
+      return 0;
+    }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, 0), "device properties");
     nlohmann::json results;
@@ -239,8 +254,9 @@ int main(int argc, char** argv) {
     std::ostringstream md;
     md << "Device: " << prop.name << "; bf16, batch 1, Hq 32, d 128, causal, block 128; median ms.\n\n";
     md << "| L | Hkv | SDPA flash | SDPA cuDNN | score+select S=8 | S=16 | sparse 5% | 10% | 20% | 50% | 100% "
-          "| TFLOP/s 5/10/20/50/100% | prefill tau=0.9 (density) | vs cuDNN | vs flash |\n";
-    md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+          "| TFLOP/s 5/10/20/50/100% | prefill tau=0.9 (density) | vs cuDNN | vs flash "
+          "| estimate S=8 + sparse 7% | vs cuDNN | vs flash |\n";
+    md << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
     for (const int64_t len : lengths) {
       const int warmup = len <= 32768 ? 3 : 1, iters = len <= 32768 ? 10 : 3;
@@ -272,20 +288,27 @@ int main(int argc, char** argv) {
         const at::Tensor v = v_full.narrow(1, 0, heads_kv).contiguous();
         const at::Tensor out = at::empty_like(q);
 
-        // Scoring + selection on random inputs (the cost does not depend on the values).
+        // Scoring + selection on random inputs (the cost does not depend on the values). The
+        // scoring kernel's tile variants are timed side by side; the default one is reported.
         double estimate_ms[2];
+        const int default_scoring = xattn::kernels::cuda::scoring_variant();
         for (int s = 0; s < 2; ++s) {
+          const std::string tag = s == 0 ? "s8" : "s16";
           Estimator est(q, k, s == 0 ? 8 : 16, 0.9f);
+          for (int variant : {2, 4}) {
+            xattn::kernels::cuda::set_scoring_variant(variant);
+            const double score_only = time_ms(
+                [&] {
+                  check(xattn::kernels::cuda::antidiagonal_scores(
+                            est.scoring, est.workspace.data_ptr(), est.workspace_bytes, stream()),
+                        "scoring");
+                },
+                warmup, iters);
+            row["score_only_" + tag + "_variant" + std::to_string(variant) + "_ms"] = score_only;
+          }
+          xattn::kernels::cuda::set_scoring_variant(default_scoring);
           estimate_ms[s] = time_ms([&] { est.run(); }, warmup, iters);
-          row[s == 0 ? "score_select_s8_ms" : "score_select_s16_ms"] = estimate_ms[s];
-          const double score_only = time_ms(
-              [&] {
-                check(xattn::kernels::cuda::antidiagonal_scores(est.scoring, est.workspace.data_ptr(),
-                                                                est.workspace_bytes, stream()),
-                      "scoring");
-              },
-              warmup, iters);
-          row[s == 0 ? "score_only_s8_ms" : "score_only_s16_ms"] = score_only;
+          row["score_select_" + tag + "_ms"] = estimate_ms[s];
         }
 
         // Sparse kernel at fixed densities.
@@ -304,6 +327,42 @@ int main(int argc, char** argv) {
         const double dense_ours = time_ms([&] { attend(q, k, v, out, nullptr, nullptr); }, warmup, iters);
         row["dense_ours_ms"] = dense_ours;
         row["dense_ours_tflops"] = dense_flop / dense_ours / 1e9;
+        // The other attention tile variant, dense and at 5 %, for comparison.
+        {
+          const int default_attention = xattn::kernels::cuda::attention_variant();
+          const int other = default_attention == 1 ? 2 : 1;
+          xattn::kernels::cuda::set_attention_variant(other);
+          const Compact mask = fixed_density(len, 0.05, 1000);
+          const double dense_other = time_ms([&] { attend(q, k, v, out, nullptr, nullptr); }, warmup, iters);
+          const double sparse_other = time_ms([&] { attend(q, k, v, out, &mask.count, &mask.index); }, warmup, iters);
+          xattn::kernels::cuda::set_attention_variant(default_attention);
+          row["attention_variant_default"] = default_attention;
+          row["attention_variant_other"] = {{"variant", other},
+                                            {"dense_ms", dense_other},
+                                            {"dense_tflops", dense_flop / dense_other / 1e9},
+                                            {"sparse5_ms", sparse_other},
+                                            {"sparse5_tflops", mask.flop / sparse_other / 1e9}};
+        }
+
+        // Estimate (S = 8 and 16, tau = 0.9) followed by the sparse kernel on a fixed 7 % mask:
+        // the end-to-end cost at the density the target assumes.
+        {
+          const Compact mask = fixed_density(len, 0.07, 2000);
+          for (int s = 0; s < 2; ++s) {
+            Estimator est(q, k, s == 0 ? 8 : 16, 0.9f);
+            const double ms = time_ms(
+                [&] {
+                  est.run();
+                  attend(q, k, v, out, &mask.count, &mask.index);
+                },
+                warmup, iters);
+            const std::string tag = s == 0 ? "s8" : "s16";
+            row["prefill_7pct_" + tag + "_ms"] = ms;
+            row["prefill_7pct_density"] = mask.density;
+            row["prefill_7pct_" + tag + "_speedup_vs_cudnn"] = cudnn / ms;
+            row["prefill_7pct_" + tag + "_speedup_vs_flash"] = flash / ms;
+          }
+        }
 
         // End-to-end prefill at tau = 0.9, S = 8, on structured inputs.
         const at::Tensor qs = structured(len, kHeadsQ, kHeadsQ / heads_kv, 7);
@@ -330,7 +389,9 @@ int main(int argc, char** argv) {
         md << " | ";
         for (int n = 0; n < 5; ++n) md << (n ? "/" : "") << fmt(sparse_tflops[n], 0);
         md << " | " << fmt(prefill) << " (" << fmt(100 * density, 1) << "%) | " << fmt(cudnn / prefill)
-           << "x | " << fmt(flash / prefill) << "x |\n";
+           << "x | " << fmt(flash / prefill) << "x | " << fmt(row["prefill_7pct_s8_ms"].get<double>())
+           << " | " << fmt(cudnn / row["prefill_7pct_s8_ms"].get<double>()) << "x | "
+           << fmt(flash / row["prefill_7pct_s8_ms"].get<double>()) << "x |\n";
         std::printf("%s\n", row.dump().c_str());
         std::fflush(stdout);
       }

@@ -2,7 +2,8 @@
 # GPU check on the H200 machine: configure, build, run the GPU tests, compute-sanitizer (memcheck
 # and racecheck on a small subset) and the benchmark; logs and JSON go to the output folder.
 #
-#   scripts/gpu-check.sh OUT_DIR [--skip-tests] [--skip-bench] [--lengths 8192,16384,...]
+#   scripts/gpu-check.sh OUT_DIR [--skip-tests] [--skip-bench] [--skip-runtime] [--ncu]
+#                        [--lengths 8192,16384,...]
 #
 # Expects PyTorch (with CUDA) in `python3` for LibTorch and, when present, the Debian packages in
 # .devdebs/ (unpacked to /opt/xs: Boost.Program_options and nlohmann-json are missing there).
@@ -13,11 +14,15 @@ out=${1:?usage: scripts/gpu-check.sh OUT_DIR [options]}
 shift
 run_tests=1
 run_bench=1
+run_runtime=1
+run_ncu=0
 bench_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-tests) run_tests=0 ;;
     --skip-bench) run_bench=0 ;;
+    --skip-runtime) run_runtime=0 ;;
+    --ncu) run_ncu=1 ;;
     --lengths) bench_args+=(--lengths "$2"); shift ;;
     *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
   esac
@@ -86,7 +91,7 @@ if [ $run_tests = 1 ] && build_target xattn_gpu_tests; then
 fi
 
 # The runtime's CUDA dispatch (runtime/src/cuda) compiles only here, against LibTorch with CUDA.
-build_target xattn_runtime || status=1
+if [ $run_runtime = 1 ]; then build_target xattn_runtime || status=1; fi
 
 if [ $run_bench = 1 ] && build_target xattn_bench; then
   if "$build/bench/xattn_bench" --json "$out/bench_results.json" --markdown "$out/bench_results.md" \
@@ -98,6 +103,15 @@ if [ $run_bench = 1 ] && build_target xattn_bench; then
     note "benchmark FAILED"
     tail -20 "$out/bench.log"
   fi
+fi
+if [ $run_ncu = 1 ] && [ -x "$build/bench/xattn_bench" ]; then
+  # One launch of the scoring (S = 8) and sparse attention (7 %) kernels at 32K, Hkv = 8.
+  for kernel in antidiagonal_scoring_kernel block_sparse_attention_kernel; do
+    timeout 120 ncu --clock-control none --kernel-name "regex:$kernel" --launch-count 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      "$build/bench/xattn_bench" --profile-once 32768 > "$out/ncu_$kernel.txt" 2>&1 \
+      && note "ncu $kernel done" || note "ncu $kernel failed (see ncu_$kernel.txt)"
+  done
 fi
 note "total $(( $(date +%s) - start )) s, status $status"
 exit $status

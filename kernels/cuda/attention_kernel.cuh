@@ -11,16 +11,22 @@
 
 #include "device_common.cuh"
 #include "launchers.h"
+#include "xattn/kernels/cuda.h"
 #include "xattn/kernels/params.h"
 
 namespace xattn::kernels::cuda::detail {
 
-template <int kHeadDim>
+// kMTiles: m16 row tiles per warp. 1: 8 warps of 16 rows, Q fragments held in registers.
+// 2: 4 warps of 32 rows, Q fragments re-read from shared memory; every K/V fragment read from
+// shared memory then feeds twice the MMAs (half the shared-memory traffic per FLOP).
+template <int kHeadDim, int kMTiles>
 struct AttentionTile {
   static constexpr int kRows = 128;     // query rows per CTA
   static constexpr int kKeys = 64;      // keys per tile
-  static constexpr int kWarps = 8;      // 16 query rows each
+  static constexpr int kWarps = 8 / kMTiles;
+  static constexpr int kWarpRows = 16 * kMTiles;
   static constexpr int kThreads = kWarps * 32;
+  static constexpr int kMinBlocks = kMTiles == 1 ? 1 : 2;
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   static constexpr int kSmemElems = (kRows + 4 * kKeys) * kHeadDim;
   static constexpr int kSmemBytes = kSmemElems * 2;
@@ -55,10 +61,12 @@ struct KeyTileWalker {
   }
 };
 
-template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
+template <typename T, int kHeadDim, int kMTiles>
+__global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
+                                  AttentionTile<kHeadDim, kMTiles>::kMinBlocks)
     block_sparse_attention_kernel(const AttentionParams params) {
-  using Tile = AttentionTile<kHeadDim>;
+  using Tile = AttentionTile<kHeadDim, kMTiles>;
+  constexpr bool kQInRegisters = kMTiles == 1;
   using Traits = ElementTraits<T>;
   constexpr int kRows = Tile::kRows, kKeys = Tile::kKeys, kChunks = Tile::kChunks;
   constexpr int kDSteps = kHeadDim / 16;  // k16 steps over head_dim; also pairs of n8 O tiles
@@ -139,22 +147,28 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   cp_async_wait<0>();
   __syncthreads();
 
-  uint32_t q_frag[kDSteps][4];
-  {
+  // Q fragments: loaded once when they fit in registers, else re-read per k-step below.
+  uint32_t q_frag[kQInRegisters ? kDSteps : 1][4];
+  if constexpr (kQInRegisters) {
     const int row = warp * 16 + (lane & 15);
     for (int kk = 0; kk < kDSteps; ++kk)
       ldmatrix_x4(q_frag[kk], smem_address(smem_q + swizzled<kHeadDim>(row, kk * 2 + (lane >> 4))));
   }
 
-  float o_acc[2 * kDSteps][4];
-#pragma unroll
-  for (int n = 0; n < 2 * kDSteps; ++n) o_acc[n][0] = o_acc[n][1] = o_acc[n][2] = o_acc[n][3] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.f, 0.f};
-  const float scale_log2 = params.scale * kLog2e;
+  float o_acc[kMTiles][2 * kDSteps][4];
+  float row_max[kMTiles][2], row_sum[kMTiles][2];
   const int g = lane >> 2, t4 = lane & 3;
-  // Absolute positions of this thread's two rows (g and g + 8 of the warp's 16).
-  const int64_t row_position[2] = {offset + q0 + warp * 16 + g, offset + q0 + warp * 16 + g + 8};
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+#pragma unroll
+    for (int n = 0; n < 2 * kDSteps; ++n) o_acc[m][n][0] = o_acc[m][n][1] = o_acc[m][n][2] = o_acc[m][n][3] = 0.f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      row_max[m][r] = -INFINITY;
+      row_sum[m][r] = 0.f;
+    }
+  }
+  const float scale_log2 = params.scale * kLog2e;
 
   int buf = 0;
   while (k0 >= 0) {
@@ -167,74 +181,104 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
     const T* k_tile = smem_k + buf * kKeys * kHeadDim;
     const T* v_tile = smem_v + buf * kKeys * kHeadDim;
 
-    float s[8][4];
+    float s[kMTiles][8][4];
 #pragma unroll
-    for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int m = 0; m < kMTiles; ++m)
+#pragma unroll
+      for (int n = 0; n < 8; ++n) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kDSteps; ++kk) {
+      uint32_t a[kMTiles][4];
+      if constexpr (kQInRegisters) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) a[0][e] = q_frag[kk][e];
+      } else {
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          const int row = warp * Tile::kWarpRows + m * 16 + (lane & 15);
+          ldmatrix_x4(a[m], smem_address(smem_q + swizzled<kHeadDim>(row, kk * 2 + (lane >> 4))));
+        }
+      }
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         uint32_t b[4];
         const int key = np * 16 + ((lane >> 4) << 3) + (lane & 7);
         ldmatrix_x4(b, smem_address(k_tile + swizzled<kHeadDim>(key, kk * 2 + ((lane >> 3) & 1))));
-        Traits::mma(s[2 * np], q_frag[kk], b[0], b[1]);
-        Traits::mma(s[2 * np + 1], q_frag[kk], b[2], b[3]);
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          Traits::mma(s[m][2 * np], a[m], b[0], b[1]);
+          Traits::mma(s[m][2 * np + 1], a[m], b[2], b[3]);
+        }
       }
     }
 
     const bool needs_mask = k0 + kKeys > len_k || (pr.causal && k0 + kKeys - 1 > offset + q0);
     if (needs_mask) {
+      // Key and row positions relative to the CTA's first row (32-bit: lengths < 2^31).
+      const int key_shift = int(k0 - offset - q0);
+      const int keys_left = int(len_k - k0 < kKeys ? len_k - k0 : kKeys);
 #pragma unroll
-      for (int n = 0; n < 8; ++n)
+      for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t key = k0 + n * 8 + 2 * t4 + (e & 1);
-          const bool visible = key < len_k && (!pr.causal || key <= row_position[e >> 1]);
-          if (!visible) s[n][e] = -INFINITY;
-        }
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = n * 8 + 2 * t4 + (e & 1);
+            const int row = warp * Tile::kWarpRows + m * 16 + g + 8 * (e >> 1);
+            const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row);
+            if (!visible) s[m][n][e] = -INFINITY;
+          }
     }
 
     // Online softmax; each row lives in one quad (4 lanes).
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float tile_max = -INFINITY;
+    for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-      for (int n = 0; n < 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-      tile_max = quad_max(tile_max);
-      const float new_max = fmaxf(row_max[r], tile_max);
-      const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-      const float correction = exp2f(row_max[r] * scale_log2 - base);
-      row_max[r] = new_max;
-      float sum = 0.f;
+      for (int r = 0; r < 2; ++r) {
+        float tile_max = -INFINITY;
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        s[n][2 * r] = exp2f(fmaf(s[n][2 * r], scale_log2, -base));
-        s[n][2 * r + 1] = exp2f(fmaf(s[n][2 * r + 1], scale_log2, -base));
-        sum += s[n][2 * r] + s[n][2 * r + 1];
+        for (int n = 0; n < 8; ++n) tile_max = fmaxf(tile_max, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+        tile_max = quad_max(tile_max);
+        const float new_max = fmaxf(row_max[m][r], tile_max);
+        const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+        const float correction = exp2f(row_max[m][r] * scale_log2 - base);
+        row_max[m][r] = new_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          s[m][n][2 * r] = exp2f(fmaf(s[m][n][2 * r], scale_log2, -base));
+          s[m][n][2 * r + 1] = exp2f(fmaf(s[m][n][2 * r + 1], scale_log2, -base));
+          sum += s[m][n][2 * r] + s[m][n][2 * r + 1];
+        }
+        row_sum[m][r] = row_sum[m][r] * correction + sum;
+#pragma unroll
+        for (int n = 0; n < 2 * kDSteps; ++n) {
+          o_acc[m][n][2 * r] *= correction;
+          o_acc[m][n][2 * r + 1] *= correction;
+        }
       }
-      row_sum[r] = row_sum[r] * correction + sum;
-#pragma unroll
-      for (int n = 0; n < 2 * kDSteps; ++n) {
-        o_acc[n][2 * r] *= correction;
-        o_acc[n][2 * r + 1] *= correction;
-      }
-    }
 
     // O += P V: P comes straight from the S accumulators (C layout == A layout per k16 step).
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
-      uint32_t a[4];
-      a[0] = Traits::pack(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = Traits::pack(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = Traits::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = Traits::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        a[m][0] = Traits::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+        a[m][1] = Traits::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+        a[m][2] = Traits::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+        a[m][3] = Traits::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+      }
       const int key = kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7);
 #pragma unroll
       for (int dp = 0; dp < kDSteps; ++dp) {
         uint32_t b[4];
         ldmatrix_x4_trans(b, smem_address(v_tile + swizzled<kHeadDim>(key, dp * 2 + (lane >> 4))));
-        Traits::mma(o_acc[2 * dp], a, b[0], b[1]);
-        Traits::mma(o_acc[2 * dp + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int m = 0; m < kMTiles; ++m) {
+          Traits::mma(o_acc[m][2 * dp], a[m], b[0], b[1]);
+          Traits::mma(o_acc[m][2 * dp + 1], a[m], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's prefetch overwrites this buffer
@@ -247,28 +291,30 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
                 sequence_base(pr.cu_seqlens_q, batch, head, params.out.batch_stride,
                               params.out.head_stride, params.out.token_stride);
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const float total = quad_sum(row_sum[r]);
-    const int64_t row = warp * 16 + g + 8 * r;
-    if (row >= rows_here) continue;
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    T* dst = out_base + (q0 + row) * params.out.token_stride + 2 * t4;
+  for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
-    for (int n = 0; n < 2 * kDSteps; ++n)
-      *reinterpret_cast<uint32_t*>(dst + n * 8) =
-          Traits::pack(o_acc[n][2 * r] * inv, o_acc[n][2 * r + 1] * inv);
-    if (params.lse && t4 == 0) {
-      params.lse[(int64_t(batch) * pr.heads_q + head) * pr.max_len_q + q0 + row] =
-          total > 0.f ? row_max[r] * params.scale + logf(total) : -INFINITY;
+    for (int r = 0; r < 2; ++r) {
+      const float total = quad_sum(row_sum[m][r]);
+      const int64_t row = warp * Tile::kWarpRows + m * 16 + g + 8 * r;
+      if (row >= rows_here) continue;
+      const float inv = total > 0.f ? 1.f / total : 0.f;
+      T* dst = out_base + (q0 + row) * params.out.token_stride + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < 2 * kDSteps; ++n)
+        *reinterpret_cast<uint32_t*>(dst + n * 8) =
+            Traits::pack(o_acc[m][n][2 * r] * inv, o_acc[m][n][2 * r + 1] * inv);
+      if (params.lse && t4 == 0) {
+        params.lse[(int64_t(batch) * pr.heads_q + head) * pr.max_len_q + q0 + row] =
+            total > 0.f ? row_max[m][r] * params.scale + logf(total) : -INFINITY;
+      }
     }
-  }
 }
 
 // Host side: grid and launch of one specialisation.
-template <typename T, int kHeadDim>
-cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStream_t stream) {
-  using Tile = AttentionTile<kHeadDim>;
-  const auto kernel = block_sparse_attention_kernel<T, kHeadDim>;
+template <typename T, int kHeadDim, int kMTiles>
+cudaError_t launch_block_sparse_attention_variant(const AttentionParams& params, cudaStream_t stream) {
+  using Tile = AttentionTile<kHeadDim, kMTiles>;
+  const auto kernel = block_sparse_attention_kernel<T, kHeadDim, kMTiles>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Tile::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -278,6 +324,13 @@ cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStr
                   unsigned(params.problem.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(params);
   return cudaGetLastError();
+}
+
+template <typename T, int kHeadDim>
+cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStream_t stream) {
+  return attention_variant() == 1
+             ? launch_block_sparse_attention_variant<T, kHeadDim, 1>(params, stream)
+             : launch_block_sparse_attention_variant<T, kHeadDim, 2>(params, stream);
 }
 
 }  // namespace xattn::kernels::cuda::detail

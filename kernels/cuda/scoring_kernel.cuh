@@ -16,19 +16,25 @@
 
 #include "device_common.cuh"
 #include "launchers.h"
+#include "xattn/kernels/cuda.h"
 #include "xattn/kernels/params.h"
 
 namespace xattn::kernels::cuda::detail {
 
+// kMTiles: m16 row tiles per warp. 8 warps = 4 along rows x 2 along columns (64 each), so a CTA
+// owns 64 * kMTiles strided rows: 2 -> 128 rows (two CTAs per SM), 4 -> 256 rows (one CTA per SM,
+// a quarter less L2 traffic and a third fewer ldmatrix per MMA).
+template <int kMTiles>
 struct ScoringTile {
-  static constexpr int kRows = 128;   // strided query rows per CTA
-  static constexpr int kCols = 128;   // strided key columns per tile
-  static constexpr int kDepth = 64;   // head_dim elements per k-step
+  static constexpr int kRows = 64 * kMTiles;  // strided query rows per CTA
+  static constexpr int kCols = 128;           // strided key columns per tile
+  static constexpr int kDepth = 64;           // head_dim elements per k-step
   static constexpr int kStages = 3;
-  static constexpr int kWarps = 8;    // 4 along rows (32 each) x 2 along columns (64 each)
+  static constexpr int kWarps = 8;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kStageElems = (kRows + kCols) * kDepth;
   static constexpr int kSmemBytes = kStages * kStageElems * 2;
+  static constexpr int kMinBlocks = kMTiles == 2 ? 2 : 1;
 };
 
 // Per launch: rows [row_begin, row_begin + gridDim.y * 128) of every (sequence, head).
@@ -71,10 +77,10 @@ __device__ __forceinline__ void row_block_epilogue(const float (&x)[8][2], int64
   }
 }
 
-template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(ScoringTile::kThreads, 2)
+template <typename T, int kHeadDim, int kMTiles>
+__global__ void __launch_bounds__(ScoringTile<kMTiles>::kThreads, ScoringTile<kMTiles>::kMinBlocks)
     antidiagonal_scoring_kernel(const ScoringLaunch launch) {
-  using Tile = ScoringTile;
+  using Tile = ScoringTile<kMTiles>;
   using Traits = ElementTraits<T>;
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kDepth = Tile::kDepth;
   constexpr int kDepthChunks = kHeadDim / kDepth;
@@ -115,7 +121,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
                     (r0 - launch.row_begin)) * nkb_max;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int warp_row = (warp & 3) * 32, warp_col = (warp >> 2) * 64;
+  const int warp_row = (warp & 3) * 16 * kMTiles, warp_col = (warp >> 2) * 64;
   const int g = lane >> 2, t4 = lane & 3;
 
   // Step = (key tile, t, depth chunk); rows are gathered from q and k.
@@ -141,14 +147,18 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
     }
   };
 
-  float acc[2][8][4];
+  float acc[kMTiles][8][4];
 #pragma unroll
-  for (int m = 0; m < 2; ++m)
+  for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
     for (int n = 0; n < 8; ++n) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
   // Running log2-domain max and sum of this thread's four rows (m tile, g / g + 8).
-  float run_max[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
-  float run_sum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+  float run_max[kMTiles][2], run_sum[kMTiles][2];
+#pragma unroll
+  for (int m = 0; m < kMTiles; ++m) {
+    run_max[m][0] = run_max[m][1] = -INFINITY;
+    run_sum[m][0] = run_sum[m][1] = 0.f;
+  }
   const float scale_log2 = params.scale * kLog2e;
   const int steps_per_tile = int(S) * kDepthChunks;
   const int col_tiles_per_block = int(cols_per_block / 8);  // n8 tiles per key block
@@ -169,9 +179,9 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
     const T* b_tile = a_tile + kRows * kDepth;
 #pragma unroll
     for (int kk = 0; kk < kDepth / 16; ++kk) {
-      uint32_t a[2][4];
+      uint32_t a[kMTiles][4];
 #pragma unroll
-      for (int m = 0; m < 2; ++m) {
+      for (int m = 0; m < kMTiles; ++m) {
         const int row = warp_row + m * 16 + (lane & 15);
         ldmatrix_x4(a[m], smem_address(a_tile + swizzled<kDepth>(row, kk * 2 + (lane >> 4))));
       }
@@ -181,7 +191,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
         const int col = warp_col + np * 16 + ((lane >> 4) << 3) + (lane & 7);
         ldmatrix_x4(b, smem_address(b_tile + swizzled<kDepth>(col, kk * 2 + ((lane >> 3) & 1))));
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
+        for (int m = 0; m < kMTiles; ++m) {
           Traits::mma(acc[m][2 * np], a[m], b[0], b[1]);
           Traits::mma(acc[m][2 * np + 1], a[m], b[2], b[3]);
         }
@@ -193,7 +203,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
     // Tile epilogue: mask, per key block log2-sum-exp to scratch, running row statistics.
     const int64_t c_tile = int64_t(step / steps_per_tile) * kCols + warp_col;
 #pragma unroll
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int64_t local_row = warp_row + m * 16 + g + 8 * half;
@@ -233,7 +243,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
   __shared__ float part_max[2][kRows], part_sum[2][kRows];
   if (t4 == 0) {
 #pragma unroll
-    for (int m = 0; m < 2; ++m)
+    for (int m = 0; m < kMTiles; ++m)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int local_row = warp_row + m * 16 + g + 8 * half;
@@ -272,18 +282,27 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 2)
 
 namespace xattn::kernels::cuda::detail {
 
+template <typename T, int kHeadDim, int kMTiles>
+cudaError_t launch_antidiagonal_scoring_variant(const ScoringParams& params,
+                                                const ScoringChunk& chunk, cudaStream_t stream) {
+  using Tile = ScoringTile<kMTiles>;
+  const auto kernel = antidiagonal_scoring_kernel<T, kHeadDim, kMTiles>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         Tile::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const ScoringLaunch launch{params, chunk.row_begin, chunk.chunk_rows, chunk.scratch};
+  const dim3 grid(unsigned(params.problem.heads_q), unsigned(chunk.chunk_rows / Tile::kRows),
+                  unsigned(params.problem.batch));
+  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
 template <typename T, int kHeadDim>
 cudaError_t launch_antidiagonal_scoring(const ScoringParams& params, const ScoringChunk& chunk,
                                         cudaStream_t stream) {
-  const auto kernel = antidiagonal_scoring_kernel<T, kHeadDim>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         ScoringTile::kSmemBytes);
-  if (err != cudaSuccess) return err;
-  const ScoringLaunch launch{params, chunk.row_begin, chunk.chunk_rows, chunk.scratch};
-  const dim3 grid(unsigned(params.problem.heads_q), unsigned(chunk.chunk_rows / ScoringTile::kRows),
-                  unsigned(params.problem.batch));
-  kernel<<<grid, ScoringTile::kThreads, ScoringTile::kSmemBytes, stream>>>(launch);
-  return cudaGetLastError();
+  return scoring_variant() == 2
+             ? launch_antidiagonal_scoring_variant<T, kHeadDim, 2>(params, chunk, stream)
+             : launch_antidiagonal_scoring_variant<T, kHeadDim, 4>(params, chunk, stream);
 }
 
 }  // namespace xattn::kernels::cuda::detail

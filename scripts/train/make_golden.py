@@ -79,8 +79,9 @@ def main():
 
         with open(args.haystack, "rb") as f:
             long_ids = torch.tensor([[BOS] + list(f.read(4095))])
-        report["own_vs_hf_fp32_cpu_4096_last_max_abs"] = float(
-            (own32(long_ids, last_only=True)[0] - hf32(input_ids=long_ids).logits[0, -1]).abs().max())
+        own_last = own32(long_ids, last_only=True)[0]
+        hf_last = hf32(input_ids=long_ids).logits[0, -1]
+        report["own_vs_hf_fp32_cpu_4096_last_max_abs"] = float((own_last - hf_last).abs().max())
 
         if torch.cuda.is_available():
             hf16 = load_hf(args.model, torch.bfloat16, "sdpa").cuda()

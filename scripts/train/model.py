@@ -29,7 +29,7 @@ class ModelConfig:
     intermediate_size: int = 1024
     rope_theta: float = 500000.0
     rms_norm_eps: float = 1e-5
-    max_position_embeddings: int = 32768
+    max_position_embeddings: int = 65536  # trained to 16K bytes; evaluated to 32K
 
 
 def hf_config(cfg):

@@ -182,7 +182,8 @@ def bible_text():
 def austen_texts():
     """{novel: text}, lines joined with newlines, as stored by janeaustenr."""
     if not os.path.isdir(JANEAUSTENR_DATA):
-        sys.exit(f"prepare_data: {JANEAUSTENR_DATA} is missing: apt-get install -y r-cran-janeaustenr")
+        sys.exit(f"prepare_data: {JANEAUSTENR_DATA} is missing: "
+                 "apt-get install -y r-cran-janeaustenr")
     objects = read_lazyload(JANEAUSTENR_DATA, NOVELS)
     texts = {}
     for name in NOVELS:

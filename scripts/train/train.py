@@ -79,8 +79,10 @@ def main():
 
     model = ByteLlama(cfg).to(device)
     n_params = count_parameters(model)
-    decay = [p_ for n, p_ in model.named_parameters() if p_.dim() == 2 and "embed" not in n]
-    no_decay = [p_ for n, p_ in model.named_parameters() if not (p_.dim() == 2 and "embed" not in n)]
+    # weight decay on the projection matrices only (not on the tied embedding, not on norms)
+    decayed = {n for n, p_ in model.named_parameters() if p_.dim() == 2 and "embed" not in n}
+    decay = [p_ for n, p_ in model.named_parameters() if n in decayed]
+    no_decay = [p_ for n, p_ in model.named_parameters() if n not in decayed]
     groups = [{"params": decay, "weight_decay": args.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     try:
@@ -145,7 +147,8 @@ def main():
                     answer_loss, answer_acc = None, None
             elapsed = time.time() - start
             row = {"step": step, "seconds": round(elapsed, 1), "seq_len": length,
-                   "lr": round(lr, 6), "tokens_seen": tokens_seen, "loss": round(float(loss), 4),
+                   "lr": round(lr, 6), "tokens_seen": tokens_seen,
+                   "loss": round(float(loss.detach()), 4),
                    "text_nats_per_byte": round(float(text_loss), 4),
                    "answer_nats": None if answer_loss is None else round(answer_loss, 4),
                    "answer_byte_acc": None if answer_acc is None else round(answer_acc, 3)}

@@ -114,4 +114,6 @@ if [ $run_ncu = 1 ] && [ -x "$build/bench/xattn_bench" ]; then
   done
 fi
 note "total $(( $(date +%s) - start )) s, status $status"
+# Logs travel back as one archive next to the results.
+tar -czf "$out/logs.tar.gz" -C "$out" $(cd "$out" && ls | grep -vE '^(logs.tar.gz|bench_results.json|bench_results.md|summary.txt)$')
 exit $status

@@ -1,24 +1,24 @@
 // Block-sparse attention forward on tensor cores (XATTENTION.md §3).
 //
-// One CTA of 8 warps computes 128 query rows of one (sequence, query head): Q sits in registers,
+// One CTA of 4 warps computes 128 query rows of one (sequence, query head), 32 rows per warp;
 // K and V tiles of 64 keys stream through double-buffered shared memory (cp.async), S = Q K^T and
 // O += P V run on m16n8k16 MMAs fed by ldmatrix, with an online softmax in the log2 domain. The
 // CTA visits only the key blocks listed for its query block (or every allowed block in dense
 // mode) and applies the token-level mask only on tiles that cross the causal diagonal or the end
 // of the keys. CTAs are launched longest rows first (the last query blocks of a causal problem).
-// Shared memory: (128 + 4 * 64) * head_dim * 2 bytes (96 KiB for head_dim 128).
+// Shared memory: (128 + 4 * 64) * head_dim * 2 bytes (96 KiB for head_dim 128); two CTAs of 4
+// warps per SM.
 #pragma once
 
 #include "device_common.cuh"
 #include "launchers.h"
-#include "xattn/kernels/cuda.h"
 #include "xattn/kernels/params.h"
 
 namespace xattn::kernels::cuda::detail {
 
 // kMTiles: m16 row tiles per warp. 1: 8 warps of 16 rows, Q fragments held in registers.
-// 2: 4 warps of 32 rows, Q fragments re-read from shared memory; every K/V fragment read from
-// shared memory then feeds twice the MMAs (half the shared-memory traffic per FLOP).
+// 2 (shipped): 4 warps of 32 rows, Q fragments re-read from shared memory; every K/V fragment
+// read from shared memory then feeds twice the MMAs (half the shared-memory traffic per FLOP).
 template <int kHeadDim, int kMTiles>
 struct AttentionTile {
   static constexpr int kRows = 128;     // query rows per CTA
@@ -326,11 +326,11 @@ cudaError_t launch_block_sparse_attention_variant(const AttentionParams& params,
   return cudaGetLastError();
 }
 
+// Shipped: 4 warps x 32 rows. On the H200 it beat 8 warps x 16 rows at every length and density
+// (bf16, d = 128: 280-290 vs 245-263 TFLOP/s dense; docs/benchmarks.md).
 template <typename T, int kHeadDim>
 cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStream_t stream) {
-  return attention_variant() == 1
-             ? launch_block_sparse_attention_variant<T, kHeadDim, 1>(params, stream)
-             : launch_block_sparse_attention_variant<T, kHeadDim, 2>(params, stream);
+  return launch_block_sparse_attention_variant<T, kHeadDim, 2>(params, stream);
 }
 
 }  // namespace xattn::kernels::cuda::detail

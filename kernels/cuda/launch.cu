@@ -68,15 +68,9 @@ __global__ void fill_kernel(float* data, int64_t n, float value) {
     data[i] = value;
 }
 
-int g_attention_variant = 2;
-int g_scoring_variant = 4;
 
 }  // namespace
 
-void set_attention_variant(int variant) { g_attention_variant = variant == 1 ? 1 : 2; }
-int attention_variant() { return g_attention_variant; }
-void set_scoring_variant(int variant) { g_scoring_variant = variant == 2 ? 2 : 4; }
-int scoring_variant() { return g_scoring_variant; }
 
 std::string unsupported_reason(const ScoringParams& p) {
   if (auto e = problem_reason(p.problem); !e.empty()) return e;

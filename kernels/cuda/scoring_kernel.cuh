@@ -11,19 +11,18 @@
 // rows (L2-resident) and sums exp2(block_lse - row_lse) over the rows of each query block, which
 // is the block score. Scratch: 4 bytes per (strided row, key block) of one query chunk, i.e.
 // Bs/S times smaller than the strided score matrix; the launcher walks queries in chunks.
-// Shared memory: 3 stages x (128 + 128) rows x 64 elements x 2 bytes = 96 KiB.
+// Shared memory: 3 stages x (128 + 128) rows x 64 elements x 2 bytes = 96 KiB; two CTAs per SM.
 #pragma once
 
 #include "device_common.cuh"
 #include "launchers.h"
-#include "xattn/kernels/cuda.h"
 #include "xattn/kernels/params.h"
 
 namespace xattn::kernels::cuda::detail {
 
 // kMTiles: m16 row tiles per warp. 8 warps = 4 along rows x 2 along columns (64 each), so a CTA
-// owns 64 * kMTiles strided rows: 2 -> 128 rows (two CTAs per SM), 4 -> 256 rows (one CTA per SM,
-// a quarter less L2 traffic and a third fewer ldmatrix per MMA).
+// owns 64 * kMTiles strided rows: 2 -> 128 rows (two CTAs per SM, shipped), 4 -> 256 rows (one
+// CTA per SM; measured slower).
 template <int kMTiles>
 struct ScoringTile {
   static constexpr int kRows = 64 * kMTiles;  // strided query rows per CTA
@@ -297,12 +296,12 @@ cudaError_t launch_antidiagonal_scoring_variant(const ScoringParams& params,
   return cudaGetLastError();
 }
 
+// Shipped: 128-row CTAs. On the H200 they beat 256-row CTAs at every length (S = 8, 128K:
+// 44-45 vs 45 ms; S = 16: 19.5-21 vs 22.5-23 ms; 8K: 0.30 vs 0.40 ms; docs/benchmarks.md).
 template <typename T, int kHeadDim>
 cudaError_t launch_antidiagonal_scoring(const ScoringParams& params, const ScoringChunk& chunk,
                                         cudaStream_t stream) {
-  return scoring_variant() == 2
-             ? launch_antidiagonal_scoring_variant<T, kHeadDim, 2>(params, chunk, stream)
-             : launch_antidiagonal_scoring_variant<T, kHeadDim, 4>(params, chunk, stream);
+  return launch_antidiagonal_scoring_variant<T, kHeadDim, 2>(params, chunk, stream);
 }
 
 }  // namespace xattn::kernels::cuda::detail

@@ -627,20 +627,8 @@ std::vector<float> thresholds_for(int64_t heads) {
 }
 
 // ---- Tests ----
-void expect_scores_match_cpu();
-
 TEST(GpuScoring, MatchesCpuReference) {
   SKIP_WITHOUT_GPU();
-  const int saved = cuda::scoring_variant();
-  for (int variant : {2, 4}) {
-    SCOPED_TRACE("scoring variant " + std::to_string(variant));
-    cuda::set_scoring_variant(variant);
-    expect_scores_match_cpu();
-  }
-  cuda::set_scoring_variant(saved);
-}
-
-void expect_scores_match_cpu() {
   uint32_t seed = 1;
   for (const Case& c : scoring_cases()) {
     SCOPED_TRACE(describe(c));
@@ -679,16 +667,10 @@ TEST(GpuScoring, ChunkedEqualsUnchunked) {
   c.len_k = {2500, 1500};
   c.varlen = true;
   const auto d = make_data(c, 77);
-  const int saved = cuda::scoring_variant();
-  for (int variant : {2, 4}) {
-    SCOPED_TRACE("scoring variant " + std::to_string(variant));
-    cuda::set_scoring_variant(variant);
-    const std::vector<float> whole = gpu_scores(*d);
-    const std::vector<float> chunked = gpu_scores(*d, 1024);  // 256 strided rows per launch
-    ASSERT_EQ(whole.size(), chunked.size());
-    for (size_t n = 0; n < whole.size(); ++n) ASSERT_EQ(whole[n], chunked[n]) << "entry " << n;
-  }
-  cuda::set_scoring_variant(saved);
+  const std::vector<float> whole = gpu_scores(*d);
+  const std::vector<float> chunked = gpu_scores(*d, 1024);  // 256 strided rows per launch
+  ASSERT_EQ(whole.size(), chunked.size());
+  for (size_t n = 0; n < whole.size(); ++n) ASSERT_EQ(whole[n], chunked[n]) << "entry " << n;
 }
 
 TEST(GpuSelection, MatchesCpuOnReferenceScores) {
@@ -738,41 +720,26 @@ TEST(GpuSelection, TiesAndThresholdEdgesExact) {
     }
 }
 
-// Runs `body` once per kernel tile variant, restoring the default afterwards.
-template <typename Body>
-void for_each_attention_variant(Body&& body) {
-  const int saved = cuda::attention_variant();
-  for (int variant : {1, 2}) {
-    SCOPED_TRACE("attention variant " + std::to_string(variant));
-    cuda::set_attention_variant(variant);
-    body();
-  }
-  cuda::set_attention_variant(saved);
-}
 TEST(GpuAttention, DenseMatchesReference) {
   SKIP_WITHOUT_GPU();
-  for_each_attention_variant([&] {
-    uint32_t seed = 200;
-    for (const Case& c : attention_cases()) {
-      SCOPED_TRACE(describe(c));
-      const auto d = make_data(c, seed++);
-      expect_attention_close(*d, nullptr);
-    }
-  });
+  uint32_t seed = 200;
+  for (const Case& c : attention_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    expect_attention_close(*d, nullptr);
+  }
 }
 
 TEST(GpuAttention, SparseMatchesReference) {
   SKIP_WITHOUT_GPU();
-  for_each_attention_variant([&] {
-    uint32_t seed = 300;
-    for (const Case& c : attention_cases()) {
-      SCOPED_TRACE(describe(c));
-      const auto d = make_data(c, seed++);
-      const std::vector<float> scores = cpu_scores(*d);
-      const Selection sel = cpu_select(*d, scores, thresholds_for(c.heads_q), c.causal, c.causal);
-      expect_attention_close(*d, &sel);
-    }
-  });
+  uint32_t seed = 300;
+  for (const Case& c : attention_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    const std::vector<float> scores = cpu_scores(*d);
+    const Selection sel = cpu_select(*d, scores, thresholds_for(c.heads_q), c.causal, c.causal);
+    expect_attention_close(*d, &sel);
+  }
 }
 
 TEST(GpuAttention, UnsortedAndOutOfRangeIndicesAreIgnoredLikeReference) {
@@ -831,17 +798,11 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     c.head_dim = t == DType::kBFloat16 ? 128 : 64;
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, 600);
-    for (int variant : {1, 2}) {
-      cuda::set_attention_variant(variant);
-      cuda::set_scoring_variant(variant == 1 ? 2 : 4);
-      const std::vector<float> scores = gpu_scores(*d);
-      const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
-      const RawOutput out = gpu_attention(*d, &sel);
-      const RawOutput dense = gpu_attention(*d, nullptr);
-      EXPECT_EQ(out.out.size(), dense.out.size());
-    }
-    cuda::set_attention_variant(2);
-    cuda::set_scoring_variant(4);
+    const std::vector<float> scores = gpu_scores(*d);
+    const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
+    const RawOutput out = gpu_attention(*d, &sel);
+    const RawOutput dense = gpu_attention(*d, nullptr);
+    EXPECT_EQ(out.out.size(), dense.out.size());
   }
 }
 

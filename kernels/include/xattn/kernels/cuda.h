@@ -46,13 +46,4 @@ cudaError_t select_blocks(const SelectionParams& params, cudaStream_t stream);
 // out [batch, heads_q, len_q, head_dim] and lse [batch, heads_q, max_len_q] (optional).
 cudaError_t block_sparse_attention(const AttentionParams& params, cudaStream_t stream);
 
-// Tile shape of the attention kernel, for A/B benchmarks and tests: 1 = 8 warps x 16 query rows
-// (Q in registers), 2 = 4 warps x 32 query rows (default). Both give the same results to
-// rounding. Process-wide; do not change it while another thread launches.
-void set_attention_variant(int variant);
-int attention_variant();
-// Tile shape of the scoring kernel: 2 = 128 strided rows per CTA, 4 = 256 rows per CTA (default).
-void set_scoring_variant(int variant);
-int scoring_variant();
-
 }  // namespace xattn::kernels::cuda

@@ -114,6 +114,7 @@ if [ $run_ncu = 1 ] && [ -x "$build/bench/xattn_bench" ]; then
   done
 fi
 note "total $(( $(date +%s) - start )) s, status $status"
-# Logs travel back as one archive next to the results.
-tar -czf "$out/logs.tar.gz" -C "$out" $(cd "$out" && ls | grep -vE '^(logs.tar.gz|bench_results.json|bench_results.md|summary.txt)$')
+# Logs travel back as one archive next to the results (the device tool returns few files).
+logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|bench_results.json|bench_results.md|summary.txt)$')
+tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)
 exit $status

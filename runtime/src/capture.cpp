@@ -397,7 +397,7 @@ CaptureWriter::CaptureWriter(const std::string& path, CaptureInfo info, OutputOp
       h5io::write_int(f, "video_height", i.video->height);
       h5io::write_int(f, "video_width", i.video->width);
     }
-    f.createGroup("layers");
+    h5io::create_group(f, "layers");
   } catch (const H5::Exception& e) {
     throw s.failure(e);
   }
@@ -434,7 +434,7 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
 
   h5io::quiet_errors();
   try {
-    H5::Group group = s.file->createGroup(layer_path(layer_index));
+    H5::Group group = h5io::create_group(*s.file, layer_path(layer_index));
     h5io::write_int(group, "layer_index", layer_index);
     const std::string dtype = capture_dtype_name(i.dtype);
     const H5::DataType file_type = h5io::file_type_of(dtype);

@@ -86,7 +86,7 @@ EstimateWriter::EstimateWriter(const std::string& path, EstimateFileInfo info,
     h5io::write_ints(f, "len_q", i.len_q);
     h5io::write_ints(f, "len_k", i.len_k);
     h5io::write_bool(f, "has_block_scores", i.has_block_scores);
-    f.createGroup("layers");
+    h5io::create_group(f, "layers");
   } catch (const H5::Exception& e) {
     throw s.failure(e);
   }
@@ -139,7 +139,7 @@ void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer
 
   h5io::quiet_errors();
   try {
-    H5::Group group = s.file->createGroup(layer_path(layer_index));
+    H5::Group group = h5io::create_group(*s.file, layer_path(layer_index));
     h5io::write_int(group, "layer_index", layer_index);
     // Masks compress very well; block scores are kept exact.
     const int level = std::max(s.options.deflate_level, 1);

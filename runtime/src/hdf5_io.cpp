@@ -231,6 +231,7 @@ H5::DataSet create_dataset(H5::Group& group, const std::string& name, const H5::
   std::vector<hsize_t> shape(dims.begin(), dims.end());
   H5::DataSpace space(static_cast<int>(shape.size()), shape.data());
   H5::DSetCreatPropList props;
+  H5Pset_obj_track_times(props.getId(), 0);  // no timestamps: same input, same bytes
   if (deflate_level > 0) {
     std::vector<hsize_t> chunk = shape;
     for (size_t i = 0; i + 2 < chunk.size(); ++i) chunk[i] = 1;
@@ -239,6 +240,16 @@ H5::DataSet create_dataset(H5::Group& group, const std::string& name, const H5::
     props.setDeflate(deflate_level);
   }
   return group.createDataSet(name, type, space, props);
+}
+
+H5::Group create_group(H5::Group& parent, const std::string& name) {
+  const hid_t props = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(props, 0);
+  const hid_t id = H5Gcreate2(parent.getId(), name.c_str(), H5P_DEFAULT, props, H5P_DEFAULT);
+  H5Pclose(props);
+  if (id < 0) throw H5::GroupIException("create_group", "H5Gcreate2 failed for " + name);
+  H5Gclose(id);
+  return parent.openGroup(name);
 }
 
 AtomicOutput::AtomicOutput(std::string path, bool overwrite)

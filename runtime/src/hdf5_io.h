@@ -57,9 +57,12 @@ std::vector<int64_t> dims_of(const H5::DataSet& dataset);
 std::string format_dims(const std::vector<int64_t>& dims);
 
 // Creates a dataset, chunked and compressed (shuffle + deflate) when deflate_level > 0, with one
-// chunk per leading index pair [1, 1, ...] for rank >= 3.
+// chunk per leading index pair [1, 1, ...] for rank >= 3. No timestamps.
 H5::DataSet create_dataset(H5::Group& group, const std::string& name, const H5::DataType& type,
                            const std::vector<int64_t>& dims, int deflate_level);
+
+// Creates a group without timestamps (files are byte-reproducible).
+H5::Group create_group(H5::Group& parent, const std::string& name);
 
 // An output file written under a temporary name in the destination folder and renamed into
 // place by commit(); the destructor removes the temporary file when commit() was not reached.

@@ -14,11 +14,14 @@ namespace xattn::runtime {
 namespace {
 
 // Target logits (after the 1/sqrt(head_dim) scale).
-constexpr double kSinkLogit = 12.0;        // sink heads, key 0 (keys 1..3 get half)
+constexpr double kSinkLogit = 12.0;        // sink heads, key 0 (keys 1..7 get 3/4 of it)
 constexpr double kRampSlope = 1.0 / 16;    // local heads: logit gain per token toward the query
 constexpr double kLocalSinkBonus = 1.0;    // local heads: sink key vs the diagonal key
-constexpr double kStripeLogit = 9.0;
+constexpr double kStripeLogit = 11.0;
 constexpr double kSlashPeak = 15.0;
+constexpr int64_t kSinkSpan = 8;           // key 0 and a few first tokens attract every query
+constexpr int64_t kSlashWidth = 4;         // diagonals i - j = D .. D + 3
+constexpr int64_t kMaxStripeRun = 4;       // a stripe is a run of 1..4 consecutive keys
 constexpr double kNeedleLogit = 10.0;
 constexpr double kNoiseStd = 0.5;
 constexpr double kDiffuseNoiseStd = 1.0;
@@ -135,6 +138,8 @@ SyntheticLayout synthetic_layout(const SyntheticOptions& o) {
       o.item_lengths.empty() ? std::vector<int64_t>(static_cast<size_t>(o.batch), o.len)
                              : o.item_lengths;
   layout.needle_length = std::clamp<int64_t>(o.len / 64, 8, 64);
+  layout.slash_width = kSlashWidth;
+  layout.sink_span = kSinkSpan;
   for (int64_t b = 0; b < o.batch; ++b) {
     const int64_t n = layout.item_lengths[b];
     Rng rng(o.seed, {kNeedleTag, static_cast<uint64_t>(b)});
@@ -162,8 +167,10 @@ SyntheticLayout synthetic_layout(const SyntheticOptions& o) {
     for (int64_t g = 0; g < o.heads_kv; ++g) {
       Rng rng(o.seed, {kStripeTag, static_cast<uint64_t>(l), static_cast<uint64_t>(g)});
       std::set<int64_t> positions;
-      while (static_cast<int64_t>(positions.size()) < num_stripes) {
-        positions.insert(rng.between(16, o.len - 17));
+      for (int64_t r = 0; r < num_stripes; ++r) {
+        const int64_t start = rng.between(16, o.len - 16 - kMaxStripeRun);
+        const int64_t run = rng.between(1, kMaxStripeRun);
+        for (int64_t t = 0; t < run; ++t) positions.insert(start + t);
       }
       stripes.emplace_back(positions.begin(), positions.end());
     }
@@ -196,7 +203,10 @@ CaptureInfo synthetic_capture_info(const SyntheticOptions& o, const SyntheticLay
     d << " Layer " << l << ":";
     for (int64_t h = 0; h < o.heads_q; ++h) {
       d << (h ? "," : "") << " h" << h << " " << structure_name(layout.structure[l][h]);
-      if (layout.slash_offset[l][h] >= 0) d << " (offset " << layout.slash_offset[l][h] << ")";
+      if (layout.slash_offset[l][h] >= 0) {
+        d << " (offsets " << layout.slash_offset[l][h] << ".."
+          << layout.slash_offset[l][h] + kSlashWidth - 1 << ")";
+      }
     }
     d << "; stripe keys";
     for (int64_t g = 0; g < o.heads_kv; ++g) {
@@ -253,7 +263,7 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
       std::fill(rows.begin(), rows.end(), 0.0f);
       for (int64_t j = 0; j < n; ++j) {
         float* k = rows.data() + j * d;
-        k[kSinkDim] = j == 0 ? 1.0f : (j <= 3 ? 0.5f : 0.0f);
+        k[kSinkDim] = j == 0 ? 1.0f : (j < kSinkSpan ? 0.75f : 0.0f);
         k[kRampDim + 0] = static_cast<float>(j / 4096);
         k[kRampDim + 1] = static_cast<float>((j / 64) % 64);
         k[kRampDim + 2] = static_cast<float>(j % 64);
@@ -322,9 +332,14 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
         q[kNeedleDim] = static_cast<float>(needle / scale);
         if (slash != 0) {
           for (int64_t m = 0; m < pairs; ++m) {
-            const double phase = freq[m] * static_cast<double>(i - offset);
-            q[kRotaryDim + 2 * m] = static_cast<float>(slash / scale * std::cos(phase));
-            q[kRotaryDim + 2 * m + 1] = static_cast<float>(slash / scale * std::sin(phase));
+            double cos_sum = 0, sin_sum = 0;
+            for (int64_t u = 0; u < kSlashWidth; ++u) {
+              const double phase = freq[m] * static_cast<double>(i - offset - u);
+              cos_sum += std::cos(phase);
+              sin_sum += std::sin(phase);
+            }
+            q[kRotaryDim + 2 * m] = static_cast<float>(slash / scale * cos_sum);
+            q[kRotaryDim + 2 * m + 1] = static_cast<float>(slash / scale * sin_sum);
           }
         }
         for (int64_t c = noise_begin; c < d; ++c) q[c] = static_cast<float>(sigma * rng.normal());

@@ -5,13 +5,16 @@
 //
 // How the structures are planted (logits = q.k / sqrt(head_dim)); each uses its own key feature,
 // so one key tensor per KV head serves every structure and the queries pick theirs:
-//   sink       key 0 (and weakly keys 1..3) carry a sink feature; sink heads give it +12.
+//   sink       key 0 (and, at 3/4 strength, keys 1..7) carry a sink feature; sink heads give
+//              it +12.
 //   local      keys carry their position as base-64 digits; local queries weight them so the
 //              logit rises 1/16 per token toward the query: with the causal mask, an exponential
 //              band (about 98% of the non-sink mass within the last 64 keys).
-//   stripes    a few key positions per KV head carry a stripe feature (+9 for stripe heads).
+//   stripes    a few runs of 1..4 key positions per KV head carry a stripe feature (+11 for
+//              stripe heads): vertical lines every later query attends to.
 //   slash      keys carry rotary pairs (cos wj, sin wj) with high random frequencies; a slash
-//              head's query i is rotated to position i - D, so q_i.k_j peaks at j = i - D.
+//              head's query i is the sum of the codes of positions i - D .. i - D - 3, so
+//              q_i.k_j peaks on the four diagonals j = i - D - u (u = 0..3).
 //   retrieval  a needle span early in each item carries a needle feature; the last eighth of the
 //              retrieval head's queries give it +10 (earlier queries behave like a local head).
 //   diffuse    broad attention: only noise logits (std 1) and a mild sink; a dense head.
@@ -50,6 +53,8 @@ struct SyntheticLayout {
   std::vector<int64_t> item_lengths;                     // [batch]
   std::vector<std::vector<PlantedStructure>> structure;  // [layer][query head]
   std::vector<std::vector<int64_t>> slash_offset;        // [layer][query head]; -1 if none
+  int64_t slash_width = 4;                               // slash keys: i - offset - (0..width-1)
+  int64_t sink_span = 8;                                 // keys 0..sink_span-1 carry the sink
   std::vector<std::vector<std::vector<int64_t>>> stripe_positions;  // [layer][kv head], sorted
   std::vector<int64_t> needle_begin;                     // [batch]
   int64_t needle_length = 0;

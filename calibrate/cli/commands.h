@@ -21,5 +21,7 @@ const std::vector<Command>& commands();
 int run_estimate(const Args& args);
 int run_synth(const Args& args);
 int run_profile(const Args& args);
+int run_generate(const Args& args);
+int run_eval(const Args& args);
 
 }  // namespace xattn::cli

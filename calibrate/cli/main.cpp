@@ -16,6 +16,9 @@ const std::vector<Command>& commands() {
        run_estimate},
       {"synth", "write a synthetic capture with planted attention structures", run_synth},
       {"profile", "show a calibration profile, or export it as JSON", run_profile},
+      {"generate", "prefill + greedy generation: time to first token, optional per-token NLL",
+       run_generate},
+      {"eval", "accuracy evaluations: eval niah (passkey retrieval, dense vs XAttention)", run_eval},
   };
   return list;
 }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "linear.h"
 #include "xattn/error.h"
 
 namespace xattn::model {
@@ -53,20 +54,34 @@ at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
   const int64_t per_row = std::max<int64_t>(1, batch * heads_q * len_k * 4 * 3);  // scores+probs
   const int64_t chunk = std::clamp<int64_t>(score_bytes / per_row, 1, std::max<int64_t>(len_q, 1));
   at::Tensor out = at::empty({batch, heads_q, len_q, d}, q.options().dtype(compute));
+  const auto idx = at::TensorOptions().dtype(at::kLong).device(q.device());
   for (int64_t s = 0; s < len_q; s += chunk) {
     const int64_t c = std::min(chunk, len_q - s);
     const int64_t keys = offset + s + c;  // keys visible to the chunk's last query
+    // Query row r (absolute position offset + s + r) sees keys 0 .. offset + s + r.
+    const at::Tensor row_pos = at::arange(offset + s, offset + s + c, idx).unsqueeze(1);
+    const at::Tensor future = at::arange(0, keys, idx).unsqueeze(0) > row_pos;  // [c, keys]
     // [batch, heads_kv, group * c, d]: one product per key/value head for its whole group.
     const at::Tensor qc = q.narrow(2, s, c).to(compute).reshape({batch, heads_kv, group * c, d});
+    if (!q.is_cuda()) {
+      // CPU: per (batch, kv head) 2-D products through oneDNN (fast::linear).
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < heads_kv; ++h) {
+          at::Tensor scores = fast::linear(qc[b][h], kc[b][h].narrow(0, 0, keys)).mul_(scale);
+          scores = scores.view({group, c, keys});
+          scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
+          const at::Tensor probs = at::softmax(scores, -1).view({group * c, keys});
+          const at::Tensor vt = vc[b][h].narrow(0, 0, keys).t().contiguous();
+          out[b].narrow(0, h * group, group).narrow(1, s, c).copy_(
+              fast::linear(probs, vt).view({group, c, d}));
+        }
+      continue;
+    }
     const at::Tensor kk = kc.narrow(2, 0, keys);
     const at::Tensor vv = vc.narrow(2, 0, keys);
     at::Tensor scores = at::matmul(qc, kk.transpose(-1, -2)).to(at::kFloat).mul_(scale);
     scores = scores.view({batch, heads_kv, group, c, keys});
-    // Query row r (absolute position offset + s + r) sees keys 0 .. offset + s + r.
-    const auto idx = at::TensorOptions().dtype(at::kLong).device(q.device());
-    const at::Tensor row_pos = at::arange(offset + s, offset + s + c, idx).unsqueeze(1);
-    const at::Tensor key_pos = at::arange(0, keys, idx).unsqueeze(0);
-    scores.masked_fill_(key_pos > row_pos, -std::numeric_limits<float>::infinity());
+    scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
     const at::Tensor probs =
         at::softmax(scores, -1).to(compute).view({batch, heads_kv, group * c, keys});
     out.narrow(2, s, c).copy_(at::matmul(probs, vv).view({batch, heads_q, c, d}));

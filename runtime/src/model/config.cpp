@@ -146,6 +146,15 @@ const char* architecture_name(Architecture a) {
   return "unknown";
 }
 
+const char* model_type_name(Architecture a) {
+  switch (a) {
+    case Architecture::kLlama: return "llama";
+    case Architecture::kMistral: return "mistral";
+    case Architecture::kQwen2: return "qwen2";
+  }
+  return "unknown";
+}
+
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
   json j;
   try {

@@ -6,6 +6,7 @@
 
 #include "xattn/error.h"
 #include "xattn/model/safetensors.h"
+#include "linear.h"
 
 namespace xattn::model {
 
@@ -113,7 +114,7 @@ at::Tensor Model::embed(const std::vector<int64_t>& tokens) const {
 
 at::Tensor Model::logits_of(const at::Tensor& rows) const {
   const at::Tensor normed = rms_norm(rows, final_norm_, config_.rms_norm_eps);
-  return at::linear(normed, lm_head_).to(at::kFloat);
+  return fast::linear(normed, lm_head_).to(at::kFloat);
 }
 
 at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
@@ -128,9 +129,9 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
     return t.view({len, heads, d}).transpose(0, 1).unsqueeze(0);
   };
   const at::Tensor q =
-      apply_rotary(heads_first(at::linear(x, w.wq, w.bq), c.num_heads), rotary).contiguous();
-  at::Tensor k = apply_rotary(heads_first(at::linear(x, w.wk, w.bk), c.num_kv_heads), rotary);
-  at::Tensor v = heads_first(at::linear(x, w.wv, w.bv), c.num_kv_heads);
+      apply_rotary(heads_first(fast::linear(x, w.wq, w.bq), c.num_heads), rotary).contiguous();
+  at::Tensor k = apply_rotary(heads_first(fast::linear(x, w.wk, w.bk), c.num_kv_heads), rotary);
+  at::Tensor v = heads_first(fast::linear(x, w.wv, w.bv), c.num_kv_heads);
   if (cache) {
     at::Tensor& ck = cache->k[static_cast<size_t>(index)];
     at::Tensor& cv = cache->v[static_cast<size_t>(index)];
@@ -148,7 +149,7 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
               attn.sizes(), " for q ", q.sizes());
   const at::Tensor merged =
       attn.to(hidden.scalar_type()).squeeze(0).transpose(0, 1).reshape({len, c.num_heads * d});
-  const at::Tensor h = hidden + at::linear(merged, w.wo, w.bo);
+  const at::Tensor h = hidden + fast::linear(merged, w.wo, w.bo);
 
   // SwiGLU MLP in token chunks: the [chunk, intermediate] activations bound the memory.
   at::Tensor out = at::empty_like(h);
@@ -156,8 +157,8 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
     const int64_t n = std::min(token_chunk, len - s);
     const at::Tensor hs = h.narrow(0, s, n);
     const at::Tensor xs = rms_norm(hs, w.post_norm, c.rms_norm_eps);
-    const at::Tensor act = at::silu(at::linear(xs, w.w_gate, w.b_gate)) * at::linear(xs, w.w_up, w.b_up);
-    out.narrow(0, s, n).copy_(hs + at::linear(act, w.w_down, w.b_down));
+    const at::Tensor act = at::silu(fast::linear(xs, w.w_gate, w.b_gate)) * fast::linear(xs, w.w_up, w.b_up);
+    out.narrow(0, s, n).copy_(hs + fast::linear(act, w.w_down, w.b_down));
   }
   return out;
 }

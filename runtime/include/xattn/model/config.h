@@ -13,6 +13,8 @@ namespace xattn::model {
 enum class Architecture { kLlama, kMistral, kQwen2 };
 
 const char* architecture_name(Architecture a);
+// Hugging Face's model_type: "llama", "mistral", "qwen2" (what calibration profiles record).
+const char* model_type_name(Architecture a);
 
 enum class RopeType { kDefault, kLinear, kLlama3 };
 

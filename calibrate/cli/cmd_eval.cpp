@@ -1,0 +1,280 @@
+// `xattn eval niah`: needle-in-a-haystack passkey accuracy per length x depth, dense attention
+// against XAttention (uniform --threshold or a calibration --profile), with the mean attention
+// density XAttention kept. Prompts are a function of --seed only (see xattn/model/niah.h).
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "commands.h"
+#include "model_cli.h"
+#include "xattn/error.h"
+#include "xattn/file_io.h"
+#include "xattn/model/model.h"
+#include "xattn/model/niah.h"
+#include "xattn/model/tokens.h"
+
+namespace xattn::cli {
+
+namespace {
+
+namespace po = boost::program_options;
+
+constexpr const char* kUsage =
+    "usage: xattn eval niah --model DIR [--threshold T | --profile FILE]\n"
+    "                       [--lengths 1k,2k,4k,8k,16k,32k] [--depths 0,0.25,0.5,0.75,1]\n"
+    "                       [--samples N] [--seed S] [--json OUT [--force]] [--device cpu|cuda]\n\n"
+    "Passkey retrieval: a 5-digit key in the sentence \"The pass key is 12345. Remember it.\n"
+    "12345 is the pass key.\" is placed at each depth of a haystack text; the prompt ends with\n"
+    "\"What is the pass key? The pass key is \" and the model generates 5 tokens greedily.\n"
+    "A sample counts as correct when all 5 digits come back. Every prompt runs with dense\n"
+    "attention and with XAttention (default: --threshold 0.9 for every head). Lengths are in\n"
+    "tokens (bytes for byte-level models), <bos> included.\n\n";
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Cell {
+  int64_t length = 0;
+  double depth = 0.0;
+  int64_t samples = 0;
+  int64_t dense_correct = 0;
+  int64_t xattn_correct = 0;
+  double density_sum = 0.0;
+  double dense_seconds = 0.0;
+  double xattn_seconds = 0.0;
+  nlohmann::json details = nlohmann::json::array();
+};
+
+std::string fraction(int64_t a, int64_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%lld/%lld", static_cast<long long>(a), static_cast<long long>(n));
+  return buf;
+}
+
+int run_niah(const Args& args) {
+  po::options_description options("eval niah options");
+  options.add_options()("help,h", "this help");
+  model_cli::add_model_options(options);
+  model_cli::add_attention_options(options);
+  options.add_options()("lengths", po::value<std::string>()->default_value("1k,2k,4k,8k,16k,32k"),
+                        "prompt lengths in tokens, comma-separated (1k = 1024)")(
+      "depths", po::value<std::string>()->default_value("0,0.25,0.5,0.75,1"),
+      "needle depths in [0, 1], comma-separated")(
+      "samples", po::value<int64_t>()->default_value(5), "prompts per length x depth")(
+      "seed", po::value<uint64_t>()->default_value(0), "seed of keys, windows and separators")(
+      "haystack", po::value<std::string>()->default_value("examples/data/haystack.txt"),
+      "haystack text")("json", po::value<std::string>(), "write the results as JSON here")(
+      "force", "overwrite an existing --json file")(
+      "skip-dense", "run XAttention only (the dense column shows -)");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << kUsage << options << "\n";
+    return 0;
+  }
+  const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
+  std::vector<int64_t> lengths;
+  for (const auto& s : split(vm["lengths"].as<std::string>()))
+    lengths.push_back(model::parse_length(s));
+  std::vector<double> depths;
+  for (const auto& s : split(vm["depths"].as<std::string>())) {
+    size_t used = 0;
+    double d = -1;
+    try {
+      d = std::stod(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    XATTN_CHECK_ARG(used == s.size() && d >= 0.0 && d <= 1.0, "--depths: '", s,
+                    "' is not a depth in [0, 1]");
+    depths.push_back(d);
+  }
+  XATTN_CHECK_ARG(!lengths.empty() && !depths.empty(), "--lengths and --depths must not be empty");
+  const int64_t samples = vm["samples"].as<int64_t>();
+  XATTN_CHECK_ARG(samples >= 1, "--samples must be at least 1");
+  const uint64_t seed = vm["seed"].as<uint64_t>();
+  const std::string haystack_path = vm["haystack"].as<std::string>();
+  XATTN_CHECK(std::filesystem::exists(haystack_path), ErrorKind::kIo, "haystack text '",
+              haystack_path, "' not found: run from the repository root or pass --haystack FILE");
+  const std::string haystack = model::read_text_file(haystack_path);
+  const std::string json_path = vm.count("json") ? vm["json"].as<std::string>() : "";
+  XATTN_CHECK(json_path.empty() || vm.count("force") || !io::path_exists(json_path),
+              ErrorKind::kIo, "'", json_path, "' already exists; pass --force to overwrite it");
+
+  const model::Model model(dir, model_cli::load_options(vm));
+  const model::ModelConfig& c = model.config();
+  XATTN_CHECK_ARG(c.byte_level, "eval niah builds byte-level prompts; model '", dir,
+                  "' has no \"xattn_byte_level\": true in its config.json");
+  std::unique_ptr<model::XAttentionBackend> xattention = model_cli::make_xattention(vm, model);
+  std::string xattn_label;
+  if (vm.count("profile")) {
+    xattn_label = "profile " + vm["profile"].as<std::string>();
+  } else {
+    if (!xattention) {
+      runtime::EstimateOptions o;
+      o.block_size = vm["block-size"].as<int64_t>();
+      o.stride = vm["stride"].as<int64_t>();
+      xattention = std::make_unique<model::XAttentionBackend>(
+          model::XAttentionBackend::uniform(c.num_layers, c.num_heads, 0.9, o));
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "uniform tau %.4g",
+                  xattention->thresholds().flatten()[0].item<double>());
+    xattn_label = buf;
+  }
+  const bool run_dense = !vm.count("skip-dense");
+  model::DenseBackend dense;
+  std::cout << model::describe(c) << "\n"
+            << "device " << model.device() << ", dtype " << c10::toString(model.dtype())
+            << ", XAttention: " << xattn_label << ", samples " << samples << ", seed " << seed
+            << "\n";
+
+  const int64_t key_tokens = 5;
+  std::vector<Cell> cells;
+  for (int64_t length : lengths) {
+    for (double depth : depths) {
+      Cell cell;
+      cell.length = length;
+      cell.depth = depth;
+      for (int64_t s = 0; s < samples; ++s) {
+        const model::NiahPrompt p = model::make_niah_prompt(haystack, length, depth, s, seed);
+        nlohmann::json detail = {{"sample", s}, {"key", p.key}, {"needle_start", p.needle_start}};
+        if (run_dense) {
+          const model::GenerateResult g = model.generate(p.tokens, key_tokens, dense);
+          const std::string text = model::byte_decode(g.tokens);
+          const bool ok = model::passkey_correct(text, p.key);
+          cell.dense_correct += ok;
+          cell.dense_seconds += g.time_to_first_token;
+          detail["dense"] = model_cli::escape_bytes(text);
+        }
+        xattention->clear_density();
+        const model::GenerateResult g = model.generate(p.tokens, key_tokens, *xattention);
+        const std::string text = model::byte_decode(g.tokens);
+        cell.xattn_correct += model::passkey_correct(text, p.key);
+        cell.xattn_seconds += g.time_to_first_token;
+        const double density = xattention->mean_density();
+        cell.density_sum += density;
+        detail["xattn"] = model_cli::escape_bytes(text);
+        detail["density"] = density;
+        cell.details.push_back(detail);
+        ++cell.samples;
+      }
+      std::printf("  length %6lld depth %.2f: dense %s  xattn %s  density %.4f  (%.2f s)\n",
+                  static_cast<long long>(length), depth,
+                  run_dense ? fraction(cell.dense_correct, cell.samples).c_str() : "-",
+                  fraction(cell.xattn_correct, cell.samples).c_str(),
+                  cell.density_sum / double(cell.samples),
+                  (cell.dense_seconds + cell.xattn_seconds) / double(cell.samples));
+      std::fflush(stdout);
+      cells.push_back(std::move(cell));
+    }
+  }
+
+  // Accuracy table: one row per length, one column per depth, "dense / xattn" percentages.
+  std::printf("\npasskey accuracy (dense / xattn, %%) and mean XAttention density\n%8s", "length");
+  for (double d : depths) std::printf("  %11.2f", d);
+  std::printf("  %11s  %8s\n", "all", "density");
+  int64_t total_dense = 0, total_xattn = 0, total = 0;
+  double total_density = 0.0;
+  size_t k = 0;
+  for (int64_t length : lengths) {
+    std::printf("%8lld", static_cast<long long>(length));
+    int64_t row_dense = 0, row_xattn = 0, row_n = 0;
+    double row_density = 0.0;
+    for (size_t j = 0; j < depths.size(); ++j, ++k) {
+      const Cell& cell = cells[k];
+      char buf[32];
+      if (run_dense)
+        std::snprintf(buf, sizeof(buf), "%3.0f / %3.0f", 100.0 * cell.dense_correct / cell.samples,
+                      100.0 * cell.xattn_correct / cell.samples);
+      else
+        std::snprintf(buf, sizeof(buf), "  - / %3.0f", 100.0 * cell.xattn_correct / cell.samples);
+      std::printf("  %11s", buf);
+      row_dense += cell.dense_correct;
+      row_xattn += cell.xattn_correct;
+      row_n += cell.samples;
+      row_density += cell.density_sum;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%3.0f / %3.0f", 100.0 * row_dense / row_n,
+                  100.0 * row_xattn / row_n);
+    std::printf("  %11s  %8.4f\n", buf, row_density / double(row_n));
+    total_dense += row_dense;
+    total_xattn += row_xattn;
+    total += row_n;
+    total_density += row_density;
+  }
+  std::printf("overall: dense %.1f%%, xattn %.1f%%, mean density %.4f over %lld prompts\n",
+              run_dense ? 100.0 * total_dense / total : 0.0, 100.0 * total_xattn / total,
+              total_density / double(total), static_cast<long long>(total));
+
+  if (!json_path.empty()) {
+    nlohmann::json j;
+    j["task"] = "niah-passkey";
+    j["model"] = dir;
+    j["config"] = model::describe(c);
+    j["device"] = model.device().str();
+    j["dtype"] = c10::toString(model.dtype());
+    j["xattention"] = xattn_label;
+    j["block_size"] = vm.count("profile") ? nlohmann::json(nullptr)
+                                          : nlohmann::json(vm["block-size"].as<int64_t>());
+    j["seed"] = seed;
+    j["samples"] = samples;
+    j["haystack"] = haystack_path;
+    j["lengths"] = lengths;
+    j["depths"] = depths;
+    j["dense_run"] = run_dense;
+    nlohmann::json out_cells = nlohmann::json::array();
+    for (const Cell& cell : cells)
+      out_cells.push_back({{"length", cell.length},
+                           {"depth", cell.depth},
+                           {"samples", cell.samples},
+                           {"dense_correct", run_dense ? nlohmann::json(cell.dense_correct)
+                                                       : nlohmann::json(nullptr)},
+                           {"xattn_correct", cell.xattn_correct},
+                           {"mean_density", cell.density_sum / double(cell.samples)},
+                           {"dense_ttft_seconds", cell.dense_seconds / double(cell.samples)},
+                           {"xattn_ttft_seconds", cell.xattn_seconds / double(cell.samples)},
+                           {"prompts", cell.details}});
+    j["cells"] = out_cells;
+    j["dense_accuracy"] = run_dense ? nlohmann::json(double(total_dense) / double(total))
+                                    : nlohmann::json(nullptr);
+    j["xattn_accuracy"] = double(total_xattn) / double(total);
+    j["mean_density"] = total_density / double(total);
+    const std::string text = j.dump(2) + "\n";
+    io::write_file_atomically(json_path, vm.count("force") > 0, [&](const std::string& temp) {
+      std::ofstream out(temp, std::ios::binary);
+      out << text;
+      XATTN_CHECK(out.good(), ErrorKind::kIo, "cannot write '", temp, "'");
+    });
+    std::cout << "wrote " << json_path << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_eval(const Args& args) {
+  XATTN_CHECK_ARG(!args.empty(), "say which evaluation: xattn eval niah --model DIR ...");
+  const std::string task = args.front();
+  if (task == "--help" || task == "-h" || task == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (task == "niah") return run_niah(Args(args.begin() + 1, args.end()));
+  throw Error(ErrorKind::kInvalidArgument,
+              detail::concat("unknown evaluation '", task, "'; available: niah"));
+}
+
+}  // namespace xattn::cli

@@ -1,0 +1,157 @@
+// Options shared by the commands that run a model (generate, capture, eval): which model, on
+// which device and dtype, and where the input tokens come from.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "xattn/calibrate/calibration.h"
+#include "xattn/calibrate/profile.h"
+#include "xattn/error.h"
+#include "xattn/model/model.h"
+#include "xattn/model/tokens.h"
+
+namespace xattn::cli {
+
+namespace model_cli {
+
+namespace po = boost::program_options;
+
+inline void add_model_options(po::options_description& o) {
+  o.add_options()("model", po::value<std::string>(),
+                  "checkpoint folder: config.json + *.safetensors (Llama, Mistral, Qwen2)")(
+      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda or cuda:N")(
+      "dtype", po::value<std::string>()->default_value("auto"),
+      "float32, bfloat16, float16 or auto (float32 on CPU, the stored dtype on CUDA)");
+}
+
+inline void add_input_options(po::options_description& o) {
+  o.add_options()("input", po::value<std::string>(),
+                  "token ids: text file of integers, or HDF5 (*.h5) dataset")(
+      "dataset", po::value<std::string>()->default_value(""),
+      "HDF5 dataset of --input (default: input_ids, tokens or ids)")(
+      "text", po::value<std::string>(), "raw text file (byte-level models; <bos> is prepended)")(
+      "prompt", po::value<std::string>(), "raw text given inline (byte-level models)")(
+      "max-len", po::value<int64_t>(), "keep only the first N tokens of the input");
+}
+
+inline at::Device parse_device(const std::string& text) {
+  if (text == "cpu") return at::Device(at::kCPU);
+  if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    XATTN_CHECK(at::hasCUDA(), ErrorKind::kCuda, "--device ", text,
+                ": this build's LibTorch has no CUDA or no GPU is visible; use --device cpu");
+    return at::Device(text);
+  }
+  throw Error(ErrorKind::kInvalidArgument,
+              detail::concat("--device '", text, "': use cpu, cuda or cuda:N"));
+}
+
+inline std::optional<at::ScalarType> parse_dtype(const std::string& text) {
+  if (text == "auto") return std::nullopt;
+  if (text == "float32" || text == "fp32") return at::kFloat;
+  if (text == "bfloat16" || text == "bf16") return at::kBFloat16;
+  if (text == "float16" || text == "fp16") return at::kHalf;
+  throw Error(ErrorKind::kInvalidArgument,
+              detail::concat("--dtype '", text, "': use float32, bfloat16, float16 or auto"));
+}
+
+inline std::string require(const po::variables_map& vm, const char* key, const char* example) {
+  XATTN_CHECK_ARG(vm.count(key), "missing --", key, " (", example, ")");
+  return vm[key].as<std::string>();
+}
+
+inline model::LoadOptions load_options(const po::variables_map& vm) {
+  model::LoadOptions o;
+  o.device = parse_device(vm["device"].as<std::string>());
+  o.dtype = parse_dtype(vm["dtype"].as<std::string>());
+  return o;
+}
+
+// The input tokens from --input / --text / --prompt (exactly one), cut to --max-len.
+inline std::vector<int64_t> read_input(const po::variables_map& vm,
+                                       const model::ModelConfig& config) {
+  const int given = int(vm.count("input")) + int(vm.count("text")) + int(vm.count("prompt"));
+  XATTN_CHECK_ARG(given == 1, "give exactly one input: --input IDS_FILE, --text FILE or --prompt "
+                  "STRING");
+  std::vector<int64_t> ids;
+  if (vm.count("input")) {
+    ids = model::read_token_ids(vm["input"].as<std::string>(), vm["dataset"].as<std::string>());
+  } else {
+    XATTN_CHECK_ARG(config.byte_level, "--text and --prompt need a byte-level model (config.json "
+                    "\"xattn_byte_level\": true); for this model give token ids with --input");
+    const std::string text = vm.count("text") ? model::read_text_file(vm["text"].as<std::string>())
+                                              : vm["prompt"].as<std::string>();
+    ids = model::byte_encode(text, /*add_bos=*/true);
+  }
+  if (vm.count("max-len")) {
+    const int64_t n = vm["max-len"].as<int64_t>();
+    XATTN_CHECK_ARG(n > 0, "--max-len must be positive");
+    if (static_cast<int64_t>(ids.size()) > n) ids.resize(static_cast<size_t>(n));
+  }
+  XATTN_CHECK_INPUT(!ids.empty(), "the input has no tokens");
+  return ids;
+}
+
+inline void add_attention_options(po::options_description& o) {
+  o.add_options()("threshold", po::value<double>(),
+                  "XAttention with this tau for every head")(
+      "profile", po::value<std::string>(),
+      "XAttention with the per-head thresholds (and block size, stride) of a calibration profile")(
+      "stride", po::value<int64_t>()->default_value(8), "XAttention scoring stride S (--threshold)")(
+      "block-size", po::value<int64_t>()->default_value(128), "XAttention block size (--threshold)");
+}
+
+// XAttention from --profile or --threshold; null when neither is given.
+inline std::unique_ptr<model::XAttentionBackend> make_xattention(const po::variables_map& vm,
+                                                                 const model::Model& m) {
+  XATTN_CHECK_ARG(!(vm.count("profile") && vm.count("threshold")),
+                  "give --profile or --threshold, not both");
+  const model::ModelConfig& c = m.config();
+  runtime::EstimateOptions options;
+  if (vm.count("profile")) {
+    const std::string path = vm["profile"].as<std::string>();
+    const calibrate::Profile profile = calibrate::read_profile(path);
+    calibrate::check_profile_matches(profile, calibrate::model_signature_of(m.dir()));
+    XATTN_CHECK_INPUT(profile.kernel.causal, "profile '", path,
+                      "' was calibrated for non-causal attention; the model runner is causal");
+    options.block_size = profile.kernel.block_size;
+    options.stride = profile.kernel.stride;
+    const at::Tensor tau =
+        at::tensor(profile.thresholds, at::TensorOptions().dtype(at::kFloat))
+            .view({c.num_layers, c.num_heads});
+    return std::make_unique<model::XAttentionBackend>(tau.clone(), options);
+  }
+  if (!vm.count("threshold")) return nullptr;
+  options.block_size = vm["block-size"].as<int64_t>();
+  options.stride = vm["stride"].as<int64_t>();
+  return std::make_unique<model::XAttentionBackend>(model::XAttentionBackend::uniform(
+      c.num_layers, c.num_heads, vm["threshold"].as<double>(), options));
+}
+
+// Bytes shown readably: printable ASCII as is, other bytes escaped.
+inline std::string escape_bytes(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\\') {
+      out += "\\\\";
+    } else if (c >= 32 && c < 127) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace model_cli
+}  // namespace xattn::cli

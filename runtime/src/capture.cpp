@@ -343,6 +343,40 @@ CaptureLayer CaptureReader::read_layer(int64_t layer_index) const {
   }
 }
 
+CaptureLayer CaptureReader::read_layer_item(int64_t layer_index, int64_t item) const {
+  const CaptureInfo& info = impl_->info;
+  XATTN_CHECK_ARG(has_layer(layer_index), impl_->path, ": has no layer ", layer_index,
+                  " (it holds ", impl_->layers.size(), " layers: ",
+                  h5io::format_dims(impl_->layers), ")");
+  XATTN_CHECK_ARG(item >= 0 && item < info.batch(), impl_->path, ": has no batch item ", item,
+                  " (batch ", info.batch(), ")");
+  h5io::quiet_errors();
+  try {
+    H5::Group group = impl_->file->openGroup(layer_path(layer_index));
+    const H5::DataType memory_type = memory_type_of(info.dtype);
+    auto read = [&](const char* name, int64_t heads, int64_t len) {
+      at::Tensor t =
+          at::empty({1, heads, len, info.head_dim}, at::TensorOptions().dtype(info.dtype));
+      H5::DataSet dataset = group.openDataSet(name);
+      H5::DataSpace file_space = dataset.getSpace();
+      const hsize_t start[4] = {static_cast<hsize_t>(item), 0, 0, 0};
+      const hsize_t count[4] = {1, static_cast<hsize_t>(heads), static_cast<hsize_t>(len),
+                                static_cast<hsize_t>(info.head_dim)};
+      file_space.selectHyperslab(H5S_SELECT_SET, count, start);
+      H5::DataSpace memory_space(4, count);
+      dataset.read(t.data_ptr(), memory_type, memory_space, file_space);
+      return t;
+    };
+    CaptureLayer layer;
+    layer.q = read("q", info.heads_q, info.len_q[item]);
+    layer.k = read("k", info.heads_kv, info.len_k[item]);
+    if (info.has_v) layer.v = read("v", info.heads_kv, info.len_k[item]);
+    return layer;
+  } catch (const H5::Exception& e) {
+    throw hdf5_read_failure(impl_->path, e);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writer
 

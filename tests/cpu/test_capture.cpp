@@ -159,6 +159,16 @@ TEST_P(CaptureRoundTrip, BitExactWithAllAttributes) {
     EXPECT_TRUE(bitwise_equal(got.v, layer.v)) << "layer " << index;
   }
   expect_error([&] { reader.read_layer(1); }, ErrorKind::kInvalidArgument, {"no layer 1"});
+  // One item, without padding: the same values as the slice of the whole layer.
+  for (int64_t b = 0; b < 2; ++b) {
+    const CaptureLayer item = reader.read_layer_item(3, b);
+    const WrittenLayer& all = written.at(3);
+    EXPECT_TRUE(bitwise_equal(item.q, all.q.slice(0, b, b + 1).slice(2, 0, info.len_q[b])));
+    EXPECT_TRUE(bitwise_equal(item.k, all.k.slice(0, b, b + 1).slice(2, 0, info.len_k[b])));
+    EXPECT_TRUE(bitwise_equal(item.v, all.v.slice(0, b, b + 1).slice(2, 0, info.len_k[b])));
+  }
+  expect_error([&] { reader.read_layer_item(3, 2); }, ErrorKind::kInvalidArgument,
+               {"no batch item 2"});
   EXPECT_EQ(entries(), 1u) << "temporary file left behind";
 }
 

@@ -100,6 +100,9 @@ class CaptureReader {
   bool has_layer(int64_t layer_index) const;
   // Reads one layer; throws kInvalidArgument for an index the file does not hold.
   CaptureLayer read_layer(int64_t layer_index) const;
+  // Reads one batch item of one layer, without padding: q [1, heads_q, len_q[item], head_dim],
+  // k and v [1, heads_kv, len_k[item], head_dim]. Reads only that part of the file.
+  CaptureLayer read_layer_item(int64_t layer_index, int64_t item) const;
 
  private:
   struct Impl;

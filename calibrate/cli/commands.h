@@ -23,5 +23,6 @@ int run_synth(const Args& args);
 int run_profile(const Args& args);
 int run_generate(const Args& args);
 int run_eval(const Args& args);
+int run_capture(const Args& args);
 
 }  // namespace xattn::cli

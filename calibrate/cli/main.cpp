@@ -19,6 +19,8 @@ const std::vector<Command>& commands() {
       {"generate", "prefill + greedy generation: time to first token, optional per-token NLL",
        run_generate},
       {"eval", "accuracy evaluations: eval niah (passkey retrieval, dense vs XAttention)", run_eval},
+      {"capture", "run a checkpoint and write post-RoPE q/k/v of its layers as a capture",
+       run_capture},
   };
   return list;
 }

@@ -36,8 +36,8 @@ int run_synth(const Args& args) {
       "heads-kv", po::value<int64_t>(&o.heads_kv)->default_value(o.heads_kv),
       "key/value heads (heads-q must be a multiple)")(
       "head-dim", po::value<int64_t>(&o.head_dim)->default_value(o.head_dim),
-      "head dimension (even, >= 32)")(
-      "len", po::value<int64_t>(&o.len)->default_value(o.len), "tokens per item (>= 64)")(
+      "head dimension (even, >= 32)")("len", po::value<int64_t>(&o.len)->default_value(o.len),
+                                      "tokens per item (>= 64)")(
       "batch", po::value<int64_t>(&o.batch)->default_value(o.batch), "batch items")(
       "seed", po::value<uint64_t>(&o.seed)->default_value(o.seed), "random seed")(
       "dtype", po::value<std::string>()->default_value("float16"),
@@ -67,9 +67,9 @@ int run_synth(const Args& args) {
   const auto bytes = std::filesystem::file_size(out, ec);
   std::cout << "wrote " << out << " (" << (ec ? 0 : bytes) << " bytes): SYNTHETIC capture, "
             << o.num_layers << " layers, heads_q " << o.heads_q << ", heads_kv " << o.heads_kv
-            << ", head_dim " << o.head_dim << ", len " << o.len << ", batch " << o.batch
-            << ", " << runtime::capture_dtype_name(o.dtype) << (o.with_v ? ", with v" : "")
-            << ", seed " << o.seed << "\n";
+            << ", head_dim " << o.head_dim << ", len " << o.len << ", batch " << o.batch << ", "
+            << runtime::capture_dtype_name(o.dtype) << (o.with_v ? ", with v" : "") << ", seed "
+            << o.seed << "\n";
   for (int64_t l = 0; l < o.num_layers; ++l) {
     std::cout << "  layer " << l << ":";
     for (int64_t h = 0; h < o.heads_q; ++h) {

@@ -16,14 +16,18 @@ namespace fs = std::filesystem;
 
 const char* capture_dtype_name(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: return "float32";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    default: break;
+    case at::kFloat:
+      return "float32";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    default:
+      break;
   }
-  throw Error(ErrorKind::kInvalidArgument,
-              std::string("captures hold float32, float16 or bfloat16, not ") +
-                  c10::toString(dtype));
+  throw Error(
+      ErrorKind::kInvalidArgument,
+      std::string("captures hold float32, float16 or bfloat16, not ") + c10::toString(dtype));
 }
 
 at::ScalarType capture_dtype_from_name(const std::string& name) {
@@ -50,8 +54,7 @@ std::string find_info_problem(const CaptureInfo& info) {
   if (!is_capture_dtype(info.dtype)) return "dtype must be float32, float16 or bfloat16";
   if (info.num_layers < 1) return concat("num_layers is ", info.num_layers, "; must be >= 1");
   if (info.heads_q < 1 || info.heads_kv < 1) {
-    return concat("heads_q (", info.heads_q, ") and heads_kv (", info.heads_kv,
-                  ") must be >= 1");
+    return concat("heads_q (", info.heads_q, ") and heads_kv (", info.heads_kv, ") must be >= 1");
   }
   if (info.heads_q % info.heads_kv != 0) {
     return concat("heads_q (", info.heads_q, ") is not a multiple of heads_kv (", info.heads_kv,
@@ -82,8 +85,7 @@ std::string find_info_problem(const CaptureInfo& info) {
   if (info.video) {
     const VideoShape& v = *info.video;
     if (v.frames < 1 || v.height < 1 || v.width < 1) {
-      return concat("video shape ", v.frames, "x", v.height, "x", v.width,
-                    " must be positive");
+      return concat("video shape ", v.frames, "x", v.height, "x", v.width, " must be positive");
     }
     if (v.frames * v.height * v.width > info.padded_len_k) {
       return concat("video shape ", v.frames, "x", v.height, "x", v.width, " has more tokens (",
@@ -118,10 +120,14 @@ Error hdf5_read_failure(const std::string& path, const H5::Exception& e) {
 
 H5::DataType memory_type_of(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: return H5::PredType::NATIVE_FLOAT;
-    case at::kHalf: return h5io::float16_type();
-    case at::kBFloat16: return H5::PredType::NATIVE_UINT16;
-    default: break;
+    case at::kFloat:
+      return H5::PredType::NATIVE_FLOAT;
+    case at::kHalf:
+      return h5io::float16_type();
+    case at::kBFloat16:
+      return H5::PredType::NATIVE_UINT16;
+    default:
+      break;
   }
   throw Error(ErrorKind::kInternal, "no memory type for this dtype");
 }
@@ -168,8 +174,8 @@ void CaptureReader::Impl::read_attributes() {
   }
   const std::string format = attrs.string("format");
   if (format != kCaptureFormatName) {
-    throw bad_input(path, "format is '" + format + "', not '" + kCaptureFormatName +
-                              "'; give a capture file");
+    throw bad_input(
+        path, "format is '" + format + "', not '" + kCaptureFormatName + "'; give a capture file");
   }
   const std::vector<int64_t> version = attrs.integers("format_version");
   if (version.size() != 2) {
@@ -219,16 +225,16 @@ void CaptureReader::Impl::check_dataset(const H5::Group& group, const std::strin
   const std::string dtype = capture_dtype_name(info.dtype);
   const H5::DataType type = dataset.getDataType();
   if (!h5io::type_matches(type, dtype)) {
-    throw bad_input(path, where + " holds " + h5io::describe_type(type) + ", but the file's dtype is " +
-                              dtype + " (" + (dtype == "bfloat16" ? "stored as uint16" : "IEEE float") +
-                              ")");
+    throw bad_input(path, where + " holds " + h5io::describe_type(type) +
+                              ", but the file's dtype is " + dtype + " (" +
+                              (dtype == "bfloat16" ? "stored as uint16" : "IEEE float") + ")");
   }
   if (info.dtype == at::kBFloat16) {
     h5io::AttributeReader attrs(dataset, path, where + ": ");
     const std::string marker = attrs.string("dtype");
     if (marker != "bfloat16") {
-      throw bad_input(path, where + " is uint16 but its dtype attribute is '" + marker +
-                                "', not 'bfloat16'");
+      throw bad_input(
+          path, where + " is uint16 but its dtype attribute is '" + marker + "', not 'bfloat16'");
     }
   }
   const std::vector<int64_t> dims = h5io::dims_of(dataset);
@@ -249,12 +255,12 @@ void CaptureReader::Impl::check_layers() {
     const std::string name = group.getObjnameByIdx(i);
     const int64_t index = h5io::parse_index(name);
     if (index < 0 || group.childObjType(name) != H5O_TYPE_GROUP) {
-      throw bad_input(path, "unexpected entry /layers/" + name +
-                                " (layers are groups named by their index)");
+      throw bad_input(
+          path, "unexpected entry /layers/" + name + " (layers are groups named by their index)");
     }
     if (index >= info.num_layers) {
-      throw bad_input(path, detail::concat("layer ", index, " is beyond num_layers = ",
-                                           info.num_layers));
+      throw bad_input(path,
+                      detail::concat("layer ", index, " is beyond num_layers = ", info.num_layers));
     }
     layers.push_back(index);
   }
@@ -285,8 +291,8 @@ void CaptureReader::Impl::check_layers() {
     check_dataset(layer, where, "k", {batch, info.heads_kv, info.padded_len_k, info.head_dim});
     const bool has_v = layer.nameExists("v");
     if (has_v != info.has_v) {
-      throw bad_input(path, where + (has_v ? " has a v dataset but has_v = 0"
-                                           : "/v is missing but has_v = 1"));
+      throw bad_input(
+          path, where + (has_v ? " has a v dataset but has_v = 0" : "/v is missing but has_v = 1"));
     }
     if (has_v) {
       check_dataset(layer, where, "v", {batch, info.heads_kv, info.padded_len_k, info.head_dim});
@@ -321,8 +327,8 @@ bool CaptureReader::has_layer(int64_t layer_index) const {
 CaptureLayer CaptureReader::read_layer(int64_t layer_index) const {
   const CaptureInfo& info = impl_->info;
   XATTN_CHECK_ARG(has_layer(layer_index), impl_->path, ": has no layer ", layer_index,
-                  " (it holds ", impl_->layers.size(), " layers: ",
-                  h5io::format_dims(impl_->layers), ")");
+                  " (it holds ", impl_->layers.size(),
+                  " layers: ", h5io::format_dims(impl_->layers), ")");
   h5io::quiet_errors();
   try {
     H5::Group group = impl_->file->openGroup(layer_path(layer_index));
@@ -346,8 +352,8 @@ CaptureLayer CaptureReader::read_layer(int64_t layer_index) const {
 CaptureLayer CaptureReader::read_layer_item(int64_t layer_index, int64_t item) const {
   const CaptureInfo& info = impl_->info;
   XATTN_CHECK_ARG(has_layer(layer_index), impl_->path, ": has no layer ", layer_index,
-                  " (it holds ", impl_->layers.size(), " layers: ",
-                  h5io::format_dims(impl_->layers), ")");
+                  " (it holds ", impl_->layers.size(),
+                  " layers: ", h5io::format_dims(impl_->layers), ")");
   XATTN_CHECK_ARG(item >= 0 && item < info.batch(), impl_->path, ": has no batch item ", item,
                   " (batch ", info.batch(), ")");
   h5io::quiet_errors();
@@ -457,8 +463,8 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
     XATTN_CHECK_ARG(t.scalar_type() == i.dtype, "layer ", layer_index, ": ", name, " is ",
                     t.scalar_type(), " but the capture's dtype is ", capture_dtype_name(i.dtype));
     const std::vector<int64_t> expected = {i.batch(), heads, len, i.head_dim};
-    XATTN_CHECK_ARG(t.sizes().vec() == expected, "layer ", layer_index, ": ", name,
-                    " has shape ", t.sizes(), "; expected ", h5io::format_dims(expected),
+    XATTN_CHECK_ARG(t.sizes().vec() == expected, "layer ", layer_index, ": ", name, " has shape ",
+                    t.sizes(), "; expected ", h5io::format_dims(expected),
                     " [batch, heads, padded_len, head_dim]");
     return t.to(at::kCPU).contiguous();
   };
@@ -474,8 +480,8 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
     const H5::DataType file_type = h5io::file_type_of(dtype);
     const H5::DataType memory_type = memory_type_of(i.dtype);
     auto write = [&](const char* name, const at::Tensor& t) {
-      H5::DataSet dataset = h5io::create_dataset(group, name, file_type, t.sizes().vec(),
-                                                 s.options.deflate_level);
+      H5::DataSet dataset =
+          h5io::create_dataset(group, name, file_type, t.sizes().vec(), s.options.deflate_level);
       h5io::write_string(dataset, "dtype", dtype);
       dataset.write(t.data_ptr(), memory_type);
     };

@@ -101,31 +101,31 @@ void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer
   XATTN_CHECK_ARG(layer_index >= 0, "layer index ", layer_index, " is negative");
   XATTN_CHECK_ARG(!s.written.count(layer_index), "layer ", layer_index, " was already written");
   XATTN_CHECK_ARG(layer.mask.defined(), "layer ", layer_index, ": mask is undefined");
-  XATTN_CHECK_ARG(layer.mask.dim() == 4 && layer.mask.size(0) == i.batch() &&
-                      layer.mask.size(1) == i.heads_q,
-                  "layer ", layer_index, ": mask has shape ", layer.mask.sizes(),
-                  "; expected [batch = ", i.batch(), ", heads_q = ", i.heads_q, ", nQB, nKB]");
+  XATTN_CHECK_ARG(
+      layer.mask.dim() == 4 && layer.mask.size(0) == i.batch() && layer.mask.size(1) == i.heads_q,
+      "layer ", layer_index, ": mask has shape ", layer.mask.sizes(),
+      "; expected [batch = ", i.batch(), ", heads_q = ", i.heads_q, ", nQB, nKB]");
   XATTN_CHECK_ARG(layer.mask.scalar_type() == at::kBool || layer.mask.scalar_type() == at::kByte,
                   "layer ", layer_index, ": mask must be bool or uint8, got ",
                   layer.mask.scalar_type());
   const std::vector<int64_t> dims = layer.mask.sizes().vec();
   if (s.block_dims.empty()) s.block_dims = {dims[2], dims[3]};
-  XATTN_CHECK_ARG(dims[2] == s.block_dims[0] && dims[3] == s.block_dims[1], "layer ",
-                  layer_index, ": mask has ", dims[2], "x", dims[3],
-                  " blocks but earlier layers have ", s.block_dims[0], "x", s.block_dims[1]);
+  XATTN_CHECK_ARG(dims[2] == s.block_dims[0] && dims[3] == s.block_dims[1], "layer ", layer_index,
+                  ": mask has ", dims[2], "x", dims[3], " blocks but earlier layers have ",
+                  s.block_dims[0], "x", s.block_dims[1]);
   XATTN_CHECK_ARG(layer.block_scores.defined() == i.has_block_scores, "layer ", layer_index,
                   i.has_block_scores ? ": block_scores missing (has_block_scores = true)"
                                      : ": block_scores given but has_block_scores = false");
   if (layer.block_scores.defined()) {
     XATTN_CHECK_ARG(layer.block_scores.sizes().vec() == dims, "layer ", layer_index,
-                    ": block_scores has shape ", layer.block_scores.sizes(),
-                    " but mask has ", layer.mask.sizes());
+                    ": block_scores has shape ", layer.block_scores.sizes(), " but mask has ",
+                    layer.mask.sizes());
   }
   auto per_head = [&](const at::Tensor& t, const char* name) {
     XATTN_CHECK_ARG(t.defined() && t.dim() == 1 && t.size(0) == i.heads_q &&
                         at::isFloatingType(t.scalar_type()),
-                    "layer ", layer_index, ": ", name, " must be a floating [heads_q = ",
-                    i.heads_q, "] tensor");
+                    "layer ", layer_index, ": ", name, " must be a floating [heads_q = ", i.heads_q,
+                    "] tensor");
     return t.to(at::kCPU, at::kDouble).contiguous();
   };
   const at::Tensor thresholds = per_head(layer.thresholds, "thresholds");
@@ -133,9 +133,9 @@ void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer
   const at::Tensor mask = layer.mask.to(at::kCPU, at::kByte).contiguous();
   XATTN_CHECK_ARG(mask.le(1).all().item<bool>(), "layer ", layer_index,
                   ": mask values must be 0 or 1");
-  const at::Tensor scores =
-      layer.block_scores.defined() ? layer.block_scores.to(at::kCPU, at::kFloat).contiguous()
-                                   : at::Tensor();
+  const at::Tensor scores = layer.block_scores.defined()
+                                ? layer.block_scores.to(at::kCPU, at::kFloat).contiguous()
+                                : at::Tensor();
 
   h5io::quiet_errors();
   try {
@@ -214,10 +214,10 @@ void EstimateReader::Impl::load() {
   }
   const std::vector<int64_t> version = attrs.integers("format_version");
   if (version.size() != 2 || version[0] != kEstimateFormatMajor) {
-    throw bad_input(path, detail::concat("estimate format version ",
-                                         version.empty() ? -1 : version[0],
-                                         ".x is not readable by this build (reads ",
-                                         kEstimateFormatMajor, ".x)"));
+    throw bad_input(
+        path,
+        detail::concat("estimate format version ", version.empty() ? -1 : version[0],
+                       ".x is not readable by this build (reads ", kEstimateFormatMajor, ".x)"));
   }
   info.format_major = static_cast<int>(version[0]);
   info.format_minor = static_cast<int>(version[1]);
@@ -301,12 +301,11 @@ EstimateLayer EstimateReader::read_layer(int64_t layer_index) const {
     layer.mask = mask.to(at::kBool);
     if (s.info.has_block_scores) {
       layer.block_scores = at::empty(s.block_dims, at::kFloat);
-      group.openDataSet("block_scores").read(layer.block_scores.data_ptr(),
-                                             H5::PredType::NATIVE_FLOAT);
+      group.openDataSet("block_scores")
+          .read(layer.block_scores.data_ptr(), H5::PredType::NATIVE_FLOAT);
     }
     layer.thresholds = at::empty({s.info.heads_q}, at::kDouble);
-    group.openDataSet("thresholds").read(layer.thresholds.data_ptr(),
-                                         H5::PredType::NATIVE_DOUBLE);
+    group.openDataSet("thresholds").read(layer.thresholds.data_ptr(), H5::PredType::NATIVE_DOUBLE);
     layer.density = at::empty({s.info.heads_q}, at::kDouble);
     group.openDataSet("density").read(layer.density.data_ptr(), H5::PredType::NATIVE_DOUBLE);
     return layer;

@@ -63,15 +63,14 @@ bool type_matches(const H5::DataType& type, const std::string& dtype_name) {
   const size_t size = type.getSize();
   if (dtype_name == "bfloat16" || dtype_name == "uint16" || dtype_name == "uint8") {
     if (cls != H5T_INTEGER) return false;
-    H5::IntType int_type(type.getId());
     const size_t want = dtype_name == "uint8" ? 1 : 2;
-    return size == want && int_type.getSign() == H5T_SGN_NONE;
+    return size == want && H5Tget_sign(type.getId()) == H5T_SGN_NONE;
   }
   if (cls != H5T_FLOAT) return false;
-  H5::FloatType float_type(type.getId());
-  size_t spos, epos, esize, mpos, msize;
-  float_type.getFields(spos, epos, esize, mpos, msize);
-  const size_t bias = float_type.getEbias();
+  // Plain C calls on the borrowed id: no wrapper that could close it.
+  size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  if (H5Tget_fields(type.getId(), &spos, &epos, &esize, &mpos, &msize) < 0) return false;
+  const size_t bias = H5Tget_ebias(type.getId());
   if (dtype_name == "float32") {
     return size == 4 && spos == 31 && epos == 23 && esize == 8 && mpos == 0 && msize == 23 &&
            bias == 127;
@@ -90,13 +89,27 @@ bool type_matches(const H5::DataType& type, const std::string& dtype_name) {
 std::string describe_type(const H5::DataType& type) {
   std::string kind;
   switch (type.getClass()) {
-    case H5T_INTEGER: kind = "integer"; break;
-    case H5T_FLOAT: kind = "float"; break;
-    case H5T_STRING: kind = "string"; break;
-    case H5T_OPAQUE: kind = "opaque"; break;
-    case H5T_COMPOUND: kind = "compound"; break;
-    case H5T_ENUM: kind = "enum"; break;
-    default: kind = "other"; break;
+    case H5T_INTEGER:
+      kind = "integer";
+      break;
+    case H5T_FLOAT:
+      kind = "float";
+      break;
+    case H5T_STRING:
+      kind = "string";
+      break;
+    case H5T_OPAQUE:
+      kind = "opaque";
+      break;
+    case H5T_COMPOUND:
+      kind = "compound";
+      break;
+    case H5T_ENUM:
+      kind = "enum";
+      break;
+    default:
+      kind = "other";
+      break;
   }
   return kind + " of " + std::to_string(type.getSize()) + " bytes";
 }
@@ -128,8 +141,7 @@ void write_double(H5::H5Object& obj, const std::string& name, double value) {
 
 void write_bool(H5::H5Object& obj, const std::string& name, bool value) {
   const uint8_t byte = value ? 1 : 0;
-  H5::Attribute attr =
-      obj.createAttribute(name, H5::PredType::STD_U8LE, H5::DataSpace(H5S_SCALAR));
+  H5::Attribute attr = obj.createAttribute(name, H5::PredType::STD_U8LE, H5::DataSpace(H5S_SCALAR));
   attr.write(H5::PredType::NATIVE_UINT8, &byte);
 }
 
@@ -267,8 +279,8 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
   XATTN_CHECK(fs::is_directory(folder, ec), ErrorKind::kIo, path_, ": folder '", folder.string(),
               "' does not exist; create it first");
   static std::atomic<int> counter{0};
-  temp_path_ = (folder / ("." + target.filename().string() + ".tmp-" +
-                          std::to_string(::getpid()) + "-" + std::to_string(counter++)))
+  temp_path_ = (folder / ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) +
+                          "-" + std::to_string(counter++)))
                    .string();
 }
 
@@ -289,8 +301,8 @@ void AtomicOutput::commit() {
   if (ec) {
     std::error_code ignored;
     fs::remove(temp_path_, ignored);
-    throw Error(ErrorKind::kIo, path_ + ": cannot move the finished file into place: " +
-                                    ec.message());
+    throw Error(ErrorKind::kIo,
+                path_ + ": cannot move the finished file into place: " + ec.message());
   }
   committed_ = true;
 }

@@ -14,14 +14,14 @@ namespace xattn::runtime {
 namespace {
 
 // Target logits (after the 1/sqrt(head_dim) scale).
-constexpr double kSinkLogit = 12.0;        // sink heads, key 0 (keys 1..7 get 3/4 of it)
-constexpr double kRampSlope = 1.0 / 16;    // local heads: logit gain per token toward the query
-constexpr double kLocalSinkBonus = 1.0;    // local heads: sink key vs the diagonal key
+constexpr double kSinkLogit = 12.0;      // sink heads, key 0 (keys 1..7 get 3/4 of it)
+constexpr double kRampSlope = 1.0 / 16;  // local heads: logit gain per token toward the query
+constexpr double kLocalSinkBonus = 1.0;  // local heads: sink key vs the diagonal key
 constexpr double kStripeLogit = 11.0;
 constexpr double kSlashPeak = 15.0;
-constexpr int64_t kSinkSpan = 8;           // key 0 and a few first tokens attract every query
-constexpr int64_t kSlashWidth = 4;         // diagonals i - j = D .. D + 3
-constexpr int64_t kMaxStripeRun = 4;       // a stripe is a run of 1..4 consecutive keys
+constexpr int64_t kSinkSpan = 8;      // key 0 and a few first tokens attract every query
+constexpr int64_t kSlashWidth = 4;    // diagonals i - j = D .. D + 3
+constexpr int64_t kMaxStripeRun = 4;  // a stripe is a run of 1..4 consecutive keys
 constexpr double kNeedleLogit = 10.0;
 constexpr double kNoiseStd = 0.5;
 constexpr double kDiffuseNoiseStd = 1.0;
@@ -38,12 +38,20 @@ constexpr int64_t kStripeDim = 4;
 constexpr int64_t kNeedleDim = 5;
 constexpr int64_t kRotaryDim = 6;
 
-constexpr PlantedStructure kCycle[] = {PlantedStructure::kSink,    PlantedStructure::kLocal,
-                                       PlantedStructure::kStripes, PlantedStructure::kSlash,
+constexpr PlantedStructure kCycle[] = {PlantedStructure::kSink,      PlantedStructure::kLocal,
+                                       PlantedStructure::kStripes,   PlantedStructure::kSlash,
                                        PlantedStructure::kRetrieval, PlantedStructure::kDiffuse};
 
 // Random stream tags, so that each quantity has its own reproducible stream.
-enum Tag : uint64_t { kFreqTag = 1, kStripeTag, kSlashTag, kNeedleTag, kKeyTag, kQueryTag, kValueTag };
+enum Tag : uint64_t {
+  kFreqTag = 1,
+  kStripeTag,
+  kSlashTag,
+  kNeedleTag,
+  kKeyTag,
+  kQueryTag,
+  kValueTag
+};
 
 uint64_t splitmix(uint64_t& state) {
   state += 0x9E3779B97F4A7C15ull;
@@ -101,12 +109,18 @@ std::vector<double> rotary_frequencies(const SyntheticOptions& o, int64_t layer)
 
 const char* structure_name(PlantedStructure structure) {
   switch (structure) {
-    case PlantedStructure::kSink: return "sink";
-    case PlantedStructure::kLocal: return "local";
-    case PlantedStructure::kStripes: return "stripes";
-    case PlantedStructure::kSlash: return "slash";
-    case PlantedStructure::kRetrieval: return "retrieval";
-    case PlantedStructure::kDiffuse: return "diffuse";
+    case PlantedStructure::kSink:
+      return "sink";
+    case PlantedStructure::kLocal:
+      return "local";
+    case PlantedStructure::kStripes:
+      return "stripes";
+    case PlantedStructure::kSlash:
+      return "slash";
+    case PlantedStructure::kRetrieval:
+      return "retrieval";
+    case PlantedStructure::kDiffuse:
+      return "diffuse";
   }
   return "unknown";
 }
@@ -134,9 +148,9 @@ void validate_synthetic_options(const SyntheticOptions& o) {
 SyntheticLayout synthetic_layout(const SyntheticOptions& o) {
   validate_synthetic_options(o);
   SyntheticLayout layout;
-  layout.item_lengths =
-      o.item_lengths.empty() ? std::vector<int64_t>(static_cast<size_t>(o.batch), o.len)
-                             : o.item_lengths;
+  layout.item_lengths = o.item_lengths.empty()
+                            ? std::vector<int64_t>(static_cast<size_t>(o.batch), o.len)
+                            : o.item_lengths;
   layout.needle_length = std::clamp<int64_t>(o.len / 64, 8, 64);
   layout.slash_width = kSlashWidth;
   layout.sink_span = kSinkSpan;
@@ -220,8 +234,8 @@ CaptureInfo synthetic_capture_info(const SyntheticOptions& o, const SyntheticLay
   d << " Needle (retrieval heads):";
   for (int64_t b = 0; b < o.batch; ++b) {
     d << (b ? ";" : "") << " item " << b << " keys " << layout.needle_begin[b] << ".."
-      << layout.needle_begin[b] + layout.needle_length - 1 << " for queries >= "
-      << layout.retrieval_query_begin[b];
+      << layout.needle_begin[b] + layout.needle_length - 1
+      << " for queries >= " << layout.retrieval_query_begin[b];
   }
   d << ".";
   info.description = d.str();
@@ -300,7 +314,9 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
         float* q = rows.data() + i * d;
         double sink = 0, ramp = 0, stripe = 0, needle = 0, slash = 0;
         switch (s) {
-          case PlantedStructure::kSink: sink = kSinkLogit; break;
+          case PlantedStructure::kSink:
+            sink = kSinkLogit;
+            break;
           case PlantedStructure::kLocal:
             ramp = kRampSlope;
             sink = kRampSlope * i + kLocalSinkBonus;  // the sink competes with the diagonal
@@ -322,7 +338,9 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
               sink = kRampSlope * i + kLocalSinkBonus;
             }
             break;
-          case PlantedStructure::kDiffuse: sink = kDiffuseSink; break;
+          case PlantedStructure::kDiffuse:
+            sink = kDiffuseSink;
+            break;
         }
         q[kSinkDim] = static_cast<float>(sink / scale);
         q[kRampDim + 0] = static_cast<float>(ramp * 4096 / scale);

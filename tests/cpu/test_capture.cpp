@@ -1,9 +1,8 @@
 // Capture format and estimate output file: bit-exact round trips for every dtype, and every kind
 // of bad file rejected with a kBadInput message that names the file and the problem.
+#include <H5Cpp.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
-
-#include <H5Cpp.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -26,7 +25,8 @@ class CaptureFileTest : public ::testing::Test {
   void SetUp() override {
     std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::replace(name.begin(), name.end(), '/', '_');  // parameterised test names
-    folder_ = fs::temp_directory_path() / ("xattn-capture-" + std::to_string(::getpid()) + "-" + name);
+    folder_ =
+        fs::temp_directory_path() / ("xattn-capture-" + std::to_string(::getpid()) + "-" + name);
     fs::remove_all(folder_);
     fs::create_directories(folder_);
   }
@@ -34,8 +34,8 @@ class CaptureFileTest : public ::testing::Test {
   std::string file(const std::string& name) const { return (folder_ / name).string(); }
   // Files in the folder, to catch temporary files left behind.
   size_t entries() const {
-    return static_cast<size_t>(std::distance(fs::directory_iterator(folder_),
-                                             fs::directory_iterator()));
+    return static_cast<size_t>(
+        std::distance(fs::directory_iterator(folder_), fs::directory_iterator()));
   }
   fs::path folder_;
 };
@@ -89,7 +89,8 @@ std::map<int64_t, WrittenLayer> write_sample(const std::string& path, const Capt
     WrittenLayer l;
     l.q = random_tensor({2, info.heads_q, info.padded_len_q, info.head_dim}, info.dtype);
     l.k = random_tensor({2, info.heads_kv, info.padded_len_k, info.head_dim}, info.dtype);
-    if (info.has_v) l.v = random_tensor({2, info.heads_kv, info.padded_len_k, info.head_dim}, info.dtype);
+    if (info.has_v)
+      l.v = random_tensor({2, info.heads_kv, info.padded_len_k, info.head_dim}, info.dtype);
     writer.write_layer(index, l.q, l.k, l.v);
     layers[index] = l;
   }
@@ -354,7 +355,8 @@ TEST_F(BadCaptureTest, NotACapture) {
   {
     H5::H5File f(path, H5F_ACC_EXCL);
     H5::StrType type(H5::PredType::C_S1, 16);
-    f.createAttribute("format", type, H5::DataSpace(H5S_SCALAR)).write(type, std::string("xattn-profile"));
+    f.createAttribute("format", type, H5::DataSpace(H5S_SCALAR))
+        .write(type, std::string("xattn-profile"));
   }
   expect_bad_capture(path, {"xattn-profile", "xattn-capture"});
   const std::string empty = file("empty.h5");

@@ -67,9 +67,8 @@ TEST_P(SyntheticStructures, ExactAttentionShowsEachPlantedStructure) {
   const SyntheticLayout layout = synthetic_layout(o);
   const CaptureLayer layer = make_synthetic_layer(o, layout, 0);
   using S = PlantedStructure;
-  ASSERT_EQ(layout.structure[0],
-            (std::vector<S>{S::kSink, S::kLocal, S::kStripes, S::kSlash, S::kRetrieval,
-                            S::kDiffuse}));
+  ASSERT_EQ(layout.structure[0], (std::vector<S>{S::kSink, S::kLocal, S::kStripes, S::kSlash,
+                                                 S::kRetrieval, S::kDiffuse}));
   for (int64_t b = 0; b < o.batch; ++b) {
     SCOPED_TRACE("item " + std::to_string(b));
     const int64_t n = layout.item_lengths[b];
@@ -177,8 +176,8 @@ TEST(Synthetic, LabelledSyntheticAndWrittenFileMatches) {
   EXPECT_EQ(info.source, "synthetic");
   EXPECT_EQ(info.model_name, "synthetic-structured");
   EXPECT_NE(info.description.find("SYNTHETIC"), std::string::npos);
-  EXPECT_NE(info.description.find("h3 slash (offsets " +
-                                  std::to_string(layout.slash_offset[0][3]) + ".."),
+  EXPECT_NE(info.description.find("h3 slash (offsets " + std::to_string(layout.slash_offset[0][3]) +
+                                  ".."),
             std::string::npos)
       << info.description;
   EXPECT_NE(info.description.find("h4 retrieval"), std::string::npos);

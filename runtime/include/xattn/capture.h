@@ -38,15 +38,15 @@ struct VideoShape {
 
 // Everything a capture says about its tensors, besides the tensors.
 struct CaptureInfo {
-  std::string model_name;        // e.g. "llama-3.1-8b" or "synthetic-structured"
-  std::string source;            // "model", "synthetic" or "python-hook"
-  std::string description;       // free-form; synthetic captures list each head's structure
+  std::string model_name;            // e.g. "llama-3.1-8b" or "synthetic-structured"
+  std::string source;                // "model", "synthetic" or "python-hook"
+  std::string description;           // free-form; synthetic captures list each head's structure
   at::ScalarType dtype = at::kHalf;  // at::kFloat, at::kHalf or at::kBFloat16
-  int64_t num_layers = 0;        // layers of the model; the file may hold a subset of them
+  int64_t num_layers = 0;            // layers of the model; the file may hold a subset of them
   int64_t heads_q = 0;
   int64_t heads_kv = 0;
   int64_t head_dim = 0;
-  bool causal = true;            // bottom-right aligned when len_q < len_k
+  bool causal = true;  // bottom-right aligned when len_q < len_k
   bool has_v = false;
   // Per batch item: valid lengths (shorter items are zero-padded at the end of the token axis)
   // and the absolute position of key 0 (query i sits at position_offset + len_k - len_q + i).

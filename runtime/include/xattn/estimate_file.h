@@ -39,10 +39,10 @@ struct EstimateFileInfo {
   int64_t stride = 8;
   int64_t block_size = 128;
   bool causal = true;
-  std::optional<double> scale;    // the scoring scale, when not the default 1 / (sqrt(d) * S)
-  std::vector<int64_t> len_q;     // per batch item, as in the capture
+  std::optional<double> scale;  // the scoring scale, when not the default 1 / (sqrt(d) * S)
+  std::vector<int64_t> len_q;   // per batch item, as in the capture
   std::vector<int64_t> len_k;
-  bool has_block_scores = true;   // false: masks only (smaller files)
+  bool has_block_scores = true;  // false: masks only (smaller files)
   // Filled by the reader.
   int format_major = kEstimateFormatMajor;
   int format_minor = kEstimateFormatMinor;

@@ -56,9 +56,9 @@ struct SyntheticLayout {
   int64_t slash_width = 4;                               // slash keys: i - offset - (0..width-1)
   int64_t sink_span = 8;                                 // keys 0..sink_span-1 carry the sink
   std::vector<std::vector<std::vector<int64_t>>> stripe_positions;  // [layer][kv head], sorted
-  std::vector<int64_t> needle_begin;                     // [batch]
+  std::vector<int64_t> needle_begin;                                // [batch]
   int64_t needle_length = 0;
-  std::vector<int64_t> retrieval_query_begin;            // [batch]: first query aimed at needle
+  std::vector<int64_t> retrieval_query_begin;  // [batch]: first query aimed at needle
 };
 
 // Checks the options (throws xattn::Error(kInvalidArgument) naming the bad one).

@@ -200,7 +200,10 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
     XATTN_CHECK_ARG(p >= 0 && p < len, "logit position ", p, " is outside the input [0, ", len,
                     ")");
 
-  const RotaryTables rotary = rotary_tables(inv_freq_, start, len);
+  RotaryTables rotary = rotary_tables(inv_freq_, start, len);
+  // Moved once here rather than per layer (the tables are float32 on the host).
+  rotary.cos = rotary.cos.to(device_, dtype_);
+  rotary.sin = rotary.sin.to(device_, dtype_);
   at::Tensor h = embed(tokens);
   for (int64_t i = 0; i < c.num_layers; ++i)
     h = layer_forward(static_cast<int>(i), h, rotary, backend, cache, options.token_chunk);

@@ -278,6 +278,8 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
       for (int64_t i : e2e_samples)
         dense_runs.push_back(model->forward(model_samples[i], dense, forward_options()));
     }
+    if (std::all_of(table.begin(), table.end(), [](float tau) { return tau >= 1.f; }))
+      return compare_runs(dense_runs, dense_runs, 1.0);  // every block kept: dense exactly
     at::Tensor thresholds = at::from_blob(const_cast<float*>(table.data()),
                                           {signature.num_layers, signature.heads_q}, at::kFloat)
                                 .clone();

@@ -2,6 +2,7 @@
 // into the search problem.
 #include "xattn/calibrate/statistics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -19,66 +20,121 @@ double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool cau
   return total;
 }
 
+namespace {
+
+// Rows of queries processed at once by measure_layer: bounds the logits ([rows, len_k]) and the
+// block partials ([num_key_blocks, rows, head_dim]) of one head.
+int64_t query_rows_per_chunk(int64_t len_k, int64_t head_dim, int64_t block_size) {
+  const int64_t budget_floats = int64_t(4) << 20;  // 16 MiB of float32: stays in cache, no page churn
+  const int64_t per_row = len_k + (len_k / block_size + 1) * head_dim;
+  return std::max<int64_t>(block_size, budget_floats / per_row / block_size * block_size);
+}
+
+}  // namespace
+
+// One pass of exact attention per head yields everything calibration needs. For each query row
+// and key block j, with the row's dense maximum m: l_j = sum_k exp(s_k - m) and
+// N_j = sum_k exp(s_k - m) v_k over the block's visible keys. Then the exact block mass is
+// l_j / sum l, the dense output sum N / sum l, and the output of ANY block selection
+// sum_kept N_j / sum_kept l_j — so every candidate τ costs O(rows * blocks * d), not an attention.
 LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const StatisticsSettings& settings) {
   XATTN_CHECK_ARG(q.dim() == 4 && q.size(0) == 1, "measure_layer takes one sample: q must be [1, "
                   "heads_q, len, head_dim], got ", q.sizes());
+  XATTN_CHECK_ARG(k.dim() == 4 && k.size(0) == 1 && q.size(1) % k.size(1) == 0,
+                  "measure_layer: k must be [1, heads_kv, len_k, head_dim] with heads_q a "
+                  "multiple of heads_kv, got ", k.sizes());
   const int64_t heads = q.size(1), num_taus = int64_t(settings.taus.size());
-  const int64_t len_q = q.size(2), len_k = k.size(2);
+  const int64_t len_q = q.size(2), len_k = k.size(2), head_dim = q.size(3);
+  const int64_t bs = settings.block_size, group = heads / k.size(1);
+  const int64_t nqb = (len_q + bs - 1) / bs, nkb = (len_k + bs - 1) / bs;
   runtime::EstimateOptions options;
   options.stride = settings.stride;
-  options.block_size = settings.block_size;
+  options.block_size = bs;
   options.causal = settings.causal;
 
+  // Selections of every candidate: [taus, heads, nQB, nKB] as float 0/1, and their densities.
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
-  const at::Tensor mass = runtime::exact_block_mass(q, k, settings.causal, settings.block_size,
-                                                    std::nullopt);
-  const bool with_output = settings.output_error && v.defined();
-  at::Tensor dense_out, dense_norm;
-  if (with_output) {
-    dense_out = std::get<0>(runtime::dense_attention(q, k, v, settings.causal, std::nullopt))
-                    .to(at::kFloat);
-    dense_norm = dense_out.pow(2).sum({0, 2, 3}).sqrt().clamp_min(1e-30);
-  }
-
+  std::vector<at::Tensor> masks;
   LayerMeasurement m;
   m.density.assign(heads * num_taus, 0.f);
   m.recall_mean.assign(heads * num_taus, 0.f);
   m.recall_min.assign(heads * num_taus, 0.f);
   m.output_error.assign(heads * num_taus, std::numeric_limits<float>::quiet_NaN());
-
-  at::Tensor previous_index;
-  at::Tensor previous_error;  // [heads] float64 on CPU
   for (int64_t t = 0; t < num_taus; ++t) {
-    const double tau = settings.taus[t];
-    auto [mask, count, index] =
-        runtime::select_blocks(scores, at::full({heads}, float(tau)), len_q, len_k, options);
-    const at::Tensor density =
-        runtime::head_density(count, len_q, len_k, settings.block_size, settings.causal);
-    const at::Tensor row_recall = (mass * mask.to(at::kFloat)).sum(-1).to(at::kCPU, at::kDouble);
-    const at::Tensor recall_mean = row_recall.mean(at::IntArrayRef{0, 2});
-    const at::Tensor recall_min = std::get<0>(std::get<0>(row_recall.min(2)).min(0));
+    auto [mask, count, index] = runtime::select_blocks(
+        scores, at::full({heads}, float(settings.taus[t])), len_q, len_k, options);
+    masks.push_back(mask[0].to(at::kFloat));
+    const at::Tensor density = runtime::head_density(count, len_q, len_k, bs, settings.causal);
+    for (int64_t h = 0; h < heads; ++h) m.density[h * num_taus + t] = float(density[h].item<double>());
+  }
+  const at::Tensor all_masks = at::stack(masks);  // [taus, heads, nQB, nKB]
 
-    at::Tensor error;
-    if (with_output) {
-      if (tau >= 1.0) {
-        error = at::zeros({heads}, at::kDouble);  // every allowed block: dense by definition
-      } else if (previous_index.defined() && at::equal(index, previous_index)) {
-        error = previous_error;  // same selection as the previous candidate: same output
-      } else {
-        const at::Tensor out = std::get<0>(runtime::block_sparse_attention_compact(
-            q, k, v, count, index, settings.causal, std::nullopt, settings.block_size));
-        error = ((out.to(at::kFloat) - dense_out).pow(2).sum({0, 2, 3}).sqrt() / dense_norm)
-                    .to(at::kCPU, at::kDouble);
+  const bool with_output = settings.output_error && v.defined();
+  const double scale = 1.0 / std::sqrt(double(head_dim));
+  const int64_t chunk = settings.query_chunk > 0 ? settings.query_chunk
+                                                 : query_rows_per_chunk(len_k, head_dim, bs);
+  const int64_t padded_k = nkb * bs;  // keys padded to whole blocks
+  const at::TensorOptions float_options = q.options().dtype(at::kFloat);
+  const at::Tensor key_position = at::arange(len_k, float_options.dtype(at::kLong));
+
+  for (int64_t h = 0; h < heads; ++h) {
+    const at::Tensor kh = k[0][h / group].to(at::kFloat);  // [len_k, d]
+    at::Tensor vh_blocks;
+    if (with_output)
+      vh_blocks = at::constant_pad_nd(v[0][h / group].to(at::kFloat), {0, 0, 0, padded_k - len_k})
+                      .reshape({nkb, bs, head_dim});
+    // Per candidate: recall per query block, squared output error; dense output norm.
+    at::Tensor block_recall = at::zeros({num_taus, nqb}, float_options.dtype(at::kDouble));
+    at::Tensor error_sq = at::zeros({num_taus}, float_options.dtype(at::kDouble));
+    double dense_sq = 0;
+    for (int64_t r0 = 0; r0 < len_q; r0 += chunk) {
+      const int64_t r1 = std::min(len_q, r0 + chunk), rows = r1 - r0;
+      // Causal rows never see keys past their last query: skip those key blocks entirely.
+      const int64_t keys = settings.causal ? std::min(len_k, r1 + (len_k - len_q)) : len_k;
+      const int64_t blocks = (keys + bs - 1) / bs, padded = blocks * bs;
+      at::Tensor logits =
+          at::matmul(q[0][h].slice(0, r0, r1).to(at::kFloat), kh.slice(0, 0, keys).t()) * scale;
+      if (settings.causal) {
+        const at::Tensor query_position = at::arange(r0, r1, key_position.options()) + (len_k - len_q);
+        logits.masked_fill_(key_position.slice(0, 0, keys).unsqueeze(0) > query_position.unsqueeze(1),
+                            -std::numeric_limits<float>::infinity());
       }
-      previous_index = index;
-      previous_error = error;
+      const at::Tensor p = at::constant_pad_nd(
+          (logits - std::get<0>(logits.max(-1, true))).exp_(), {0, padded - keys});
+      const at::Tensor p_blocks = p.reshape({rows, blocks, bs});
+      const at::Tensor l = p_blocks.sum(-1).to(at::kDouble);  // [rows, blocks]
+      const at::Tensor total = l.sum(-1, true);
+      // Row -> query block; the kept blocks of each row under every candidate.
+      const at::Tensor row_block = at::div(at::arange(r0, r1, key_position.options()), bs, "floor");
+      const at::Tensor row_masks = all_masks.select(1, h)
+                                       .index_select(1, row_block)
+                                       .slice(2, 0, blocks)
+                                       .to(at::kDouble);  // [taus, rows, blocks]
+      const at::Tensor row_recall = (row_masks * (l / total)).sum(-1);  // [taus, rows]
+      block_recall.index_add_(1, row_block, row_recall);
+      if (with_output) {
+        // N [blocks, rows, d]: per key block partial numerators.
+        const at::Tensor numerators =
+            at::bmm(p_blocks.transpose(0, 1), vh_blocks.slice(0, 0, blocks)).to(at::kDouble);
+        const at::Tensor dense_out = numerators.sum(0) / total;  // [rows, d]
+        dense_sq += dense_out.pow(2).sum().item<double>();
+        // sum_kept N_j for every candidate: [taus, rows, d].
+        const at::Tensor kept_numerator = at::einsum("trj,jrd->trd", {row_masks, numerators});
+        const at::Tensor kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-300);
+        error_sq += (kept_numerator / kept_total - dense_out).pow(2).sum({1, 2});
+      }
     }
-    for (int64_t h = 0; h < heads; ++h) {
-      m.density[h * num_taus + t] = float(density[h].item<double>());
-      m.recall_mean[h * num_taus + t] = float(recall_mean[h].item<double>());
-      m.recall_min[h * num_taus + t] = float(recall_min[h].item<double>());
-      if (with_output) m.output_error[h * num_taus + t] = float(error[h].item<double>());
+    // Mean recall per query block (rows of a block averaged), then over blocks.
+    std::vector<double> rows_in_block(nqb);
+    for (int64_t i = 0; i < nqb; ++i) rows_in_block[i] = double(std::min(bs, len_q - i * bs));
+    const at::Tensor per_block = block_recall.cpu() /
+        at::tensor(rows_in_block, at::kDouble).unsqueeze(0);
+    const at::Tensor error = (error_sq.cpu() / std::max(dense_sq, 1e-300)).sqrt();
+    for (int64_t t = 0; t < num_taus; ++t) {
+      m.recall_mean[h * num_taus + t] = float(per_block[t].mean().item<double>());
+      m.recall_min[h * num_taus + t] = float(per_block[t].min().item<double>());
+      if (with_output) m.output_error[h * num_taus + t] = float(error[t].item<double>());
     }
   }
   return m;

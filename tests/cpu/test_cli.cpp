@@ -14,14 +14,14 @@
 namespace xattn {
 namespace {
 
-struct Run {
+struct CliRun {
   int code = -1;
   std::string out;  // stdout and stderr together
 };
 
-Run run_cli(const std::string& arguments) {
+CliRun run_cli(const std::string& arguments) {
   const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
-  Run run;
+  CliRun run;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) return run;
   std::array<char, 4096> buffer;
@@ -50,22 +50,22 @@ int count_lines(const std::string& text) {
 
 TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
   EXPECT_EQ(run_cli("").code, 2);
-  const Run unknown = run_cli("frobnicate");
+  const CliRun unknown = run_cli("frobnicate");
   EXPECT_EQ(unknown.code, 2);
   EXPECT_NE(unknown.out.find("unknown command"), std::string::npos);
-  const Run bad_option = run_cli("estimate --no-such-option");
+  const CliRun bad_option = run_cli("estimate --no-such-option");
   EXPECT_EQ(bad_option.code, 2);
   EXPECT_EQ(count_lines(bad_option.out), 1) << bad_option.out;
 
   const auto folder = scratch_folder("errors");
-  const Run missing = run_cli("estimate --capture " + (folder / "none.h5").string());
+  const CliRun missing = run_cli("estimate --capture " + (folder / "none.h5").string());
   EXPECT_NE(missing.code, 0);
   EXPECT_EQ(count_lines(missing.out), 1) << missing.out;
   std::ofstream(folder / "junk.h5") << "this is not HDF5";
-  const Run junk = run_cli("estimate --capture " + (folder / "junk.h5").string());
+  const CliRun junk = run_cli("estimate --capture " + (folder / "junk.h5").string());
   EXPECT_EQ(junk.code, 3) << junk.out;
   EXPECT_EQ(count_lines(junk.out), 1) << junk.out;
-  const Run bad_stride = run_cli("estimate --capture " + kSample + " --stride 3");
+  const CliRun bad_stride = run_cli("estimate --capture " + kSample + " --stride 3");
   EXPECT_EQ(bad_stride.code, 2) << bad_stride.out;
   EXPECT_NE(bad_stride.out.find("stride"), std::string::npos);
   std::filesystem::remove_all(folder);
@@ -74,12 +74,12 @@ TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
 TEST(Cli, EstimateOnTheBundledSample) {
   const auto folder = scratch_folder("estimate");
   const std::string out = (folder / "masks.h5").string();
-  const Run run = run_cli("estimate --capture " + kSample + " --out " + out);
+  const CliRun run = run_cli("estimate --capture " + kSample + " --out " + out);
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("SYNTHETIC"), std::string::npos);
   EXPECT_NE(run.out.find("mean density"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(out));
-  const Run again = run_cli("estimate --capture " + kSample + " --out " + out);
+  const CliRun again = run_cli("estimate --capture " + kSample + " --out " + out);
   EXPECT_EQ(again.code, 4) << again.out;
   EXPECT_NE(again.out.find("--force"), std::string::npos);
   EXPECT_EQ(run_cli("estimate --capture " + kSample + " --out " + out + " --force").code, 0);
@@ -90,7 +90,7 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
   const auto folder = scratch_folder("calibrate");
   const std::string profile = (folder / "profile.h5").string();
   const std::string stats = (folder / "stats.h5").string();
-  const Run run = run_cli("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
+  const CliRun run = run_cli("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
                           stats + " --taus 0.5,0.8,0.9,0.95,1 --block-size 128 --holdout 0.5");
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("uniform"), std::string::npos) << run.out;
@@ -102,13 +102,13 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
 
   // An existing profile is kept without --force, and stays intact.
   const auto size_before = std::filesystem::file_size(profile);
-  const Run again = run_cli("calibrate --capture " + kSample + " --out " + profile);
+  const CliRun again = run_cli("calibrate --capture " + kSample + " --out " + profile);
   EXPECT_EQ(again.code, 4) << again.out;
   EXPECT_EQ(std::filesystem::file_size(profile), size_before);
 
   // The statistics file alone is enough to search again, with another budget.
   const std::string tighter = (folder / "tighter.h5").string();
-  const Run research = run_cli("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
+  const CliRun research = run_cli("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
   ASSERT_EQ(research.code, 0) << research.out;
   const calibrate::Profile t = calibrate::read_profile(tighter);
   EXPECT_GE(t.predicted_mean_density, p.predicted_mean_density - 1e-9);

@@ -22,7 +22,8 @@ struct StatisticsSettings {
   int64_t block_size = 128;
   bool causal = true;
   std::vector<double> taus = default_tau_ladder();  // ascending
-  bool output_error = true;  // needs v; the costly part (one sparse attention per distinct mask)
+  bool output_error = true;  // needs v
+  int64_t query_chunk = 0;   // query rows per exact-attention chunk (0: about 16 MiB of scratch)
 };
 
 // Measurements of one (sample, layer); arrays are [heads_q, num_taus] row-major.

@@ -18,6 +18,7 @@ struct Command {
 // The registry; each command's file defines its entry.
 const std::vector<Command>& commands();
 
+int run_calibrate(const Args& args);
 int run_estimate(const Args& args);
 int run_synth(const Args& args);
 int run_profile(const Args& args);

@@ -12,6 +12,8 @@ namespace xattn::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> list = {
+      {"calibrate", "per-head threshold calibration: statistics, search, validation, profile",
+       run_calibrate},
       {"estimate", "antidiagonal scoring + block selection on a capture: per-head density table",
        run_estimate},
       {"synth", "write a synthetic capture with planted attention structures", run_synth},

@@ -15,7 +15,7 @@ void load_op_library() {
   ASSERT_NE(handle, nullptr) << dlerror();
 }
 
-const c10::OperatorHandle& op(const char* name) {
+c10::OperatorHandle op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "test_model_util.h"
+#include "xattn/calibrate/calibration.h"
+#include "xattn/calibrate/profile.h"
 #include "xattn/capture.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokens.h"
@@ -119,6 +121,35 @@ TEST_F(ModelCli, NiahSmallGridWithJson) {
   const CliResult missing = xattn_cli("eval niah --model " + kModel + " --haystack /nonexistent.txt");
   EXPECT_EQ(missing.code, 4) << missing.out;
   EXPECT_TRUE(has(missing.out, "--haystack")) << missing.out;
+}
+
+TEST_F(ModelCli, GenerateWithAProfileChecksItsModel) {
+  testing::TempDir tmp;
+  calibrate::Profile profile;
+  profile.model = calibrate::model_signature_of(kModel);
+  const int64_t n = profile.model.num_layers * profile.model.heads_q;
+  profile.thresholds.assign(static_cast<size_t>(n), 1.0f);
+  profile.predicted_density.assign(static_cast<size_t>(n), 1.0f);
+  profile.predicted_error.assign(static_cast<size_t>(n), 0.0f);
+  profile.budget.metric = "recall_loss";
+  profile.created_utc = calibrate::utc_now_iso8601();
+  profile.tool_version = "xattn test";
+  profile.data.description = "runner test";
+  const std::string path = tmp.file("profile.h5");
+  calibrate::write_profile(path, profile, false);
+  const CliResult r = xattn_cli("generate --model " + kModel + " --prompt 'It is a truth' --tokens 2 "
+                                "--profile " + path);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "mean attention density 1.0000")) << r.out;
+
+  profile.model.num_layers += 1;
+  profile.thresholds.resize(profile.thresholds.size() + 6, 1.0f);
+  profile.predicted_density.resize(profile.thresholds.size(), 1.0f);
+  profile.predicted_error.resize(profile.thresholds.size(), 0.0f);
+  calibrate::write_profile(path, profile, true);
+  const CliResult bad = xattn_cli("generate --model " + kModel + " --prompt hi --profile " + path);
+  EXPECT_EQ(bad.code, 3) << bad.out;
+  EXPECT_TRUE(has(bad.out, "layers")) << bad.out;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "xattn/error.h"
 #include "xattn/file_io.h"
 #include "xattn/kernels/problem.h"
+#include "xattn/model/linear.h"
 #include "xattn/ops.h"
 
 namespace xattn::calibrate {
@@ -23,9 +24,10 @@ double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool cau
 namespace {
 
 // Rows of queries processed at once by measure_layer: bounds the logits ([rows, len_k]) and the
-// block partials ([num_key_blocks, rows, head_dim]) of one head.
-int64_t query_rows_per_chunk(int64_t len_k, int64_t head_dim, int64_t block_size) {
-  const int64_t budget_floats = int64_t(4) << 20;  // 16 MiB of float32: stays in cache, no page churn
+// block partials ([num_key_blocks, rows, head_dim]) of one head. On the CPU 16 MiB keeps them in
+// cache; on a GPU 1 GiB keeps the matrix products large.
+int64_t query_rows_per_chunk(int64_t len_k, int64_t head_dim, int64_t block_size, bool on_gpu) {
+  const int64_t budget_floats = on_gpu ? int64_t(256) << 20 : int64_t(4) << 20;
   const int64_t per_row = len_k + (len_k / block_size + 1) * head_dim;
   return std::max<int64_t>(block_size, budget_floats / per_row / block_size * block_size);
 }
@@ -73,17 +75,21 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   const bool with_output = settings.output_error && v.defined();
   const double scale = 1.0 / std::sqrt(double(head_dim));
   const int64_t chunk = settings.query_chunk > 0 ? settings.query_chunk
-                                                 : query_rows_per_chunk(len_k, head_dim, bs);
+                                                 : query_rows_per_chunk(len_k, head_dim, bs, q.is_cuda());
   const int64_t padded_k = nkb * bs;  // keys padded to whole blocks
   const at::TensorOptions float_options = q.options().dtype(at::kFloat);
   const at::Tensor key_position = at::arange(len_k, float_options.dtype(at::kLong));
+  // float64 sums on the CPU (the reference); float32 on a GPU, where float64 is slow and large.
+  const at::ScalarType accumulate = q.is_cuda() ? at::kFloat : at::kDouble;
 
   for (int64_t h = 0; h < heads; ++h) {
     const at::Tensor kh = k[0][h / group].to(at::kFloat);  // [len_k, d]
-    at::Tensor vh_blocks;
-    if (with_output)
+    at::Tensor vh_blocks, vh_t_blocks;  // [nKB, bs, d] and its transpose [nKB, d, bs]
+    if (with_output) {
       vh_blocks = at::constant_pad_nd(v[0][h / group].to(at::kFloat), {0, 0, 0, padded_k - len_k})
                       .reshape({nkb, bs, head_dim});
+      vh_t_blocks = vh_blocks.transpose(1, 2).contiguous();
+    }
     // Per candidate: recall per query block, squared output error; dense output norm.
     at::Tensor block_recall = at::zeros({num_taus, nqb}, float_options.dtype(at::kDouble));
     at::Tensor error_sq = at::zeros({num_taus}, float_options.dtype(at::kDouble));
@@ -94,7 +100,7 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
       const int64_t keys = settings.causal ? std::min(len_k, r1 + (len_k - len_q)) : len_k;
       const int64_t blocks = (keys + bs - 1) / bs, padded = blocks * bs;
       at::Tensor logits =
-          at::matmul(q[0][h].slice(0, r0, r1).to(at::kFloat), kh.slice(0, 0, keys).t()) * scale;
+          model::fast::linear(q[0][h].slice(0, r0, r1).to(at::kFloat), kh.slice(0, 0, keys)) * scale;
       if (settings.causal) {
         const at::Tensor query_position = at::arange(r0, r1, key_position.options()) + (len_k - len_q);
         logits.masked_fill_(key_position.slice(0, 0, keys).unsqueeze(0) > query_position.unsqueeze(1),
@@ -103,26 +109,32 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
       const at::Tensor p = at::constant_pad_nd(
           (logits - std::get<0>(logits.max(-1, true))).exp_(), {0, padded - keys});
       const at::Tensor p_blocks = p.reshape({rows, blocks, bs});
-      const at::Tensor l = p_blocks.sum(-1).to(at::kDouble);  // [rows, blocks]
+      const at::Tensor l = p_blocks.sum(-1).to(accumulate);  // [rows, blocks]
       const at::Tensor total = l.sum(-1, true);
       // Row -> query block; the kept blocks of each row under every candidate.
       const at::Tensor row_block = at::div(at::arange(r0, r1, key_position.options()), bs, "floor");
       const at::Tensor row_masks = all_masks.select(1, h)
                                        .index_select(1, row_block)
                                        .slice(2, 0, blocks)
-                                       .to(at::kDouble);  // [taus, rows, blocks]
+                                       .to(accumulate);  // [taus, rows, blocks]
       const at::Tensor row_recall = (row_masks * (l / total)).sum(-1);  // [taus, rows]
-      block_recall.index_add_(1, row_block, row_recall);
+      block_recall.index_add_(1, row_block, row_recall.to(at::kDouble));
       if (with_output) {
         // N [blocks, rows, d]: per key block partial numerators.
-        const at::Tensor numerators =
-            at::bmm(p_blocks.transpose(0, 1), vh_blocks.slice(0, 0, blocks)).to(at::kDouble);
+        at::Tensor numerators;
+        if (q.is_cuda()) {
+          numerators = at::bmm(p_blocks.transpose(0, 1), vh_blocks.slice(0, 0, blocks)).to(accumulate);
+        } else {  // one small product per key block through the fast CPU path
+          numerators = at::empty({blocks, rows, head_dim}, float_options.dtype(accumulate));
+          for (int64_t j = 0; j < blocks; ++j)
+            numerators[j].copy_(model::fast::linear(p_blocks.select(1, j), vh_t_blocks[j]));
+        }
         const at::Tensor dense_out = numerators.sum(0) / total;  // [rows, d]
-        dense_sq += dense_out.pow(2).sum().item<double>();
+        dense_sq += dense_out.pow(2).sum().to(at::kDouble).item<double>();
         // sum_kept N_j for every candidate: [taus, rows, d].
         const at::Tensor kept_numerator = at::einsum("trj,jrd->trd", {row_masks, numerators});
-        const at::Tensor kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-300);
-        error_sq += (kept_numerator / kept_total - dense_out).pow(2).sum({1, 2});
+        const at::Tensor kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-30);
+        error_sq += (kept_numerator / kept_total - dense_out).pow(2).sum({1, 2}).to(at::kDouble);
       }
     }
     // Mean recall per query block (rows of a block averaged), then over blocks.

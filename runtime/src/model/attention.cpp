@@ -7,7 +7,7 @@
 #include <cmath>
 #include <limits>
 
-#include "linear.h"
+#include "xattn/model/linear.h"
 #include "xattn/error.h"
 
 namespace xattn::model {

@@ -6,7 +6,7 @@
 
 #include "xattn/error.h"
 #include "xattn/model/safetensors.h"
-#include "linear.h"
+#include "xattn/model/linear.h"
 
 namespace xattn::model {
 

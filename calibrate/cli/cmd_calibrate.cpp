@@ -84,6 +84,13 @@ void print_summary(const calibrate::CalibrationConfig& config,
               << e.nll_dense << ", XAttention " << e.nll_sparse << " (+" << e.nll_sparse - e.nll_dense
               << "), KL " << e.kl_mean << ", density " << percent(e.density) << "\n";
   }
+  if (r.end_to_end_equal_density) {
+    const auto& e = *r.end_to_end_equal_density;
+    std::cout << "     uniform tau " << *r.equal_density_tau << " (equal density): NLL "
+              << e.nll_sparse << " (+" << e.nll_sparse - e.nll_dense << "), KL " << e.kl_mean
+              << ", density " << percent(e.density) << ", predicted error "
+              << r.equal_density_predicted_error << "\n";
+  }
   if (r.end_to_end_uniform) {
     const auto& e = *r.end_to_end_uniform;
     std::cout << "                     uniform tau: NLL " << e.nll_sparse << " (+"

@@ -141,6 +141,25 @@ std::string signature_key(const ModelSignature& s) {
   return key.str();
 }
 
+ModelSignature parse_signature_key(const std::string& key) {
+  ModelSignature s;
+  std::istringstream in(key);
+  in >> s.architecture;
+  std::string field;
+  while (in >> field) {
+    const size_t eq = field.find('=');
+    XATTN_CHECK_INPUT(eq != std::string::npos, "malformed model signature '", key, "'");
+    const std::string name = field.substr(0, eq), value = field.substr(eq + 1);
+    if (name == "config") s.config_hash = value;
+    else if (name == "weights") s.weight_shapes_hash = value;
+    else if (name == "layers") s.num_layers = std::stoll(value);
+    else if (name == "heads_q") s.heads_q = std::stoll(value);
+    else if (name == "heads_kv") s.heads_kv = std::stoll(value);
+    else if (name == "head_dim") s.head_dim = std::stoll(value);
+  }
+  return s;
+}
+
 CalibrationResult run_calibration(const CalibrationConfig& config, const ProgressFn& progress) {
   CalibrationResult result;
   const bool from_model = !config.model_dir.empty();
@@ -211,10 +230,13 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
           progress(slot * items + b, layers * items,
                    "capture " + std::to_string(f + 1) + " layer " + std::to_string(stats.layers[slot]));
         const int64_t lq = info.len_q[b], lk = info.len_k[b];
-        const at::Tensor v = tensors.v.defined() ? tensors.v.slice(0, b, b + 1).slice(2, 0, lk)
-                                                 : at::Tensor();
-        measured[b][slot] = measure_layer(tensors.q.slice(0, b, b + 1).slice(2, 0, lq),
-                                          tensors.k.slice(0, b, b + 1).slice(2, 0, lk), v, settings);
+        const at::Device device(config.device);
+        const at::Tensor v = tensors.v.defined()
+                                 ? tensors.v.slice(0, b, b + 1).slice(2, 0, lk).to(device)
+                                 : at::Tensor();
+        measured[b][slot] =
+            measure_layer(tensors.q.slice(0, b, b + 1).slice(2, 0, lq).to(device),
+                          tensors.k.slice(0, b, b + 1).slice(2, 0, lk).to(device), v, settings);
       }
     }
     for (int64_t b = 0; b < items; ++b)
@@ -225,17 +247,11 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     parts.push_back(std::move(stats));
   }
   if (!from_model && config.capture_files.empty()) {
-    // Statistics files alone: the signature is what they were computed for.
-    signature.architecture = parts.front().model_name;
+    // Statistics files alone: the signature is the one they were computed for.
+    signature = parse_signature_key(parts.front().model_signature);
   }
   result.statistics = merge_statistics(parts);
   const Statistics& stats = result.statistics;
-  if (!from_model && config.capture_files.empty()) {
-    signature.num_layers = stats.layers.empty() ? 0 : *std::max_element(stats.layers.begin(), stats.layers.end()) + 1;
-    signature.heads_q = stats.heads_q;
-    signature.heads_kv = stats.heads_kv;
-    signature.head_dim = stats.head_dim;
-  }
   result.seconds_statistics = seconds_since(start);
 
   // 2. Fit / held-out split: every k-th sample is held out.
@@ -335,6 +351,24 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
       e = good_e;
     }
     result.end_to_end = e;
+    {
+      // Uniform τ at (nearly) the same predicted density as the per-head thresholds.
+      const SearchProblem fit_now = search_problem_from(stats, result.fit_samples, config.metric,
+                                                        epsilon, config.per_head_cap);
+      double best_gap = 1e300;
+      for (int64_t t = 0; t < stats.num_taus(); ++t) {
+        const Assignment uniform = evaluate_assignment(fit_now, std::vector<int32_t>(num_heads, int32_t(t)));
+        const double gap = std::abs(uniform.mean_density - result.search.optimal.mean_density);
+        if (gap < best_gap) {
+          best_gap = gap;
+          result.equal_density_tau = stats.settings.taus[t];
+          result.equal_density_predicted_error = uniform.error;
+        }
+      }
+      std::vector<double> uniform_tau(num_heads, *result.equal_density_tau);
+      result.end_to_end_equal_density =
+          end_to_end(thresholds_table(stats, signature.num_layers, uniform_tau));
+    }
     if (result.search.uniform) {
       std::vector<double> uniform_tau(num_heads, result.search.uniform->tau);
       result.end_to_end_uniform = end_to_end(thresholds_table(stats, signature.num_layers, uniform_tau));
@@ -397,6 +431,12 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     p.validation["nll_xattn"] = result.end_to_end->nll_sparse;
     p.validation["kl_mean"] = result.end_to_end->kl_mean;
     p.validation["e2e_density"] = result.end_to_end->density;
+  }
+  if (result.end_to_end_equal_density) {
+    p.validation["equal_density_uniform_tau"] = *result.equal_density_tau;
+    p.validation["equal_density_uniform_kl_mean"] = result.end_to_end_equal_density->kl_mean;
+    p.validation["equal_density_uniform_nll_xattn"] = result.end_to_end_equal_density->nll_sparse;
+    p.validation["equal_density_uniform_e2e_density"] = result.end_to_end_equal_density->density;
   }
   if (result.end_to_end_uniform) {
     p.validation["uniform_nll_xattn"] = result.end_to_end_uniform->nll_sparse;

@@ -61,6 +61,10 @@ struct CalibrationResult {
   std::optional<HeadValidation> holdout;
   std::optional<EndToEnd> end_to_end;          // per-head thresholds
   std::optional<EndToEnd> end_to_end_uniform;  // the uniform τ of the same budget
+  // The uniform τ whose predicted density is closest to the per-head thresholds' (equal cost).
+  std::optional<double> equal_density_tau;
+  double equal_density_predicted_error = 0;
+  std::optional<EndToEnd> end_to_end_equal_density;
   Profile profile;
   double seconds_statistics = 0, seconds_search = 0, seconds_validation = 0;
 };
@@ -81,7 +85,8 @@ namespace xattn::calibrate {
 // weight names and shapes (what a profile is checked against before use).
 ModelSignature model_signature_of(const std::string& model_dir);
 
-// One line that must be equal for statistics to merge.
+// One line that must be equal for statistics to merge, and its inverse.
 std::string signature_key(const ModelSignature& signature);
+ModelSignature parse_signature_key(const std::string& key);
 
 }  // namespace xattn::calibrate

@@ -35,10 +35,16 @@ xattn="$build/calibrate/xattn"
 note "runner CUDA tests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests_cuda.log" | tr '\n' ' ')"
 grep -E "Failure|Expected|Which is|max |error" "$out/tests_cuda.log" | head -20
 
-t0=$(date +%s)
-"$xattn" calibrate --device cuda --samples 8 --out "$out/profile-gpu.h5" > "$out/calibrate_gpu.log" 2>&1
-note "GPU calibration of the bundled model (8 x 4096): exit $?, $(( $(date +%s) - t0 )) s"
-tail -14 "$out/calibrate_gpu.log"
+# Per-head against uniform thresholds at equal density, for two metrics and three budgets.
+for metric in output_error recall_loss; do
+  for eps in 0.02 0.05 0.1; do
+    t0=$(date +%s)
+    "$xattn" calibrate --device cuda --samples 8 --metric $metric --epsilon $eps \
+      --out "$out/profile-$metric-$eps.h5" > "$out/calibrate_${metric}_$eps.log" 2>&1
+    note "GPU calibration $metric eps $eps (8 x 4096): exit $?, $(( $(date +%s) - t0 )) s"
+    grep -E "^(per-head|best uniform|end to end|     uniform tau|time)" "$out/calibrate_${metric}_$eps.log" | tee -a "$out/summary.txt"
+  done
+done
 
 niah=(eval niah --model examples/models/xattn-byte --device cuda --lengths 2k,4k,8k,16k
       --depths 0,0.25,0.5,0.75,1 --samples 4 --seed 7)
@@ -63,5 +69,5 @@ t0=$(date +%s)
 note "8B-shaped layer at 32K: exit $?, $(( $(date +%s) - t0 )) s wall (incl. reading the 400 MB capture)"
 grep -E "^time" "$out/calibrate_8b_layer.log" | tee -a "$out/summary.txt"
 note "total $(( $(date +%s) - start )) s"
-logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt|profile-gpu.h5)$')
+logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
 tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)

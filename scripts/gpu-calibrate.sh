@@ -13,6 +13,12 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build=${XATTN_GPU_BUILD:-build-gpu}
 note() { echo "[gpu-calibrate $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
+# Later steps are skipped once XATTN_GPU_BUDGET_S (default 540) seconds have passed.
+time_left() {
+  if [ $(( $(date +%s) - start )) -gt "${XATTN_GPU_BUDGET_S:-540}" ]; then
+    note "time budget spent: skipping the remaining steps"; return 1
+  fi
+}
 
 if compgen -G ".devdebs/*.deb" > /dev/null; then
   mkdir -p /opt/xs
@@ -35,30 +41,6 @@ xattn="$build/calibrate/xattn"
 note "runner CUDA tests: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/tests_cuda.log" | tr '\n' ' ')"
 grep -E "Failure|Expected|Which is|max |error" "$out/tests_cuda.log" | head -20
 
-# Per-head against uniform thresholds at equal density, for two metrics and three budgets.
-for metric in output_error recall_loss; do
-  for eps in 0.02 0.05 0.1; do
-    t0=$(date +%s)
-    "$xattn" calibrate --device cuda --samples 8 --metric $metric --epsilon $eps \
-      --out "$out/profile-$metric-$eps.h5" > "$out/calibrate_${metric}_$eps.log" 2>&1
-    note "GPU calibration $metric eps $eps (8 x 4096): exit $?, $(( $(date +%s) - t0 )) s"
-    grep -E "^(per-head|best uniform|end to end|     uniform tau|time)" "$out/calibrate_${metric}_$eps.log" | tee -a "$out/summary.txt"
-  done
-done
-
-niah=(eval niah --model examples/models/xattn-byte --device cuda --lengths 2k,4k,8k,16k
-      --depths 0,0.25,0.5,0.75,1 --samples 4 --seed 7)
-for profile in profiles/*.h5; do
-  name=$(basename "$profile" .h5)
-  "$xattn" "${niah[@]}" --profile "$profile" --json "$out/niah_$name.json" > "$out/niah_$name.log" 2>&1
-  note "NIAH with $profile: exit $?"; tail -12 "$out/niah_$name.log"
-done
-for tau in 0.9 0.95 0.99; do
-  "$xattn" "${niah[@]}" --threshold $tau --skip-dense --json "$out/niah_uniform_$tau.json" \
-    > "$out/niah_uniform_$tau.log" 2>&1
-  note "NIAH uniform tau $tau: exit $?"; tail -8 "$out/niah_uniform_$tau.log"
-done
-
 # One layer of a Llama-3.1-8B-shaped model (32 query / 8 KV heads, head_dim 128) at 32K tokens:
 # statistics time per layer-sample; 8 samples x 32 layers is 256 of them.
 "$xattn" synth --out /tmp/llama8b_layer.h5 --layers 1 --heads-q 32 --heads-kv 8 --head-dim 128 \
@@ -68,6 +50,33 @@ t0=$(date +%s)
   --out /tmp/llama8b_profile.h5 --force > "$out/calibrate_8b_layer.log" 2>&1
 note "8B-shaped layer at 32K: exit $?, $(( $(date +%s) - t0 )) s wall (incl. reading the 400 MB capture)"
 grep -E "^time" "$out/calibrate_8b_layer.log" | tee -a "$out/summary.txt"
+# Per-head against uniform thresholds at equal density, for two metrics and three budgets.
+for metric in output_error recall_loss; do
+  for eps in 0.05 0.1; do
+    time_left || break 2
+    t0=$(date +%s)
+    "$xattn" calibrate --device cuda --samples 8 --metric $metric --epsilon $eps \
+      --out "$out/profile-$metric-$eps.h5" > "$out/calibrate_${metric}_$eps.log" 2>&1
+    note "GPU calibration $metric eps $eps (8 x 4096): exit $?, $(( $(date +%s) - t0 )) s"
+    grep -E "^(per-head|best uniform|end to end|     uniform tau|time)" "$out/calibrate_${metric}_$eps.log" | tee -a "$out/summary.txt"
+  done
+done
+
+niah=(eval niah --model examples/models/xattn-byte --device cuda --lengths 4k,8k,16k
+      --depths 0,0.25,0.5,0.75,1 --samples 3 --seed 7)
+for profile in profiles/xattn-byte*.h5; do
+  time_left || break
+  name=$(basename "$profile" .h5)
+  "$xattn" "${niah[@]}" --profile "$profile" --json "$out/niah_$name.json" > "$out/niah_$name.log" 2>&1
+  note "NIAH with $profile: exit $?"; tail -12 "$out/niah_$name.log"
+done
+for tau in 0.9 0.95 0.99; do
+  time_left || break
+  "$xattn" "${niah[@]}" --threshold $tau --skip-dense --json "$out/niah_uniform_$tau.json" \
+    > "$out/niah_uniform_$tau.log" 2>&1
+  note "NIAH uniform tau $tau: exit $?"; tail -8 "$out/niah_uniform_$tau.log"
+done
+
 note "total $(( $(date +%s) - start )) s"
 logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
 tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)

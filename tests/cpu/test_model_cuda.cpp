@@ -52,7 +52,8 @@ TEST(ModelCuda, Bf16LogitsAgreeWithTransformers) {
 TEST(ModelCuda, XAttentionKernelsAtTauOneMatchDenseOnAPrompt) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or LibTorch without CUDA)";
   if (!std::filesystem::exists(kModelDir + "/config.json")) GTEST_SKIP() << "no bundled model";
-  const Model model(kModelDir, {at::Device(at::kCUDA), at::kFloat});
+  // The CUDA kernels take bfloat16 / float16 (float32 CUDA tensors get a clear error).
+  const Model model(kModelDir, {at::Device(at::kCUDA), at::kBFloat16});
   std::vector<int64_t> ids = {256};
   for (int i = 0; i < 1000; ++i) ids.push_back(97 + (i * 7) % 26);
   DenseBackend dense;
@@ -60,7 +61,10 @@ TEST(ModelCuda, XAttentionKernelsAtTauOneMatchDenseOnAPrompt) {
       XAttentionBackend::uniform(model.config().num_layers, model.config().num_heads, 1.0);
   const at::Tensor a = model.forward(ids, dense).logits;
   const at::Tensor b = model.forward(ids, full).logits;
-  EXPECT_LT((a - b).abs().max().item<double>(), 1e-2);
+  // Two bfloat16 attention implementations (torch's fused kernel and ours) differ by rounding
+  // only; logits span about +-25.
+  EXPECT_LT((a - b).abs().max().item<double>(), 0.25);
+  EXPECT_EQ(a.argmax(-1).item<int64_t>(), b.argmax(-1).item<int64_t>());
   EXPECT_NEAR(full.mean_density(), 1.0, 1e-12);
 }
 

@@ -25,5 +25,6 @@ int run_profile(const Args& args);
 int run_generate(const Args& args);
 int run_eval(const Args& args);
 int run_capture(const Args& args);
+int run_report(const Args& args);
 
 }  // namespace xattn::cli

@@ -23,6 +23,8 @@ const std::vector<Command>& commands() {
       {"eval", "accuracy evaluations: eval niah (passkey retrieval, dense vs XAttention)", run_eval},
       {"capture", "run a checkpoint and write post-RoPE q/k/v of its layers as a capture",
        run_capture},
+      {"report", "head-sparsity report of a profile (or two): terminal summary, HTML figures",
+       run_report},
   };
   return list;
 }

@@ -1,0 +1,440 @@
+// Reports: measurements of a profile on its statistics (split recovery, held-out figures, curves,
+// density by length) against a brute-force computation, the terminal text and HTML of one profile
+// and of two, atomic HTML writes, and the `xattn report` CLI.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "xattn/calibrate/calibration.h"
+#include "xattn/calibrate/profile.h"
+#include "xattn/calibrate/report.h"
+#include "xattn/calibrate/statistics.h"
+#include "xattn/error.h"
+
+namespace xattn::calibrate {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kLayers = 2, kHeads = 3;
+const std::vector<double> kTaus = {0.5, 0.8, 1.0};
+const std::vector<int64_t> kLengths = {1024, 1024, 2048, 2048};
+
+double density_at(int64_t sample, int64_t layer, int64_t head, int64_t tau) {
+  return std::min(1.0, 0.1 + 0.3 * double(tau) + 0.05 * double(head) + 0.02 * double(layer) +
+                           0.01 * double(sample));
+}
+double error_at(int64_t sample, int64_t layer, int64_t head, int64_t tau) {
+  return double(int64_t(kTaus.size()) - 1 - tau) * 0.02 * double(1 + head + layer) +
+         0.001 * double(sample);
+}
+int64_t choice_of(int64_t layer, int64_t head) { return (layer + head) % int64_t(kTaus.size()); }
+
+Statistics make_statistics(const std::vector<int64_t>& lengths = kLengths) {
+  Statistics s;
+  s.settings.taus = kTaus;
+  s.settings.block_size = 128;
+  s.settings.stride = 8;
+  s.model_name = "test";
+  s.model_signature = "test-signature";
+  s.heads_q = kHeads;
+  s.heads_kv = 1;
+  s.head_dim = 64;
+  s.layers = {0, 1};
+  const int64_t M = int64_t(kTaus.size());
+  for (int64_t i = 0; i < int64_t(lengths.size()); ++i) {
+    std::vector<LayerMeasurement> layers(kLayers);
+    for (int64_t l = 0; l < kLayers; ++l)
+      for (int64_t h = 0; h < kHeads; ++h)
+        for (int64_t t = 0; t < M; ++t) {
+          layers[l].density.push_back(float(density_at(i, l, h, t)));
+          layers[l].output_error.push_back(float(error_at(i, l, h, t)));
+          layers[l].recall_mean.push_back(float(1 - error_at(i, l, h, t)));
+          layers[l].recall_min.push_back(float(1 - 2 * error_at(i, l, h, t)));
+        }
+    s.add_sample({lengths[i], lengths[i], "sample@" + std::to_string(i)}, layers);
+  }
+  return s;
+}
+
+// Brute force: cost-weighted mean over `samples` of the stored (float) value.
+double weighted(const Statistics& s, const std::vector<int64_t>& samples, int64_t l, int64_t h,
+                int64_t t, bool error) {
+  double sum = 0, total = 0;
+  for (int64_t i : samples) {
+    const double w = allowed_blocks(s.samples[i].len_q, s.samples[i].len_k, 128, true);
+    const int64_t at = s.entry(i, l, h, t);
+    sum += w * double(error ? s.output_error[at] : s.density[at]);
+    total += w;
+  }
+  return sum / total;
+}
+
+// A profile as calibrate writes it: fit on samples 0..2, sample 3 held out (every 4th).
+Profile make_profile(const Statistics& s) {
+  Profile p;
+  p.model = {"llama", kLayers, kHeads, 1, 64, "", ""};
+  p.kernel = {128, 8, "1/(sqrt(d)*S)", true};
+  const std::vector<int64_t> fit = {0, 1, 2};
+  for (int64_t l = 0; l < kLayers; ++l)
+    for (int64_t h = 0; h < kHeads; ++h) {
+      const int64_t t = choice_of(l, h);
+      p.thresholds.push_back(float(kTaus[t]));
+      p.predicted_density.push_back(float(weighted(s, fit, l, h, t, false)));
+      p.predicted_error.push_back(float(weighted(s, fit, l, h, t, true)));
+    }
+  double dens = 0, err = 0;
+  for (size_t i = 0; i < p.thresholds.size(); ++i)
+    dens += p.predicted_density[i], err += p.predicted_error[i];
+  p.predicted_mean_density = dens / double(p.thresholds.size());
+  p.predicted_mean_error = err / double(p.thresholds.size());
+  p.budget = {0.03, "output_error", std::nullopt, kTaus};
+  p.uniform = UniformComparison{0.8, 0.5, 0.02};
+  p.validation = {{"kl_mean", 0.00125}};
+  std::string sources;
+  for (const auto& sample : s.samples) sources += sample.source + "\n";
+  p.data = {fnv1a64(sources), int64_t(s.samples.size()), {}, "3 fit + 1 held-out samples"};
+  for (const auto& sample : s.samples) p.data.lengths.push_back(sample.len_q);
+  p.tool_version = "xattn test";
+  p.created_utc = "2026-11-28T10:05:54Z";
+  return p;
+}
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+std::string fixed(double v, int decimals) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", decimals, v);
+  return text;
+}
+
+TEST(Report, MeasurementsRecoverTheHeldOutSampleAndMatchBruteForce) {
+  const Statistics s = make_statistics();
+  const Profile p = make_profile(s);
+  const ProfileMeasurements m = measure_profile(p, s);
+  EXPECT_TRUE(m.same_data);
+  EXPECT_TRUE(m.split_recovered);
+  EXPECT_EQ(m.fit_samples, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(m.holdout_samples, (std::vector<int64_t>{3}));
+  EXPECT_NE(m.note.find("every 4th"), std::string::npos) << m.note;
+  const int64_t M = int64_t(kTaus.size());
+  for (int64_t l = 0; l < kLayers; ++l)
+    for (int64_t h = 0; h < kHeads; ++h) {
+      const int64_t head = l * kHeads + h, t = choice_of(l, h);
+      EXPECT_EQ(m.chosen[head], t);
+      EXPECT_NEAR(m.holdout_error[head], error_at(3, l, h, t), 1e-6);
+      EXPECT_NEAR(m.holdout_density[head], density_at(3, l, h, t), 1e-6);
+      for (int64_t u = 0; u < M; ++u) {
+        EXPECT_NEAR(m.curve_density[head * M + u], weighted(s, {0, 1, 2}, l, h, u, false), 1e-9);
+        EXPECT_NEAR(m.curve_error[head * M + u], weighted(s, {0, 1, 2}, l, h, u, true), 1e-9);
+      }
+    }
+  // Density by length: plain mean over the samples of a length and the layer's heads.
+  ASSERT_EQ(m.lengths, (std::vector<int64_t>{1024, 2048}));
+  EXPECT_EQ(m.samples_per_length, (std::vector<int64_t>{2, 2}));
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t l = 0; l < kLayers; ++l) {
+      double sum = 0;
+      for (int64_t i : {2 * n, 2 * n + 1})
+        for (int64_t h = 0; h < kHeads; ++h) sum += float(density_at(i, l, h, choice_of(l, h)));
+      EXPECT_NEAR(m.density_by_length[n * kLayers + l], sum / (2 * kHeads), 1e-6);
+    }
+}
+
+TEST(Report, MeasurementsWithoutAReproducibleSplitUseEverySample) {
+  const Statistics s = make_statistics();
+  Profile p = make_profile(s);
+  p.predicted_error[2] += 0.01f;  // no split of these statistics predicts this
+  const ProfileMeasurements m = measure_profile(p, s);
+  EXPECT_FALSE(m.split_recovered);
+  EXPECT_EQ(m.fit_samples, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(m.holdout_samples.empty());
+  EXPECT_TRUE(std::isnan(m.holdout_error[0]));
+  EXPECT_NE(m.note.find("do not reproduce"), std::string::npos) << m.note;
+
+  // Fitted on every sample: recovered as "no held-out samples".
+  Profile all = make_profile(s);
+  for (int64_t l = 0; l < kLayers; ++l)
+    for (int64_t h = 0; h < kHeads; ++h) {
+      all.predicted_density[l * kHeads + h] =
+          float(weighted(s, {0, 1, 2, 3}, l, h, choice_of(l, h), false));
+      all.predicted_error[l * kHeads + h] =
+          float(weighted(s, {0, 1, 2, 3}, l, h, choice_of(l, h), true));
+    }
+  const ProfileMeasurements n = measure_profile(all, s);
+  EXPECT_TRUE(n.split_recovered);
+  EXPECT_TRUE(n.holdout_samples.empty());
+  EXPECT_NE(n.note.find("no held-out"), std::string::npos) << n.note;
+}
+
+TEST(Report, MeasurementsRejectStatisticsOfAnotherShapeOrKernel) {
+  const Statistics s = make_statistics();
+  Profile p = make_profile(s);
+  p.model.heads_q = 4;
+  try {
+    measure_profile(p, s);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("3 query heads, the profile 4"), std::string::npos)
+        << e.what();
+  }
+  Profile q = make_profile(s);
+  q.kernel.block_size = 64;
+  EXPECT_THROW(measure_profile(q, s), Error);
+}
+
+ProfileReport make_report(bool with_statistics, const std::vector<int64_t>& lengths = kLengths) {
+  const Statistics s = make_statistics(lengths);
+  ProfileReport r;
+  r.profile_name = "profiles/test.h5";
+  r.profile = make_profile(s);
+  if (with_statistics) {
+    r.statistics_name = "profiles/stats-test.h5";
+    r.measured = measure_profile(r.profile, s);
+  }
+  return r;
+}
+
+TEST(Report, TextHasLayersHeadsHeldOutAndUniform) {
+  const ProfileReport r = make_report(true);
+  const std::string text = format_report_text(r);
+  const Profile& p = r.profile;
+  // Layer 1 row: mean τ, mean density, held-out error of its heads.
+  double tau = 0, dens = 0, held = 0;
+  for (int64_t h = 0; h < kHeads; ++h) {
+    tau += p.thresholds[kHeads + h] / double(kHeads);
+    dens += p.predicted_density[kHeads + h] / double(kHeads);
+    held += r.measured->holdout_error[kHeads + h] / double(kHeads);
+  }
+  const std::string row = "    1" + std::string(9 - fixed(tau, 4).size(), ' ') + fixed(tau, 4);
+  EXPECT_NE(text.find(row), std::string::npos) << text;
+  EXPECT_NE(text.find(fixed(dens, 4)), std::string::npos) << text;
+  EXPECT_NE(text.find(fixed(held, 6)), std::string::npos) << text;
+  EXPECT_NE(text.find("held-out error"), std::string::npos);
+  EXPECT_NE(text.find("over 1 of 4 samples"), std::string::npos) << text;
+  // Sparsest head: layer 0 head 0 (τ 0.5); densest: a head at τ 1.
+  const size_t sparsest = text.find("sparsest heads");
+  ASSERT_NE(sparsest, std::string::npos);
+  const std::string first_row = text.substr(text.find('\n', text.find('\n', sparsest) + 1) + 1, 30);
+  EXPECT_EQ(first_row.substr(0, 11), "    0     0") << first_row;
+  EXPECT_NE(text.find("densest heads"), std::string::npos);
+  // Uniform comparison: density 0.5 against the predicted mean.
+  EXPECT_NE(text.find("τ 0.8 for every head: density 0.5000"), std::string::npos) << text;
+  EXPECT_NE(text.find(fixed(100 * p.predicted_mean_density / 0.5, 1) + "% of its blocks"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("kl_mean 0.00125"), std::string::npos);
+}
+
+TEST(Report, TextWithoutStatisticsSaysHowToGetThem) {
+  const std::string text = format_report_text(make_report(false));
+  EXPECT_EQ(text.find("held-out error"), std::string::npos);
+  EXPECT_NE(text.find("--stats FILE"), std::string::npos);
+  Profile p = make_report(false).profile;
+  p.uniform.reset();
+  ProfileReport r{"x.h5", p, "", std::nullopt};
+  EXPECT_NE(format_report_text(r).find("no single τ meets the budget"), std::string::npos);
+}
+
+TEST(Report, HtmlHasEveryFigureSelfContained) {
+  const ProfileReport r = make_report(true);
+  const std::string html = format_report_html(r);
+  for (const char* id : {"fig-tau-heatmap", "fig-density-heatmap", "fig-layer-density",
+                         "fig-error-curves", "fig-error-curves-layer-0", "fig-error-curves-layer-1",
+                         "fig-predicted-vs-validated", "fig-density-vs-length"})
+    EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
+  // Every svg has a title, and the page knows how many to expect.
+  const size_t svgs = count(html, "<svg ");
+  EXPECT_EQ(svgs, 7u);
+  EXPECT_EQ(count(html, "-title\">"), svgs);
+  EXPECT_NE(html.find("data-figures-expected=\"7\""), std::string::npos);
+  EXPECT_NE(html.find("document.body.dataset.figures"), std::string::npos);
+  // Nothing external.
+  EXPECT_EQ(html.find("http"), std::string::npos);
+  EXPECT_EQ(html.find("<link"), std::string::npos);
+  EXPECT_EQ(html.find(" src="), std::string::npos);
+  // Numbers of the profile: a τ and density in the heatmap tooltips, the held-out error table.
+  const Profile& p = r.profile;
+  EXPECT_NE(html.find("layer 1 head 2: τ " + fixed(p.thresholds[5], 4) + ", density " +
+                      fixed(p.predicted_density[5], 4)),
+            std::string::npos);
+  const double layer0_held =
+      (r.measured->holdout_error[0] + r.measured->holdout_error[1] + r.measured->holdout_error[2]) /
+      3;
+  EXPECT_NE(html.find("<td>" + fixed(layer0_held, 6) + "</td>"), std::string::npos);
+  EXPECT_NE(html.find("1024"), std::string::npos);
+  EXPECT_NE(html.find("2048"), std::string::npos);
+  // One curve per head: kLayers * kHeads polylines in the curve charts plus the length chart's.
+  EXPECT_GE(count(html, "<polyline"), size_t(kLayers * kHeads));
+}
+
+TEST(Report, HtmlNotesWhatTheStatisticsCannotShow) {
+  const std::string one_length = format_report_html(make_report(true, {4096, 4096, 4096, 4096}));
+  EXPECT_EQ(one_length.find("id=\"fig-density-vs-length\""), std::string::npos);
+  EXPECT_NE(one_length.find("cover one sequence length (4096 tokens)"), std::string::npos);
+  EXPECT_NE(one_length.find("id=\"fig-predicted-vs-validated\""), std::string::npos);
+
+  const std::string none = format_report_html(make_report(false));
+  for (const char* id : {"fig-tau-heatmap", "fig-density-heatmap", "fig-layer-density"})
+    EXPECT_NE(none.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
+  EXPECT_EQ(none.find("fig-error-curves"), std::string::npos);
+  EXPECT_EQ(none.find("id=\"fig-predicted-vs-validated\""), std::string::npos);
+  EXPECT_NE(none.find("note-no-curves"), std::string::npos);
+  EXPECT_NE(none.find("data-figures-expected=\"3\""), std::string::npos);
+}
+
+TEST(Report, LargeModelHeatmapStaysReadable) {
+  // 32 x 32 heads: cells shrink to the minimum, labels thin out, no per-cell text.
+  ProfileReport r;
+  r.profile_name = "big.h5";
+  Profile& p = r.profile;
+  p.model = {"llama", 32, 32, 8, 128, "", ""};
+  for (int i = 0; i < 32 * 32; ++i) {
+    p.thresholds.push_back(i % 2 ? 0.9f : 0.5f);
+    p.predicted_density.push_back(float(i % 10) / 10);
+    p.predicted_error.push_back(0.001f);
+  }
+  p.budget = {0.01, "output_error", std::nullopt, {}};
+  const std::string html = format_report_html(r);
+  EXPECT_EQ(count(html, "<rect"), 2 * 32 * 32 + 2 /*legend bars*/ + 32 + 1 /*density bars+key*/);
+  EXPECT_NE(html.find(">31</text>"), std::string::npos);  // last layer/head labelled
+}
+
+ProfileComparison make_comparison() {
+  const Statistics s = make_statistics();
+  ProfileComparison c{"a.h5", "b.h5", make_profile(s), make_profile(s)};
+  c.b.thresholds[0] = 1.0f;  // layer 0 head 0: 0.5 -> 1.0 (the largest change)
+  c.b.thresholds[3] = 1.0f;  // layer 1 head 0: 0.8 -> 1.0
+  c.b.predicted_density[0] = 1.0f;
+  c.b.budget.epsilon = 0.01;
+  return c;
+}
+
+TEST(Report, ComparisonTextShowsLayerDifferencesAndMostChangedHeads) {
+  const ProfileComparison c = make_comparison();
+  ASSERT_FLOAT_EQ(c.a.thresholds[0], 0.5f);
+  ASSERT_FLOAT_EQ(c.a.thresholds[3], 0.8f);
+  const std::string text = format_comparison_text(c);
+  EXPECT_NE(text.find("τ changed on 2 of 6 heads"), std::string::npos) << text;
+  // Layer 0's mean τ rises by 0.5 / 3, layer 1's by 0.2 / 3.
+  EXPECT_NE(text.find("+" + fixed(0.5 / 3, 4)), std::string::npos) << text;
+  EXPECT_NE(text.find("+" + fixed(0.2 / 3, 4)), std::string::npos) << text;
+  const size_t most = text.find("heads whose τ changed most");
+  ASSERT_NE(most, std::string::npos);
+  const std::string first = text.substr(text.find('\n', text.find('\n', most) + 1) + 1, 40);
+  EXPECT_EQ(first.substr(0, 11), "    0     0") << first;
+  EXPECT_NE(first.find("+0.5000"), std::string::npos) << first;
+}
+
+TEST(Report, ComparisonHtmlAndShapeMismatch) {
+  ProfileComparison c = make_comparison();
+  const std::string html = format_comparison_html(c);
+  for (const char* id : {"fig-tau-diff-heatmap", "fig-density-diff-heatmap",
+                         "fig-layer-density-compare", "fig-tau-scatter"})
+    EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
+  EXPECT_NE(html.find("data-figures-expected=\"4\""), std::string::npos);
+  EXPECT_NE(html.find("B - A +0.5000"), std::string::npos);
+  EXPECT_EQ(html.find("http"), std::string::npos);
+  c.b.model.num_layers = 3;
+  c.b.thresholds.resize(9, 1.0f);
+  try {
+    format_comparison_text(c);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("different model shapes"), std::string::npos);
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+fs::path fresh_folder(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+TEST(Report, HtmlIsWrittenAtomicallyAndNotOverwrittenWithoutForce) {
+  const fs::path dir = fresh_folder("xattn-report-write");
+  const std::string path = (dir / "r.html").string();
+  write_report_html(path, "<p>one</p>", false);
+  EXPECT_EQ(read_text(path), "<p>one</p>");
+  EXPECT_THROW(write_report_html(path, "<p>two</p>", false), Error);
+  EXPECT_EQ(read_text(path), "<p>one</p>");
+  write_report_html(path, "<p>two</p>", true);
+  EXPECT_EQ(read_text(path), "<p>two</p>");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+  // A folder (or a device) is never replaced, even with force.
+  EXPECT_THROW(write_report_html(dir.string(), "<p>three</p>", true), Error);
+  EXPECT_TRUE(fs::is_directory(dir));
+  fs::remove_all(dir);
+}
+
+struct CliResult {
+  int code;
+  std::string output;
+};
+
+CliResult run_cli(const std::string& arguments) {
+  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {
+  const fs::path dir = fresh_folder("xattn-report-cli");
+  const Statistics s = make_statistics();
+  const std::string profile = (dir / "p.h5").string();
+  write_profile(profile, make_profile(s), false);
+  write_statistics((dir / "stats-p.h5").string(), s, false);
+  const std::string html = (dir / "r.html").string();
+
+  CliResult r = run_cli("report " + profile + " --html " + html);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("held-out error"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("stats-p.h5"), std::string::npos) << r.output;
+  EXPECT_NE(read_text(html).find("id=\"fig-predicted-vs-validated\""), std::string::npos);
+
+  r = run_cli("report " + profile + " --html " + html);
+  EXPECT_EQ(r.code, 4) << r.output;
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+  EXPECT_EQ(run_cli("report " + profile + " --no-stats --html " + html + " --force").code, 0);
+  EXPECT_EQ(read_text(html).find("id=\"fig-predicted-vs-validated\""), std::string::npos);
+
+  ProfileComparison c = make_comparison();
+  const std::string other = (dir / "q.h5").string();
+  write_profile(other, c.b, false);
+  r = run_cli("report " + profile + " " + other);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("heads whose τ changed most"), std::string::npos) << r.output;
+
+  EXPECT_EQ(run_cli("report").code, 2);
+  EXPECT_EQ(run_cli("report " + profile + " " + other + " --stats x.h5").code, 2);
+  EXPECT_EQ(run_cli("report " + (dir / "missing.h5").string()).code, 4);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace xattn::calibrate

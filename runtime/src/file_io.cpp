@@ -25,14 +25,6 @@ std::string parent_folder(const std::string& path) {
   return slash == 0 ? "/" : path.substr(0, slash);
 }
 
-std::string temporary_path(const std::string& path) {
-  static std::atomic<int> counter{0};
-  const size_t slash = path.find_last_of('/');
-  const std::string folder = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  return detail::concat(folder, ".", name, ".tmp-", ::getpid(), "-", counter++);
-}
-
 void sync(const std::string& path, bool folder) {
   const int fd = ::open(path.c_str(), folder ? O_RDONLY | O_DIRECTORY : O_RDONLY);
   if (fd < 0) return;  // durability is best effort; correctness does not depend on it
@@ -46,17 +38,28 @@ std::string exists_message(const std::string& path) {
 
 }  // namespace
 
-void write_file_atomically(const std::string& path, bool overwrite,
-                           const std::function<void(const std::string&)>& write_temp) {
+void check_writable(const std::string& path, bool overwrite) {
   XATTN_CHECK_ARG(!path.empty(), "output path is empty");
+  struct stat info;
+  if (::stat(path.c_str(), &info) == 0)
+    XATTN_CHECK(!S_ISDIR(info.st_mode), ErrorKind::kIo, "cannot write ", path,
+                ": it is a folder; give a file name");
   XATTN_CHECK(overwrite || !path_exists(path), ErrorKind::kIo, exists_message(path));
   const std::string folder = parent_folder(path);
-  struct stat info;
   XATTN_CHECK(::stat(folder.c_str(), &info) == 0 && S_ISDIR(info.st_mode), ErrorKind::kIo,
               "cannot write ", path, ": folder ", folder, " does not exist; create it first");
-  const std::string temp = temporary_path(path);
+}
+
+std::string temporary_path_for(const std::string& path) {
+  static std::atomic<int> counter{0};
+  const size_t slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  return detail::concat(folder, ".", name, ".tmp-", ::getpid(), "-", counter++);
+}
+
+void move_into_place(const std::string& temp, const std::string& path, bool overwrite) {
   try {
-    write_temp(temp);
     sync(temp, false);
     if (overwrite) {
       XATTN_CHECK(::rename(temp.c_str(), path.c_str()) == 0, ErrorKind::kIo, "cannot write ", path,
@@ -73,7 +76,20 @@ void write_file_atomically(const std::string& path, bool overwrite,
     ::unlink(temp.c_str());
     throw;
   }
-  sync(folder, true);
+  sync(parent_folder(path), true);
+}
+
+void write_file_atomically(const std::string& path, bool overwrite,
+                           const std::function<void(const std::string&)>& write_temp) {
+  check_writable(path, overwrite);
+  const std::string temp = temporary_path_for(path);
+  try {
+    write_temp(temp);
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  move_into_place(temp, path, overwrite);
 }
 
 namespace h5 {

@@ -1,5 +1,7 @@
 #include "hdf5_io.h"
 
+#include "xattn/file_io.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -266,22 +268,8 @@ H5::Group create_group(H5::Group& parent, const std::string& name) {
 
 AtomicOutput::AtomicOutput(std::string path, bool overwrite)
     : path_(std::move(path)), overwrite_(overwrite) {
-  XATTN_CHECK_ARG(!path_.empty(), "output path is empty");
-  const fs::path target(path_);
-  std::error_code ec;
-  if (fs::exists(target, ec)) {
-    XATTN_CHECK_ARG(!fs::is_directory(target, ec), path_, ": is a folder; give a file name");
-    XATTN_CHECK(overwrite_, ErrorKind::kIo, path_,
-                ": already exists; pass --force to overwrite it");
-  }
-  fs::path folder = target.parent_path();
-  if (folder.empty()) folder = ".";
-  XATTN_CHECK(fs::is_directory(folder, ec), ErrorKind::kIo, path_, ": folder '", folder.string(),
-              "' does not exist; create it first");
-  static std::atomic<int> counter{0};
-  temp_path_ = (folder / ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) +
-                          "-" + std::to_string(counter++)))
-                   .string();
+  io::check_writable(path_, overwrite_);
+  temp_path_ = io::temporary_path_for(path_);
 }
 
 AtomicOutput::~AtomicOutput() {
@@ -292,18 +280,7 @@ AtomicOutput::~AtomicOutput() {
 }
 
 void AtomicOutput::commit() {
-  std::error_code ec;
-  if (!overwrite_ && fs::exists(path_, ec)) {
-    fs::remove(temp_path_, ec);
-    throw Error(ErrorKind::kIo, path_ + ": appeared while writing; pass --force to overwrite it");
-  }
-  fs::rename(temp_path_, path_, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(temp_path_, ignored);
-    throw Error(ErrorKind::kIo,
-                path_ + ": cannot move the finished file into place: " + ec.message());
-  }
+  io::move_into_place(temp_path_, path_, overwrite_);
   committed_ = true;
 }
 

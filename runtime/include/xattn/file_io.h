@@ -16,6 +16,17 @@ namespace xattn::io {
 
 bool path_exists(const std::string& path);
 
+// The steps of an atomic write, for writers that keep a file open across calls (see
+// write_file_atomically for the one-call form):
+// 1. check_writable: `path` may be written (absent, or overwrite), its folder exists;
+//    xattn::Error kIo otherwise, saying to pass --force or to create the folder.
+// 2. temporary_path_for: a fresh name in the same folder (same file system: rename is atomic).
+// 3. move_into_place: the finished temporary file becomes `path` (without overwrite, never
+//    replacing a file that appeared meanwhile); the temporary file is removed on failure.
+void check_writable(const std::string& path, bool overwrite);
+std::string temporary_path_for(const std::string& path);
+void move_into_place(const std::string& temp, const std::string& path, bool overwrite);
+
 // Runs write_temp(temporary path), then moves the temporary file to `path`. Without `overwrite`
 // an existing `path` is never replaced (xattn::Error kIo saying to pass --force). On failure the
 // temporary file is removed and `path` is untouched; the exception propagates.

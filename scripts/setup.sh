@@ -10,6 +10,7 @@ packages=(
   libboost-program-options-dev
   libgtest-dev
   nlohmann-json3-dev      # JSON export of profiles and benchmark results
+  chromium                # headless browser for the `xattn report` HTML test (label browser)
 )
 
 missing=()

@@ -301,7 +301,7 @@ void draw_axes(Svg& svg, const Scale& x, const Scale& y, const std::vector<doubl
   svg.line(left, bottom, right_edge, bottom, "#555");
   svg.line(left, bottom, left, top, "#555");
   svg.text((left + right_edge) / 2, bottom + 30, x_title, "middle", 12);
-  svg.vertical_text(left - 38, (top + bottom) / 2, y_title, 12);
+  svg.vertical_text(left - 42, (top + bottom) / 2, y_title, 12);
 }
 
 // A layers x heads heatmap with a colour legend; `values` is [L*H] (NaN drawn grey).
@@ -673,7 +673,7 @@ std::string error_curves(const ProfileReport& r) {
       << general(p.budget.epsilon, 4) << " (mean budget)</span></div>\n";
   out << "<div class=\"grid\" id=\"fig-error-curves\">\n";
   for (int64_t l = 0; l < L; ++l) {
-    const double left = 54, top = 22, plot_w = 230, plot_h = 170;
+    const double left = 56, top = 22, plot_w = 210, plot_h = 160;
     Svg svg("fig-error-curves-layer-" + std::to_string(l), left + plot_w + 12, top + plot_h + 46,
             "Layer " + std::to_string(l) + ": error against density per head");
     const Scale x{0, 1, left, left + plot_w};

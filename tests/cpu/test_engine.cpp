@@ -307,6 +307,86 @@ TEST(Engine, MismatchedShapesAreRefusedClearly) {
   expect_contains(m, "[num_layers, heads_q]");
 }
 
+// CUDA tensors (skipped without a device): the engine's kernels launches equal ops::prefill on
+// the same device, varlen equals per-sequence runs, the dense fallbacks (SDPA, and the kernels for
+// causal chunks) agree with dense attention, telemetry equals head_density.
+TEST(EngineCuda, SparseVarlenAndDensePaths) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or LibTorch without CUDA)";
+  at::manual_seed(8);
+  const auto cuda = [](const at::Tensor& t) { return t.to(at::kCUDA, at::kBFloat16); };
+  EngineSettings settings;  // block 128, stride 8
+  const int64_t heads_q = 8, heads_kv = 2, d = 128;
+  const at::Tensor tau = layer_thresholds(2, heads_q);
+  DensePolicy sparse_policy;
+  sparse_policy.crossover_len = 0;
+  Engine engine(tau, settings, sparse_policy);
+
+  // Sparse, batch 2, ragged length: equals ops::prefill on the GPU, density equals head_density.
+  Qkv x = random_qkv(2, heads_q, heads_kv, 3000, 3000, d);
+  x = {cuda(x.q), cuda(x.k), cuda(x.v)};
+  const Plan plan = engine.plan(ProblemShape::of(x.q, x.k));
+  const at::Tensor out = engine.run(plan, 1, x.q, x.k, x.v).clone();
+  EXPECT_EQ(engine.last_run().path, AttentionPath::kSparse);
+  const EstimateOptions o = options_of(settings);
+  EXPECT_LE(max_abs_diff(out, prefill(x.q, x.k, x.v, tau[1], o)), 1e-6);
+  const at::Tensor count =
+      std::get<1>(select_blocks(antidiagonal_scores(x.q, x.k, o), tau[1], 3000, 3000, o));
+  EXPECT_LE(max_abs_diff(engine.last_head_density(), head_density(count, 3000, 3000, 128, true)),
+            1e-12);
+
+  // Varlen (one chunked sequence) equals per-sequence runs.
+  const std::vector<int64_t> cu_q = {0, 1000, 1500, 4000}, cu_k = {0, 1000, 2700, 5200};
+  Qkv p = random_qkv(1, heads_q, heads_kv, cu_q.back(), cu_k.back(), d);
+  p = {cuda(p.q), cuda(p.k), cuda(p.v)};
+  const Plan varlen_plan = engine.plan(ProblemShape::varlen(p.q, p.k, cu_q, cu_k));
+  const at::Tensor packed = engine.run(varlen_plan, 0, p.q, p.k, p.v).clone();
+  for (size_t b = 0; b + 1 < cu_q.size(); ++b) {
+    const int64_t lq = cu_q[b + 1] - cu_q[b], lk = cu_k[b + 1] - cu_k[b];
+    const at::Tensor q = p.q.narrow(2, cu_q[b], lq), k = p.k.narrow(2, cu_k[b], lk),
+                     v = p.v.narrow(2, cu_k[b], lk);
+    const at::Tensor single = engine.run(engine.plan(ProblemShape::of(q, k)), 0, q, k, v);
+    EXPECT_LE(max_abs_diff(packed.narrow(2, cu_q[b], lq), single), 1e-6) << "sequence " << b;
+  }
+
+  // Dense fallbacks with the default CUDA crossover (8192): SDPA for full causal prefill and
+  // decode, our kernels for causal chunks; all against dense_attention (bf16 rounding).
+  Engine default_engine(tau, settings);
+  for (auto [len_q, len_k, reason] : {std::tuple{int64_t(3000), int64_t(3000),
+                                                 DenseReason::kBelowCrossover},
+                                      std::tuple{int64_t(1), int64_t(3000), DenseReason::kDecode},
+                                      std::tuple{int64_t(700), int64_t(3000),
+                                                 DenseReason::kBelowCrossover}}) {
+    SCOPED_TRACE(testing::Message() << "len_q " << len_q << " len_k " << len_k);
+    Qkv y = random_qkv(1, heads_q, heads_kv, len_q, len_k, d);
+    y = {cuda(y.q), cuda(y.k), cuda(y.v)};
+    const Plan dense_plan = default_engine.plan(ProblemShape::of(y.q, y.k));
+    EXPECT_EQ(dense_plan.crossover_len(), 8192);
+    const at::Tensor got = default_engine.run(dense_plan, 0, y.q, y.k, y.v);
+    EXPECT_EQ(default_engine.last_run().path, AttentionPath::kDense);
+    EXPECT_EQ(default_engine.last_run().reason, reason);
+    EXPECT_LE(max_abs_diff(got, std::get<0>(dense_attention(y.q, y.k, y.v, true, std::nullopt))),
+              2e-2);
+  }
+
+  // Non-causal warm-up step through SDPA.
+  EngineSettings video = settings;
+  video.causal = false;
+  DensePolicy warmup;
+  warmup.warmup_steps = 1;
+  warmup.crossover_len = 0;
+  Engine video_engine(tau, video, warmup);
+  Qkv z = random_qkv(1, heads_q, heads_kv, 2048, 2048, d);
+  z = {cuda(z.q), cuda(z.k), cuda(z.v)};
+  const Plan video_plan = video_engine.plan(ProblemShape::of(z.q, z.k));
+  const at::Tensor warm = video_engine.run(video_plan, 1, z.q, z.k, z.v, 0);
+  EXPECT_EQ(video_engine.last_run().reason, DenseReason::kWarmupStep);
+  EXPECT_LE(max_abs_diff(warm, std::get<0>(dense_attention(z.q, z.k, z.v, false, std::nullopt))),
+            2e-2);
+  const at::Tensor later = video_engine.run(video_plan, 1, z.q, z.k, z.v, 1);
+  EXPECT_EQ(video_engine.last_run().path, AttentionPath::kSparse);
+  EXPECT_LE(max_abs_diff(later, prefill(z.q, z.k, z.v, tau[1], options_of(video))), 1e-6);
+}
+
 }  // namespace
 }  // namespace xattn::runtime
 

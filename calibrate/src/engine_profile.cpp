@@ -38,8 +38,8 @@ runtime::Engine load_engine(const std::string& profile_path, const std::string& 
     return make_engine(profile, model_signature_of(model_dir), policy);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kBadInput) throw;
-    throw Error(e.kind(), "profile '" + profile_path + "' cannot be used with model '" +
-                              model_dir + "': " + e.what());
+    throw Error(e.kind(), "profile '" + profile_path + "' cannot be used with model '" + model_dir +
+                              "': " + e.what());
   }
 }
 

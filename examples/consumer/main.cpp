@@ -30,10 +30,11 @@ int main() {
     const at::Tensor dense = std::get<0>(xattn::runtime::dense_attention(q, k, v, true, {}));
     const double error = (engine.run(plan, 0, q, k, v) - dense).abs().max().item<double>();
     engine.run(plan, 1, q, k, v);
-    std::printf("xattn consumer: CUDA kernels built in: %s; tau 1 vs dense max error %.2e; "
-                "tau 0.9 path %s, density %.3f\n",
-                XATTN_CONSUMER_WITH_CUDA, error, xattn::runtime::to_string(engine.last_run().path),
-                engine.last_head_density().mean().item<double>());
+    std::printf(
+        "xattn consumer: CUDA kernels built in: %s; tau 1 vs dense max error %.2e; "
+        "tau 0.9 path %s, density %.3f\n",
+        XATTN_CONSUMER_WITH_CUDA, error, xattn::runtime::to_string(engine.last_run().path),
+        engine.last_head_density().mean().item<double>());
     return error < 1e-4 ? 0 : 1;
   } catch (const xattn::Error& e) {
     std::fprintf(stderr, "xattn consumer: %s\n", e.what());

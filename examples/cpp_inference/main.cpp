@@ -79,23 +79,24 @@ std::string printable(const std::string& text) {
 
 int run(int argc, char** argv) {
   const std::string source_dir = XATTN_SOURCE_DIR;
-  std::map<std::string, std::string> opt = {{"profile", source_dir + "/profiles/xattn-byte.h5"},
-                                            {"model", source_dir + "/examples/models/xattn-byte"},
-                                            {"haystack", source_dir + "/examples/data/haystack.txt"},
-                                            {"length", "4096"},
-                                            {"depth", "0.5"},
-                                            {"tokens", "5"},
-                                            {"seed", "1"},
-                                            {"sample", "0"},
-                                            {"device", "cpu"}};
+  std::map<std::string, std::string> opt = {
+      {"profile", source_dir + "/profiles/xattn-byte.h5"},
+      {"model", source_dir + "/examples/models/xattn-byte"},
+      {"haystack", source_dir + "/examples/data/haystack.txt"},
+      {"length", "4096"},
+      {"depth", "0.5"},
+      {"tokens", "5"},
+      {"seed", "1"},
+      {"sample", "0"},
+      {"device", "cpu"}};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::printf("%s", kUsage);
       return 0;
     }
-    XATTN_CHECK_ARG(arg.rfind("--", 0) == 0 && i + 1 < argc, "unexpected argument '", arg,
-                    "'\n", kUsage);
+    XATTN_CHECK_ARG(arg.rfind("--", 0) == 0 && i + 1 < argc, "unexpected argument '", arg, "'\n",
+                    kUsage);
     opt[arg.substr(2)] = argv[++i];
   }
 
@@ -137,12 +138,12 @@ int run(int argc, char** argv) {
   std::string paths;
   for (const auto& [layer, path] : xattention.layer_path()) {
     char buf[96];
-    std::snprintf(buf, sizeof(buf), "%s%d: %s %.3f", paths.empty() ? "" : ", ", layer,
-                  path.c_str(), xattention.layer_density().at(layer));
+    std::snprintf(buf, sizeof(buf), "%s%d: %s %.3f", paths.empty() ? "" : ", ", layer, path.c_str(),
+                  xattention.layer_density().at(layer));
     paths += buf;
   }
-  for (const auto& [name, result] : {std::pair{"XAttention", &sparse_result},
-                                     std::pair{"dense     ", &dense_result}}) {
+  for (const auto& [name, result] :
+       {std::pair{"XAttention", &sparse_result}, std::pair{"dense     ", &dense_result}}) {
     const std::string answer = model::byte_decode(result->tokens);
     std::printf("%s: answer \"%s\" (%s), time to first token %.3f s\n", name,
                 printable(answer).c_str(),
@@ -150,10 +151,11 @@ int run(int argc, char** argv) {
                 result->time_to_first_token);
   }
   std::printf("layers (path, density): %s\n", paths.c_str());
-  std::printf("density %.3f of the causal blocks (dense 1.000); first token %.2fx faster than "
-              "dense\n",
-              xattention.mean_density(),
-              dense_result.time_to_first_token / sparse_result.time_to_first_token);
+  std::printf(
+      "density %.3f of the causal blocks (dense 1.000); first token %.2fx faster than "
+      "dense\n",
+      xattention.mean_density(),
+      dense_result.time_to_first_token / sparse_result.time_to_first_token);
   return 0;
 }
 

@@ -34,9 +34,12 @@ constexpr int64_t kCudaCrossoverLen = 8192;  // docs/benchmarks.md, "Short seque
 
 kernels::DType kernel_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return kernels::DType::kFloat32;
-    case at::kHalf: return kernels::DType::kFloat16;
-    case at::kBFloat16: return kernels::DType::kBFloat16;
+    case at::kFloat:
+      return kernels::DType::kFloat32;
+    case at::kHalf:
+      return kernels::DType::kFloat16;
+    case at::kBFloat16:
+      return kernels::DType::kBFloat16;
     default:
       XATTN_CHECK_ARG(false, "dtype ", t, " is not supported; use float32, float16 or bfloat16");
   }
@@ -95,20 +98,28 @@ std::string to_string(ScoringScale rule) {
 
 const char* to_string(AttentionPath path) {
   switch (path) {
-    case AttentionPath::kSparse: return "sparse";
-    case AttentionPath::kDense: return "dense";
-    case AttentionPath::kMixed: return "mixed";
+    case AttentionPath::kSparse:
+      return "sparse";
+    case AttentionPath::kDense:
+      return "dense";
+    case AttentionPath::kMixed:
+      return "mixed";
   }
   return "unknown";
 }
 
 const char* to_string(DenseReason reason) {
   switch (reason) {
-    case DenseReason::kNone: return "none";
-    case DenseReason::kBelowCrossover: return "below crossover length";
-    case DenseReason::kDecode: return "decode (len_q 1)";
-    case DenseReason::kWarmupStep: return "warm-up step";
-    case DenseReason::kDenseLayer: return "dense layer";
+    case DenseReason::kNone:
+      return "none";
+    case DenseReason::kBelowCrossover:
+      return "below crossover length";
+    case DenseReason::kDecode:
+      return "decode (len_q 1)";
+    case DenseReason::kWarmupStep:
+      return "warm-up step";
+    case DenseReason::kDenseLayer:
+      return "dense layer";
   }
   return "unknown";
 }
@@ -138,10 +149,14 @@ ProblemShape ProblemShape::varlen(const at::Tensor& q, const at::Tensor& k,
                                   std::vector<int64_t> cu_seqlens_q,
                                   std::vector<int64_t> cu_seqlens_k) {
   ProblemShape s = of(q, k);
-  XATTN_CHECK_ARG(s.batch == 1, "a varlen batch packs its sequences along the token axis: q must "
-                  "be [1, heads_q, total_q, head_dim], got ", shape_text(q.sizes()));
-  XATTN_CHECK_ARG(cu_seqlens_q.size() >= 2, "cu_seqlens_q needs at least 2 entries (0 and the "
-                  "end of the first sequence), got ", cu_seqlens_q.size());
+  XATTN_CHECK_ARG(s.batch == 1,
+                  "a varlen batch packs its sequences along the token axis: q must "
+                  "be [1, heads_q, total_q, head_dim], got ",
+                  shape_text(q.sizes()));
+  XATTN_CHECK_ARG(cu_seqlens_q.size() >= 2,
+                  "cu_seqlens_q needs at least 2 entries (0 and the "
+                  "end of the first sequence), got ",
+                  cu_seqlens_q.size());
   s.batch = int64_t(cu_seqlens_q.size()) - 1;
   s.cu_seqlens_q = std::move(cu_seqlens_q);
   s.cu_seqlens_k = std::move(cu_seqlens_k);
@@ -159,8 +174,8 @@ int64_t ProblemShape::sequence_len_k(int64_t b) const {
 std::string ProblemShape::describe() const {
   std::ostringstream out;
   out << (is_varlen() ? "varlen batch " : "batch ") << batch << ", heads " << heads_q << "/"
-      << heads_kv << ", len_q " << len_q << ", len_k " << len_k << ", head_dim " << head_dim
-      << ", " << device << " " << dtype;
+      << heads_kv << ", len_q " << len_q << ", len_k " << len_k << ", head_dim " << head_dim << ", "
+      << device << " " << dtype;
   return out.str();
 }
 
@@ -191,14 +206,14 @@ Engine::Engine(at::Tensor thresholds, EngineSettings settings, DensePolicy polic
                   "thresholds must be [num_layers, heads_q] (one τ per layer and query head), got ",
                   thresholds.defined() ? shape_text(thresholds.sizes()) : "an undefined tensor");
   thresholds_ = thresholds.detach().to(at::kCPU, at::kFloat).contiguous().clone();
-  XATTN_CHECK_ARG(at::isfinite(thresholds_).all().item<bool>() &&
-                      (thresholds_ >= 0).all().item<bool>(),
-                  "thresholds must be finite and >= 0 (τ in [0, 1]; 1 keeps every block)");
+  XATTN_CHECK_ARG(
+      at::isfinite(thresholds_).all().item<bool>() && (thresholds_ >= 0).all().item<bool>(),
+      "thresholds must be finite and >= 0 (τ in [0, 1]; 1 keeps every block)");
   const int64_t bs = settings_.block_size, stride = settings_.stride;
   XATTN_CHECK_ARG(bs > 0 && (bs & (bs - 1)) == 0, "block_size ", bs,
                   " must be a power of two (64, 128 or 256)");
-  XATTN_CHECK_ARG(stride > 0 && bs % stride == 0, "stride ", stride, " must divide block_size ",
-                  bs, " (2, 4, 8, 16 or 32)");
+  XATTN_CHECK_ARG(stride > 0 && bs % stride == 0, "stride ", stride, " must divide block_size ", bs,
+                  " (2, 4, 8, 16 or 32)");
   XATTN_CHECK_ARG(!settings_.attention_scale || *settings_.attention_scale > 0,
                   "attention_scale must be positive");
   XATTN_CHECK_ARG(!policy_.crossover_len || *policy_.crossover_len >= 0,
@@ -240,14 +255,14 @@ Plan Engine::plan(const ProblemShape& shape) const {
     XATTN_CHECK_ARG(shape.cu_seqlens_q.size() == size_t(batch) + 1 &&
                         shape.cu_seqlens_k.size() == size_t(batch) + 1,
                     "cu_seqlens_q and cu_seqlens_k must both have batch + 1 = ", batch + 1,
-                    " entries, got ", shape.cu_seqlens_q.size(), " and ", shape.cu_seqlens_k.size());
+                    " entries, got ", shape.cu_seqlens_q.size(), " and ",
+                    shape.cu_seqlens_k.size());
     XATTN_CHECK_ARG(shape.cu_seqlens_q.front() == 0 && shape.cu_seqlens_k.front() == 0,
                     "cu_seqlens_q and cu_seqlens_k must start at 0");
-    XATTN_CHECK_ARG(shape.cu_seqlens_q.back() == shape.len_q &&
-                        shape.cu_seqlens_k.back() == shape.len_k,
-                    "cu_seqlens end at ", shape.cu_seqlens_q.back(), " (q) and ",
-                    shape.cu_seqlens_k.back(), " (k), but the packed tensors hold ", shape.len_q,
-                    " and ", shape.len_k, " tokens");
+    XATTN_CHECK_ARG(
+        shape.cu_seqlens_q.back() == shape.len_q && shape.cu_seqlens_k.back() == shape.len_k,
+        "cu_seqlens end at ", shape.cu_seqlens_q.back(), " (q) and ", shape.cu_seqlens_k.back(),
+        " (k), but the packed tensors hold ", shape.len_q, " and ", shape.len_k, " tokens");
     XATTN_CHECK_ARG(shape.len_k <= std::numeric_limits<int32_t>::max(),
                     "a packed batch must hold fewer than 2^31 tokens");
     for (int64_t b = 0; b < batch; ++b) {
@@ -338,17 +353,15 @@ DenseReason Engine::call_dense_reason(const Plan& plan, int64_t layer,
                   "this plan was made by another engine; call plan() on the engine that runs it");
   XATTN_CHECK_ARG(layer >= 0 && layer < num_layers(), "layer ", layer, " has no thresholds (",
                   num_layers(), " layers)");
-  XATTN_CHECK_ARG(policy_.warmup_steps == 0 || step.has_value(),
-                  "the policy runs the first ", policy_.warmup_steps,
-                  " denoising steps dense: pass the step index to run()");
+  XATTN_CHECK_ARG(policy_.warmup_steps == 0 || step.has_value(), "the policy runs the first ",
+                  policy_.warmup_steps, " denoising steps dense: pass the step index to run()");
   XATTN_CHECK_ARG(!step || *step >= 0, "denoising step ", *step, " must be >= 0");
   if (step && *step < policy_.warmup_steps) return DenseReason::kWarmupStep;
   if (layer < policy_.dense_layers) return DenseReason::kDenseLayer;
   return DenseReason::kNone;
 }
 
-AttentionPath Engine::path_for(const Plan& plan, int64_t layer,
-                               std::optional<int64_t> step) const {
+AttentionPath Engine::path_for(const Plan& plan, int64_t layer, std::optional<int64_t> step) const {
   if (call_dense_reason(plan, layer, step) != DenseReason::kNone) return AttentionPath::kDense;
   int64_t dense = 0;
   for (bool d : plan.short_or_decode_) dense += d;
@@ -393,8 +406,8 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
     info.sequence_paths.push_back(dense ? AttentionPath::kDense : AttentionPath::kSparse);
     dense_count += dense;
     if (dense && info.reason == DenseReason::kNone) {
-      info.reason = call_reason != DenseReason::kNone ? call_reason
-                                                       : plan.length_reason_[size_t(b)];
+      info.reason =
+          call_reason != DenseReason::kNone ? call_reason : plan.length_reason_[size_t(b)];
     }
   }
   info.path = dense_count == 0       ? AttentionPath::kSparse
@@ -421,7 +434,8 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
     } else {
       out = dense_call(q_in, k_in, v_in, causal, plan.attention_scale_);
     }
-    info.head_density = at::ones({s.heads_q}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+    info.head_density =
+        at::ones({s.heads_q}, at::TensorOptions().dtype(at::kDouble).device(s.device));
     last_run_ = std::move(info);
     return out;
   }
@@ -503,7 +517,8 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
 
   // Density per head: kept blocks of sparse rows plus every allowed block of dense sequences,
   // over all allowed blocks. Stays on the device (no synchronisation).
-  const at::Tensor kept = (plan.kv_block_count_.to(at::kDouble) * sparse_rows).sum(at::IntArrayRef{0, 2});
+  const at::Tensor kept =
+      (plan.kv_block_count_.to(at::kDouble) * sparse_rows).sum(at::IntArrayRef{0, 2});
   const at::Tensor dense_allowed = (plan.row_allowed_ * sparse_rows.logical_not()).sum();
   info.head_density = (kept + dense_allowed) / plan.row_allowed_.sum();
   last_run_ = std::move(info);

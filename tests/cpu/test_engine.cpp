@@ -3,9 +3,8 @@
 // steps, dense layers) equal dense_attention and say so, telemetry equals head_density, a varlen
 // batch equals its sequences run one by one (also when some of them fall back), shape mismatches
 // and profiles of other models are refused with clear messages.
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -36,8 +35,8 @@ Qkv random_qkv(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t len_q, 
   const at::Tensor direction = at::randn({1, 1, 1, d});
   Qkv x;
   x.q = at::randn({batch, heads_q, len_q, d}) + 2.0 * direction;
-  x.k = at::randn({batch, heads_kv, len_k, d}) + 2.0 * direction *
-                                                      at::rand({batch, heads_kv, len_k, 1});
+  x.k = at::randn({batch, heads_kv, len_k, d}) +
+        2.0 * direction * at::rand({batch, heads_kv, len_k, 1});
   x.v = at::randn({batch, heads_kv, len_k, d});
   return x;
 }
@@ -91,8 +90,8 @@ TEST(Engine, SparseRunEqualsPrefillWithTheLayersThresholds) {
       {2, 4, 1, 200, 200, 32, 64, 8, false},   // non-causal (video)
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(testing::Message() << "len_q " << c.len_q << " len_k " << c.len_k << " causal "
-                                    << c.causal);
+    SCOPED_TRACE(testing::Message()
+                 << "len_q " << c.len_q << " len_k " << c.len_k << " causal " << c.causal);
     const int64_t layers = 3;
     EngineSettings settings;
     settings.block_size = c.block;
@@ -221,8 +220,8 @@ TEST(Engine, VideoWarmupStepsAndLayersAreDenseThenSparse) {
     }
   }
   // Warm-up needs the step index.
-  const std::string message = error_of([&] { engine.run(plan, 1, x.q, x.k, x.v); },
-                                       ErrorKind::kInvalidArgument);
+  const std::string message =
+      error_of([&] { engine.run(plan, 1, x.q, x.k, x.v); }, ErrorKind::kInvalidArgument);
   expect_contains(message, "pass the step index");
 }
 
@@ -299,8 +298,11 @@ TEST(Engine, MismatchedShapesAreRefusedClearly) {
   m = error_of([&] { other.run(plan, 0, x.q, x.k, x.v); }, ErrorKind::kInvalidArgument);
   expect_contains(m, "another engine");
 
-  m = error_of([&] { engine.plan(ProblemShape::varlen(x.q, x.k, {0, 100, 200}, {0, 100, 256})); },
-               ErrorKind::kInvalidArgument);
+  m = error_of(
+      [&] {
+        engine.plan(ProblemShape::varlen(x.q, x.k, {0, 100, 200}, {0, 100, 256}));
+      },
+      ErrorKind::kInvalidArgument);
   expect_contains(m, "packed tensors hold 256");
 
   m = error_of([&] { Engine(at::ones({4}), settings); }, ErrorKind::kInvalidArgument);
@@ -351,11 +353,10 @@ TEST(EngineCuda, SparseVarlenAndDensePaths) {
   // Dense fallbacks with the default CUDA crossover (8192): SDPA for full causal prefill and
   // decode, our kernels for causal chunks; all against dense_attention (bf16 rounding).
   Engine default_engine(tau, settings);
-  for (auto [len_q, len_k, reason] : {std::tuple{int64_t(3000), int64_t(3000),
-                                                 DenseReason::kBelowCrossover},
-                                      std::tuple{int64_t(1), int64_t(3000), DenseReason::kDecode},
-                                      std::tuple{int64_t(700), int64_t(3000),
-                                                 DenseReason::kBelowCrossover}}) {
+  for (auto [len_q, len_k, reason] :
+       {std::tuple{int64_t(3000), int64_t(3000), DenseReason::kBelowCrossover},
+        std::tuple{int64_t(1), int64_t(3000), DenseReason::kDecode},
+        std::tuple{int64_t(700), int64_t(3000), DenseReason::kBelowCrossover}}) {
     SCOPED_TRACE(testing::Message() << "len_q " << len_q << " len_k " << len_k);
     Qkv y = random_qkv(1, heads_q, heads_kv, len_q, len_k, d);
     y = {cuda(y.q), cuda(y.k), cuda(y.v)};

@@ -106,7 +106,7 @@ enum class AttentionPath {
 };
 
 enum class DenseReason {
-  kNone,          // sparse
+  kNone,  // sparse
   kBelowCrossover,
   kDecode,
   kWarmupStep,
@@ -136,7 +136,7 @@ class Plan {
   int64_t max_len_q_ = 0, max_len_k_ = 0, num_q_blocks_ = 0, num_k_blocks_ = 0;
   int64_t crossover_len_ = 0;
   float scoring_scale_ = 0.f, attention_scale_ = 0.f;
-  at::Tensor thresholds_;                  // [layers, heads_q] float32
+  at::Tensor thresholds_;  // [layers, heads_q] float32
   at::Tensor block_scores_, kv_block_count_, kv_block_index_, out_, lse_;
   at::Tensor cu_seqlens_q_, cu_seqlens_k_;  // int32 on the device (varlen only)
   at::Tensor row_allowed_;                  // [batch, 1, nQB] float64: allowed blocks per row
@@ -149,8 +149,8 @@ struct RunInfo {
   int64_t layer = -1;
   std::optional<int64_t> step;
   AttentionPath path = AttentionPath::kDense;
-  DenseReason reason = DenseReason::kNone;  // why dense (for kMixed: the reason of the first
-                                            // dense sequence)
+  DenseReason reason = DenseReason::kNone;    // why dense (for kMixed: the reason of the first
+                                              // dense sequence)
   std::vector<AttentionPath> sequence_paths;  // [batch]: kSparse or kDense per sequence
   // [heads_q] float64 on the plan's device: kept / allowed blocks over every sequence and query
   // block (dense sequences count as fully kept, so a dense call reports 1).
@@ -189,8 +189,7 @@ class Engine {
   at::Tensor last_head_density() const;
 
  private:
-  DenseReason call_dense_reason(const Plan& plan, int64_t layer,
-                                std::optional<int64_t> step) const;
+  DenseReason call_dense_reason(const Plan& plan, int64_t layer, std::optional<int64_t> step) const;
   void check_inputs(const Plan& plan, int64_t layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) const;
 

@@ -41,9 +41,13 @@ std::string exists_message(const std::string& path) {
 void check_writable(const std::string& path, bool overwrite) {
   XATTN_CHECK_ARG(!path.empty(), "output path is empty");
   struct stat info;
-  if (::stat(path.c_str(), &info) == 0)
+  if (::stat(path.c_str(), &info) == 0) {
     XATTN_CHECK(!S_ISDIR(info.st_mode), ErrorKind::kIo, "cannot write ", path,
                 ": it is a folder; give a file name");
+    // Never rename over a device, pipe or socket (e.g. /dev/null), even with --force.
+    XATTN_CHECK(S_ISREG(info.st_mode), ErrorKind::kIo, "cannot write ", path,
+                ": it is not a regular file; give a file name");
+  }
   XATTN_CHECK(overwrite || !path_exists(path), ErrorKind::kIo, exists_message(path));
   const std::string folder = parent_folder(path);
   XATTN_CHECK(::stat(folder.c_str(), &info) == 0 && S_ISDIR(info.st_mode), ErrorKind::kIo,

@@ -105,6 +105,7 @@ TEST(Statistics, FileRoundTripMergeAndMismatch) {
   write_statistics(path_a, a, false);
   write_statistics(path_b, b, false);
   EXPECT_THROW(write_statistics(path_a, b, false), Error);  // never overwritten without force
+  EXPECT_THROW(write_statistics("/dev/null", b, true), Error);  // not a regular file, even forced
   const Statistics merged = merge_statistics({read_statistics(path_a), read_statistics(path_b)});
   ASSERT_EQ(merged.samples.size(), 3u);
   EXPECT_EQ(merged.samples[2].len_q, 129);

@@ -9,28 +9,13 @@
 #include <fstream>
 #include <string>
 
+#include "cli_runner.h"
 #include "xattn/calibrate/profile.h"
 
 namespace xattn {
 namespace {
 
-struct CliRun {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-CliRun run_cli(const std::string& arguments) {
-  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
-  CliRun run;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+using testing::run_xattn;
 
 const std::string kSample = std::string(XATTN_SOURCE_DIR) + "/examples/data/sample_capture.h5";
 
@@ -49,23 +34,23 @@ int count_lines(const std::string& text) {
 }
 
 TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
-  EXPECT_EQ(run_cli("").code, 2);
-  const CliRun unknown = run_cli("frobnicate");
+  EXPECT_EQ(run_xattn("").code, 2);
+  const testing::CliResult unknown = run_xattn("frobnicate");
   EXPECT_EQ(unknown.code, 2);
   EXPECT_NE(unknown.out.find("unknown command"), std::string::npos);
-  const CliRun bad_option = run_cli("estimate --no-such-option");
+  const testing::CliResult bad_option = run_xattn("estimate --no-such-option");
   EXPECT_EQ(bad_option.code, 2);
   EXPECT_EQ(count_lines(bad_option.out), 1) << bad_option.out;
 
   const auto folder = scratch_folder("errors");
-  const CliRun missing = run_cli("estimate --capture " + (folder / "none.h5").string());
+  const testing::CliResult missing = run_xattn("estimate --capture " + (folder / "none.h5").string());
   EXPECT_NE(missing.code, 0);
   EXPECT_EQ(count_lines(missing.out), 1) << missing.out;
   std::ofstream(folder / "junk.h5") << "this is not HDF5";
-  const CliRun junk = run_cli("estimate --capture " + (folder / "junk.h5").string());
+  const testing::CliResult junk = run_xattn("estimate --capture " + (folder / "junk.h5").string());
   EXPECT_EQ(junk.code, 3) << junk.out;
   EXPECT_EQ(count_lines(junk.out), 1) << junk.out;
-  const CliRun bad_stride = run_cli("estimate --capture " + kSample + " --stride 3");
+  const testing::CliResult bad_stride = run_xattn("estimate --capture " + kSample + " --stride 3");
   EXPECT_EQ(bad_stride.code, 2) << bad_stride.out;
   EXPECT_NE(bad_stride.out.find("stride"), std::string::npos);
   std::filesystem::remove_all(folder);
@@ -74,15 +59,15 @@ TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
 TEST(Cli, EstimateOnTheBundledSample) {
   const auto folder = scratch_folder("estimate");
   const std::string out = (folder / "masks.h5").string();
-  const CliRun run = run_cli("estimate --capture " + kSample + " --out " + out);
+  const testing::CliResult run = run_xattn("estimate --capture " + kSample + " --out " + out);
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("SYNTHETIC"), std::string::npos);
   EXPECT_NE(run.out.find("mean density"), std::string::npos);
   EXPECT_TRUE(std::filesystem::exists(out));
-  const CliRun again = run_cli("estimate --capture " + kSample + " --out " + out);
+  const testing::CliResult again = run_xattn("estimate --capture " + kSample + " --out " + out);
   EXPECT_EQ(again.code, 4) << again.out;
   EXPECT_NE(again.out.find("--force"), std::string::npos);
-  EXPECT_EQ(run_cli("estimate --capture " + kSample + " --out " + out + " --force").code, 0);
+  EXPECT_EQ(run_xattn("estimate --capture " + kSample + " --out " + out + " --force").code, 0);
   std::filesystem::remove_all(folder);
 }
 
@@ -90,7 +75,7 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
   const auto folder = scratch_folder("calibrate");
   const std::string profile = (folder / "profile.h5").string();
   const std::string stats = (folder / "stats.h5").string();
-  const CliRun run = run_cli("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
+  const testing::CliResult run = run_xattn("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
                           stats + " --taus 0.5,0.8,0.9,0.95,1 --block-size 128 --holdout 0.5");
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("uniform"), std::string::npos) << run.out;
@@ -102,13 +87,13 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
 
   // An existing profile is kept without --force, and stays intact.
   const auto size_before = std::filesystem::file_size(profile);
-  const CliRun again = run_cli("calibrate --capture " + kSample + " --out " + profile);
+  const testing::CliResult again = run_xattn("calibrate --capture " + kSample + " --out " + profile);
   EXPECT_EQ(again.code, 4) << again.out;
   EXPECT_EQ(std::filesystem::file_size(profile), size_before);
 
   // The statistics file alone is enough to search again, with another budget.
   const std::string tighter = (folder / "tighter.h5").string();
-  const CliRun research = run_cli("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
+  const testing::CliResult research = run_xattn("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
   ASSERT_EQ(research.code, 0) << research.out;
   const calibrate::Profile t = calibrate::read_profile(tighter);
   EXPECT_GE(t.predicted_mean_density, p.predicted_mean_density - 1e-9);

@@ -12,6 +12,7 @@
 #include "test_model_util.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/profile.h"
+#include "cli_runner.h"
 #include "xattn/capture.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokens.h"
@@ -21,23 +22,9 @@ namespace {
 
 const std::string kModel = std::string(XATTN_SOURCE_DIR) + "/examples/models/xattn-byte";
 
-struct CliResult {
-  int code = -1;
-  std::string out;
-};
+using xattn::testing::CliResult;
 
-CliResult xattn_cli(const std::string& arguments) {
-  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
-  CliResult run;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
+CliResult xattn_cli(const std::string& arguments) { return xattn::testing::run_xattn(arguments); }
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

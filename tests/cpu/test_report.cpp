@@ -2,6 +2,8 @@
 // density by length) against a brute-force computation, the terminal text and HTML of one profile
 // and of two, atomic HTML writes, and the `xattn report` CLI.
 #include <gtest/gtest.h>
+
+#include "cli_runner.h"
 #include <stdlib.h>
 #include <sys/wait.h>
 
@@ -394,13 +396,8 @@ struct CliResult {
 };
 
 CliResult run_cli(const std::string& arguments) {
-  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  const xattn::testing::CliResult r = xattn::testing::run_xattn(arguments);
+  return {r.code, r.out};
 }
 
 TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {

@@ -2,6 +2,8 @@
 // causal softmax of q.k / sqrt(d) on the stored tensors) show each head's structure. Also:
 // determinism, labels, padding, the written file, and the `xattn synth` command.
 #include <gtest/gtest.h>
+
+#include "cli_runner.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -220,15 +222,8 @@ TEST(Synthetic, RejectsBadOptions) {
 
 #ifdef XATTN_CLI_PATH
 std::pair<int, std::string> run_cli(const std::string& arguments) {
-  const std::string command = std::string(XATTN_CLI_PATH) + " " + arguments + " 2>&1";
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return {-1, ""};
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const xattn::testing::CliResult r = xattn::testing::run_xattn(arguments);
+  return {r.code, r.out};
 }
 
 TEST(Synthetic, SynthCommand) {

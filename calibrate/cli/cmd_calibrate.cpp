@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "commands.h"
-#include "progress.h"
+#include "cli_util.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
 
@@ -19,23 +19,6 @@ namespace po = boost::program_options;
 
 constexpr const char* kDefaultModel = "examples/models/xattn-byte";
 constexpr const char* kDefaultData = "examples/data/calibration.txt";
-
-std::vector<double> parse_taus(const std::string& text) {
-  std::vector<double> taus;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      size_t used = 0;
-      taus.push_back(std::stod(item, &used));
-      XATTN_CHECK_ARG(used == item.size(), "");
-    } catch (const std::exception&) {
-      XATTN_CHECK_ARG(false, "--taus: '", item, "' is not a number (give e.g. 0.5,0.8,0.9,1)");
-    }
-  }
-  std::sort(taus.begin(), taus.end());
-  return taus;
-}
 
 std::string timestamp() {
   std::time_t now = std::time(nullptr);
@@ -161,7 +144,10 @@ int run_calibrate(const Args& args) {
   config.max_samples = vm["samples"].as<int64_t>();
   config.settings.stride = vm["stride"].as<int64_t>();
   config.settings.block_size = vm["block-size"].as<int64_t>();
-  if (vm.count("taus")) config.settings.taus = parse_taus(vm["taus"].as<std::string>());
+  if (vm.count("taus")) {
+    config.settings.taus = parse_number_list(vm["taus"].as<std::string>(), "--taus");
+    std::sort(config.settings.taus.begin(), config.settings.taus.end());
+  }
   config.metric = calibrate::parse_error_metric(vm["metric"].as<std::string>());
   config.settings.output_error = config.metric == calibrate::ErrorMetric::kOutputError;
   config.epsilon = vm["epsilon"].as<double>();

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "xattn/calibrate/statistics.h"
 #include "xattn/capture.h"
@@ -17,25 +18,6 @@ namespace xattn::cli {
 namespace {
 
 namespace po = boost::program_options;
-
-std::vector<double> parse_numbers(const std::string& text, const char* option) {
-  std::vector<double> values;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    size_t used = 0;
-    double value = 0;
-    try {
-      value = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    XATTN_CHECK_ARG(used == item.size() && !item.empty(), option, ": '", item,
-                    "' is not a number");
-    values.push_back(value);
-  }
-  return values;
-}
 
 }  // namespace
 
@@ -78,7 +60,7 @@ int run_estimate(const Args& args) {
   estimate.causal = causal == "auto" ? info.causal : causal == "true";
   if (vm.count("scale")) estimate.scale = vm["scale"].as<double>();
 
-  std::vector<double> taus = parse_numbers(vm["threshold"].as<std::string>(), "--threshold");
+  std::vector<double> taus = parse_number_list(vm["threshold"].as<std::string>(), "--threshold");
   if (taus.size() == 1) taus.assign(size_t(info.heads_q), taus[0]);
   XATTN_CHECK_ARG(int64_t(taus.size()) == info.heads_q, "--threshold has ", taus.size(),
                   " values; give one, or one per query head (", info.heads_q, ")");
@@ -87,7 +69,7 @@ int run_estimate(const Args& args) {
   std::vector<int64_t> layers = reader.layer_indices();
   if (vm.count("layers")) {
     layers.clear();
-    for (double x : parse_numbers(vm["layers"].as<std::string>(), "--layers")) {
+    for (double x : parse_number_list(vm["layers"].as<std::string>(), "--layers")) {
       XATTN_CHECK_ARG(reader.has_layer(int64_t(x)), "--layers: the capture holds no layer ",
                       int64_t(x));
       layers.push_back(int64_t(x));

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "model_cli.h"
 #include "xattn/error.h"
@@ -87,19 +88,9 @@ int run_niah(const Args& args) {
   std::vector<int64_t> lengths;
   for (const auto& s : split(vm["lengths"].as<std::string>()))
     lengths.push_back(model::parse_length(s));
-  std::vector<double> depths;
-  for (const auto& s : split(vm["depths"].as<std::string>())) {
-    size_t used = 0;
-    double d = -1;
-    try {
-      d = std::stod(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    XATTN_CHECK_ARG(used == s.size() && d >= 0.0 && d <= 1.0, "--depths: '", s,
-                    "' is not a depth in [0, 1]");
-    depths.push_back(d);
-  }
+  const std::vector<double> depths = parse_number_list(vm["depths"].as<std::string>(), "--depths");
+  for (double d : depths)
+    XATTN_CHECK_ARG(d >= 0.0 && d <= 1.0, "--depths: ", d, " is not a depth in [0, 1]");
   XATTN_CHECK_ARG(!lengths.empty() && !depths.empty(), "--lengths and --depths must not be empty");
   const int64_t samples = vm["samples"].as<int64_t>();
   XATTN_CHECK_ARG(samples >= 1, "--samples must be at least 1");

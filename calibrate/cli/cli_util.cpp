@@ -1,4 +1,4 @@
-#include "progress.h"
+#include "cli_util.h"
 
 #include <unistd.h>
 
@@ -6,6 +6,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
+
+#include "xattn/error.h"
 
 namespace xattn::cli {
 
@@ -58,6 +61,26 @@ std::string bundled_path(const std::string& relative) {
   if (std::filesystem::exists(relative)) return relative;
   const std::string from_source = std::string(XATTN_SOURCE_DIR) + "/" + relative;
   return std::filesystem::exists(from_source) ? from_source : relative;
+}
+
+std::vector<double> parse_number_list(const std::string& text, const char* option) {
+  std::vector<double> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    double value = 0;
+    try {
+      value = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    XATTN_CHECK_ARG(!item.empty() && used == item.size(), option, ": '", item,
+                    "' is not a number (give a comma-separated list, e.g. 0.5,0.9,1)");
+    values.push_back(value);
+  }
+  XATTN_CHECK_ARG(!values.empty(), option, ": empty list");
+  return values;
 }
 
 }  // namespace xattn::cli

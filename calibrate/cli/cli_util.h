@@ -1,9 +1,11 @@
-// Progress reporting on stderr: a bar with ETA on a terminal, plain lines (every 10%) otherwise.
+// Helpers shared by the subcommands: progress on stderr (a bar with ETA on a terminal, plain
+// lines every 10% otherwise), durations, bundled file paths and number lists.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace xattn::cli {
 
@@ -28,5 +30,8 @@ std::string format_duration(double seconds);
 // Folder of the project's bundled files (examples/...): ./examples when run from the source tree,
 // else the source folder this binary was built from.
 std::string bundled_path(const std::string& relative);
+
+// "0.5,0.9,1" -> {0.5, 0.9, 1}; a malformed item throws xattn::Error naming `option`.
+std::vector<double> parse_number_list(const std::string& text, const char* option);
 
 }  // namespace xattn::cli

@@ -114,6 +114,7 @@ int run_calibrate(const Args& args) {
       ("metric", po::value<std::string>()->default_value("output_error"), "error metric: output_error or recall_loss")
       ("epsilon", po::value<double>()->default_value(0.05), "budget on the mean per-head error")
       ("cap", po::value<double>(), "cap on any single head's error")
+      ("worst-case", "a head's error is its worst calibration sample's, not the mean (protects heads that matter on few samples, e.g. retrieval)")
       ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
       ("target-kl", po::value<double>(), "tighten the budget until the held-out KL meets this")
       ("target-nll-increase", po::value<double>(), "tighten until the held-out NLL increase meets this");
@@ -152,6 +153,7 @@ int run_calibrate(const Args& args) {
   config.settings.output_error = config.metric == calibrate::ErrorMetric::kOutputError;
   config.epsilon = vm["epsilon"].as<double>();
   if (vm.count("cap")) config.per_head_cap = vm["cap"].as<double>();
+  config.worst_case_error = vm.count("worst-case") > 0;
   config.holdout_fraction = vm["holdout"].as<double>();
   if (vm.count("target-kl")) config.target_kl = vm["target-kl"].as<double>();
   if (vm.count("target-nll-increase"))

@@ -269,7 +269,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   auto search_at = [&](double epsilon) {
     const auto t0 = Clock::now();
     SearchResult r = search_thresholds(
-        search_problem_from(stats, result.fit_samples, config.metric, epsilon, config.per_head_cap));
+        search_problem_from(stats, result.fit_samples, config.metric, epsilon, config.per_head_cap, config.worst_case_error));
     result.seconds_search += seconds_since(t0);
     return r;
   };
@@ -354,7 +354,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     {
       // Uniform τ at (nearly) the same predicted density as the per-head thresholds.
       const SearchProblem fit_now = search_problem_from(stats, result.fit_samples, config.metric,
-                                                        epsilon, config.per_head_cap);
+                                                        epsilon, config.per_head_cap, config.worst_case_error);
       double best_gap = 1e300;
       for (int64_t t = 0; t < stats.num_taus(); ++t) {
         const Assignment uniform = evaluate_assignment(fit_now, std::vector<int32_t>(num_heads, int32_t(t)));
@@ -378,10 +378,10 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
 
   // 4. Per-head held-out figures at the chosen τ.
   const SearchProblem fit = search_problem_from(stats, result.fit_samples, config.metric, epsilon,
-                                                config.per_head_cap);
+                                                config.per_head_cap, config.worst_case_error);
   if (!result.holdout_samples.empty()) {
     const SearchProblem held = search_problem_from(stats, result.holdout_samples, config.metric,
-                                                   epsilon, config.per_head_cap);
+                                                   epsilon, config.per_head_cap, config.worst_case_error);
     HeadValidation v;
     const int64_t taus = stats.num_taus();
     for (int64_t h = 0; h < num_heads; ++h) {
@@ -415,7 +415,8 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   p.predicted_mean_density = result.search.optimal.mean_density;
   p.predicted_mean_error = result.search.optimal.error;
   p.budget.epsilon = epsilon;
-  p.budget.metric = error_metric_name(config.metric);
+  p.budget.metric = std::string(error_metric_name(config.metric)) +
+                    (config.worst_case_error ? "_worst_sample" : "");
   p.budget.per_head_cap = config.per_head_cap;
   p.budget.candidates = stats.settings.taus;
   if (result.search.uniform)

@@ -301,7 +301,7 @@ const char* error_metric_name(ErrorMetric metric) {
 
 SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t>& samples,
                                   ErrorMetric metric, double epsilon,
-                                  std::optional<double> per_head_cap) {
+                                  std::optional<double> per_head_cap, bool worst_case) {
   XATTN_CHECK_ARG(!samples.empty(), "no samples selected for the search");
   const int64_t layers = int64_t(s.layers.size()), taus = s.num_taus();
   SearchProblem problem;
@@ -332,11 +332,15 @@ SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t
                             "recall_loss or recompute with v");
           const int64_t cell = (l * s.heads_q + h) * taus + t;
           problem.density[cell] += weight * double(s.density[at]);
-          problem.error[cell] += weight * error;
+          if (worst_case)
+            problem.error[cell] = std::max(problem.error[cell], error);
+          else
+            problem.error[cell] += weight * error;
         }
   }
   for (auto& x : problem.density) x /= total_weight;
-  for (auto& x : problem.error) x /= total_weight;
+  if (!worst_case)
+    for (auto& x : problem.error) x /= total_weight;
   return problem;
 }
 

@@ -139,6 +139,13 @@ TEST(Statistics, SearchProblemWeightsSamplesByAttentionCost) {
   const double expected = (w0 * stats.density[stats.entry(0, layer, h, t)] +
                            w1 * stats.density[stats.entry(1, layer, h, t)]) / (w0 + w1);
   EXPECT_NEAR(p.density[head * 4 + t], expected, 1e-9);
+  const SearchProblem worst =
+      search_problem_from(stats, {0, 1}, ErrorMetric::kOutputError, 0.05, {}, /*worst_case=*/true);
+  EXPECT_NEAR(worst.error[head * 4 + t],
+              std::max(stats.output_error[stats.entry(0, layer, h, t)],
+                       stats.output_error[stats.entry(1, layer, h, t)]),
+              1e-7);
+  EXPECT_NEAR(worst.density[head * 4 + t], expected, 1e-9);  // density stays the weighted mean
   const SearchProblem recall = search_problem_from(stats, {1}, ErrorMetric::kRecallLoss, 0.05, {});
   EXPECT_NEAR(recall.error[head * 4 + t], 1.0 - stats.recall_mean[stats.entry(1, layer, h, t)], 1e-7);
 }

@@ -77,12 +77,13 @@ enum class ErrorMetric { kRecallLoss, kOutputError };
 ErrorMetric parse_error_metric(const std::string& name);
 const char* error_metric_name(ErrorMetric metric);
 
-// Per (layer, head, τ): density and error averaged over the chosen samples, each sample weighted
-// by its number of allowed blocks (its attention cost), so longer samples count more.
-// Heads are numbered layer * heads_q + head.
+// Per (layer, head, τ): density averaged over the chosen samples, each sample weighted by its
+// number of allowed blocks (its attention cost), so longer samples count more; the error likewise,
+// or (worst_case) the largest error over the samples, so a head that matters on a few samples
+// (retrieval) is not averaged away. Heads are numbered layer * heads_q + head.
 SearchProblem search_problem_from(const Statistics& statistics, const std::vector<int64_t>& samples,
                                   ErrorMetric metric, double epsilon,
-                                  std::optional<double> per_head_cap);
+                                  std::optional<double> per_head_cap, bool worst_case = false);
 
 // Number of allowed blocks of one sample (the weight above).
 double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool causal);

@@ -114,7 +114,8 @@ int run_calibrate(const Args& args) {
       ("metric", po::value<std::string>()->default_value("output_error"), "error metric: output_error or recall_loss")
       ("epsilon", po::value<double>()->default_value(0.05), "budget on the mean per-head error")
       ("cap", po::value<double>(), "cap on any single head's error")
-      ("worst-case", "a head's error is its worst calibration sample's, not the mean (protects heads that matter on few samples, e.g. retrieval)")
+      ("error-aggregate", po::value<std::string>()->default_value("worst"),
+       "a head's error over the samples: worst (its worst sample; protects heads that matter on few samples, such as retrieval heads) or mean")
       ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
       ("target-kl", po::value<double>(), "tighten the budget until the held-out KL meets this")
       ("target-nll-increase", po::value<double>(), "tighten until the held-out NLL increase meets this");
@@ -153,7 +154,10 @@ int run_calibrate(const Args& args) {
   config.settings.output_error = config.metric == calibrate::ErrorMetric::kOutputError;
   config.epsilon = vm["epsilon"].as<double>();
   if (vm.count("cap")) config.per_head_cap = vm["cap"].as<double>();
-  config.worst_case_error = vm.count("worst-case") > 0;
+  const std::string aggregate = vm["error-aggregate"].as<std::string>();
+  XATTN_CHECK_ARG(aggregate == "worst" || aggregate == "mean",
+                  "--error-aggregate must be worst or mean, got '", aggregate, "'");
+  config.worst_case_error = aggregate == "worst";
   config.holdout_fraction = vm["holdout"].as<double>();
   if (vm.count("target-kl")) config.target_kl = vm["target-kl"].as<double>();
   if (vm.count("target-nll-increase"))

@@ -28,7 +28,7 @@ struct CalibrationConfig {
   ErrorMetric metric = ErrorMetric::kOutputError;
   double epsilon = 0.05;
   std::optional<double> per_head_cap;
-  bool worst_case_error = false;   // a head's error is its worst sample's, not the mean
+  bool worst_case_error = true;  // a head's error is its worst fitting sample's, not the mean
   double holdout_fraction = 0.25;  // every round(1/f)-th sample is held out of the fit
 
   // Closed loop on the held-out end-to-end metrics (model runs only): tighten epsilon by bisection

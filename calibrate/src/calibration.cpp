@@ -415,8 +415,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   p.predicted_mean_density = result.search.optimal.mean_density;
   p.predicted_mean_error = result.search.optimal.error;
   p.budget.epsilon = epsilon;
-  p.budget.metric = std::string(error_metric_name(config.metric)) +
-                    (config.worst_case_error ? "_worst_sample" : "");
+  p.budget.metric = budget_metric_name({config.metric, config.worst_case_error});
   p.budget.per_head_cap = config.per_head_cap;
   p.budget.candidates = stats.settings.taus;
   if (result.search.uniform)

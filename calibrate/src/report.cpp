@@ -844,7 +844,8 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
                       " layers; give the statistics of the profile's model");
     slot_of[size_t(s.layers[slot])] = int64_t(slot);
   }
-  const ErrorMetric metric = parse_error_metric(p.budget.metric);
+  const BudgetMetric budget_metric = parse_budget_metric(p.budget.metric);
+  const ErrorMetric metric = budget_metric.metric;
   const int64_t M = s.num_taus(), N = int64_t(s.samples.size());
 
   ProfileMeasurements m;
@@ -875,16 +876,19 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
     return metric == ErrorMetric::kRecallLoss ? std::max(0.0, 1.0 - double(s.recall_mean[at]))
                                               : double(s.output_error[at]);
   };
-  // Cost-weighted mean over `samples`, summed in the order the search sums (NaN skipped).
+  // Cost-weighted mean over `samples`, summed in the order the search sums (NaN skipped); for
+  // errors of a worst-sample budget, the largest.
   auto mean_over = [&](const std::vector<int64_t>& samples, int64_t slot, int64_t h, int64_t t,
                        bool error) {
-    double sum = 0, total = 0;
+    double sum = 0, total = 0, worst = kNaN;
     for (int64_t i : samples) {
       const double v = value(i, slot, h, t, error);
       if (std::isnan(v)) continue;
       sum += weight[i] * v;
       total += weight[i];
+      worst = std::isnan(worst) ? v : std::max(worst, v);
     }
+    if (error && budget_metric.worst_case) return worst;  // the profile budgets worst samples
     return total > 0 ? sum / total : kNaN;
   };
   // Whether fitting on `fit` reproduces every measured head's predicted density and error.

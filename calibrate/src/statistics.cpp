@@ -299,6 +299,21 @@ const char* error_metric_name(ErrorMetric metric) {
   return metric == ErrorMetric::kRecallLoss ? "recall_loss" : "output_error";
 }
 
+namespace {
+constexpr const char* kWorstSampleSuffix = "_worst_sample";
+}
+
+std::string budget_metric_name(const BudgetMetric& budget) {
+  return std::string(error_metric_name(budget.metric)) + (budget.worst_case ? kWorstSampleSuffix : "");
+}
+
+BudgetMetric parse_budget_metric(const std::string& name) {
+  const std::string suffix = kWorstSampleSuffix;
+  const bool worst = name.size() > suffix.size() &&
+                     name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return {parse_error_metric(worst ? name.substr(0, name.size() - suffix.size()) : name), worst};
+}
+
 SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t>& samples,
                                   ErrorMetric metric, double epsilon,
                                   std::optional<double> per_head_cap, bool worst_case) {

@@ -152,3 +152,20 @@ TEST(Statistics, SearchProblemWeightsSamplesByAttentionCost) {
 
 }  // namespace
 }  // namespace xattn::calibrate
+
+namespace xattn::calibrate {
+namespace {
+
+TEST(Statistics, BudgetMetricNamesRoundTrip) {
+  for (ErrorMetric metric : {ErrorMetric::kOutputError, ErrorMetric::kRecallLoss})
+    for (bool worst : {false, true}) {
+      const BudgetMetric parsed = parse_budget_metric(budget_metric_name({metric, worst}));
+      EXPECT_EQ(parsed.metric, metric);
+      EXPECT_EQ(parsed.worst_case, worst);
+    }
+  EXPECT_EQ(budget_metric_name({ErrorMetric::kOutputError, true}), "output_error_worst_sample");
+  EXPECT_THROW(parse_budget_metric("kl_worst_sample"), Error);
+}
+
+}  // namespace
+}  // namespace xattn::calibrate

@@ -77,6 +77,15 @@ enum class ErrorMetric { kRecallLoss, kOutputError };
 ErrorMetric parse_error_metric(const std::string& name);
 const char* error_metric_name(ErrorMetric metric);
 
+// How a profile names its budget: the metric, plus "_worst_sample" when each head's error is its
+// worst sample's (e.g. "output_error_worst_sample").
+struct BudgetMetric {
+  ErrorMetric metric = ErrorMetric::kOutputError;
+  bool worst_case = false;
+};
+std::string budget_metric_name(const BudgetMetric& budget);
+BudgetMetric parse_budget_metric(const std::string& name);
+
 // Per (layer, head, τ): density averaged over the chosen samples, each sample weighted by its
 // number of allowed blocks (its attention cost), so longer samples count more; the error likewise,
 // or (worst_case) the largest error over the samples, so a head that matters on a few samples

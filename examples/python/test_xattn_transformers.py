@@ -1,0 +1,230 @@
+"""Tests of xattn_transformers.py that need neither transformers nor a GPU.
+
+The attention function runs on CPU through the real op library against a dense float64
+reference; transformers' registry is replaced by a stand-in that records what is registered.
+The end-to-end check with a real transformers model is a GPU-machine step (README).
+
+Run: python3 examples/python/test_xattn_transformers.py
+Environment: XATTN_CLI (default build/calibrate/xattn), XATTN_OPS (default
+build/runtime/libxattn_ops.so). Exits 77 (skipped) when torch cannot be imported.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import types
+import unittest
+
+try:
+    import torch
+except ImportError as missing:
+    print(f"skipped: {missing} (install python3-torch to run this test)")
+    sys.exit(77)
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import xattn_transformers as xt  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+XATTN_CLI = os.environ.get("XATTN_CLI", os.path.join(REPO_ROOT, "build", "calibrate", "xattn"))
+XATTN_OPS = os.environ.get("XATTN_OPS", os.path.join(REPO_ROOT, "build", "runtime",
+                                                     "libxattn_ops.so"))
+MODEL_DIR = os.path.join(REPO_ROOT, "examples", "models", "xattn-byte")
+PROFILE_H5 = os.path.join(REPO_ROOT, "profiles", "xattn-byte.h5")
+
+
+def bundled_config():
+    with open(os.path.join(MODEL_DIR, "config.json"), encoding="utf-8") as f:
+        return types.SimpleNamespace(**json.load(f))
+
+
+class FakeAttention(torch.nn.Module):
+    """Stands in for a transformers LlamaAttention: the attributes the adapter reads."""
+
+    def __init__(self, layer_idx):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.is_causal = True
+
+
+class FakeModel(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.layers = torch.nn.ModuleList(
+            FakeAttention(i) for i in range(config.num_hidden_layers))
+
+
+def dense_reference(query, key, value, causal=True):
+    """float64 attention, bottom-right causal, GQA by head groups; returns [b, Lq, Hq, d]."""
+    q, k, v = (t.double() for t in (query, key, value))
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    if causal:
+        lq, lk = q.shape[2], k.shape[2]
+        rows = torch.arange(lq).unsqueeze(1) + (lk - lq)
+        logits = logits.masked_fill(torch.arange(lk).unsqueeze(0) > rows, float("-inf"))
+    return (torch.softmax(logits, dim=-1) @ v).transpose(1, 2)
+
+
+class AdapterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.folder = tempfile.TemporaryDirectory()
+        cls.profile_json = os.path.join(cls.folder.name, "profile.json")
+        result = subprocess.run([XATTN_CLI, "profile", "export", "--json", cls.profile_json,
+                                 PROFILE_H5], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        with open(cls.profile_json, encoding="utf-8") as f:
+            cls.profile_data = json.load(f)
+        xt.load_ops(XATTN_OPS)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.folder.cleanup()
+
+    def setUp(self):
+        self.generator = torch.Generator().manual_seed(7)
+        self.dense_calls = []
+
+    def recording_dense(self, module, query, key, value, attention_mask, **kwargs):
+        self.dense_calls.append(module.layer_idx)
+        return dense_reference(query, key, value).to(query.dtype), None
+
+    def profile_with_tau(self, tau):
+        data = copy.deepcopy(self.profile_data)
+        data["thresholds"] = [[tau] * len(row) for row in data["thresholds"]]
+        return xt.XAttentionProfile(data, source="test-profile")
+
+    def qkv(self, length, dtype=torch.float32):
+        config = bundled_config()
+        shape = lambda heads: (1, heads, length, config.head_dim)  # noqa: E731
+        return tuple(torch.randn(*shape(h), generator=self.generator).to(dtype)
+                     for h in (config.num_attention_heads, config.num_key_value_heads,
+                               config.num_key_value_heads))
+
+    def test_exported_profile_matches_bundled_model(self):
+        profile = xt.XAttentionProfile.from_json(self.profile_json)
+        self.assertEqual((profile.num_layers, profile.heads_q, profile.block_size), (6, 6, 128))
+        # The config.json hash is computed here exactly as `xattn calibrate` computes it.
+        xt.check_profile_matches(profile, bundled_config(), model_dir=MODEL_DIR)
+
+    def test_mismatch_names_every_field(self):
+        profile = xt.XAttentionProfile.from_json(self.profile_json)
+        config = bundled_config()
+        config.num_hidden_layers, config.num_key_value_heads = 4, 3
+        with self.assertRaises(xt.ProfileMismatchError) as raised:
+            xt.check_profile_matches(profile, config)
+        message = str(raised.exception)
+        self.assertIn("layers: profile 6, model 4", message)
+        self.assertIn("key-value heads: profile 2, model 3", message)
+        self.assertNotIn("head_dim", message)
+
+        with tempfile.TemporaryDirectory() as other_dir:
+            with open(os.path.join(other_dir, "config.json"), "w", encoding="utf-8") as f:
+                f.write("{}")
+            with self.assertRaisesRegex(xt.ProfileMismatchError, "config.json hash"):
+                xt.check_profile_matches(profile, bundled_config(), model_dir=other_dir)
+
+    def test_rejects_a_non_profile_json(self):
+        with self.assertRaisesRegex(ValueError, "profile export --json"):
+            xt.XAttentionProfile({"format": "xattn-capture"})
+
+    def test_sparse_path_with_tau_one_equals_dense(self):
+        runtime = xt.XAttentionRuntime(self.profile_with_tau(1.0), crossover_len=0,
+                                       dense_attention=self.recording_dense)
+        module = FakeAttention(3)
+        module._xattn_runtime = runtime
+        for length in (129, 300):
+            query, key, value = self.qkv(length)
+            output, weights = xt.xattn_attention(module, query, key, value, None,
+                                                 scaling=64 ** -0.5)
+            self.assertIsNone(weights)
+            self.assertEqual(tuple(output.shape), (1, length, 6, 64))
+            expected = dense_reference(query, key, value)
+            error = (output.double() - expected).norm() / expected.norm()
+            self.assertLess(float(error), 1e-5)
+        self.assertEqual(runtime.calls, {"sparse": 2})
+        self.assertEqual(self.dense_calls, [])
+
+    def test_sparse_path_uses_the_layers_thresholds(self):
+        # Layer 2 gets tau = 0 (only the forced blocks), the others tau = 1 (every block): only
+        # layer 2's output may differ from dense attention.
+        profile = self.profile_with_tau(1.0)
+        profile.thresholds[2] = [0.0] * len(profile.thresholds[2])
+        runtime = xt.XAttentionRuntime(profile, crossover_len=0)
+        query, key, value = self.qkv(1024)
+        expected = dense_reference(query, key, value)
+        errors = {}
+        for layer in (0, 2, 5):
+            module = FakeAttention(layer)
+            module._xattn_runtime = runtime
+            output, _ = xt.xattn_attention(module, query, key, value, None)
+            errors[layer] = float((output.double() - expected).norm() / expected.norm())
+        self.assertLess(errors[0], 1e-5)
+        self.assertLess(errors[5], 1e-5)
+        self.assertGreater(errors[2], 0.05)
+
+    def test_dense_fallbacks_are_counted(self):
+        runtime = xt.XAttentionRuntime(self.profile_with_tau(0.9), crossover_len=512,
+                                       dense_attention=self.recording_dense)
+        module = FakeAttention(1)
+        module._xattn_runtime = runtime
+        query, key, value = self.qkv(600)
+        xt.xattn_attention(module, query[:, :, -1:], key, value, None)       # decode
+        short = self.qkv(200)
+        xt.xattn_attention(module, *short, None)                              # below crossover
+        padding = torch.ones(1, 1, 600, 600, dtype=torch.bool).tril()
+        padding[..., :5] = False                                              # left padding
+        xt.xattn_attention(module, query, key, value, padding)
+        xt.xattn_attention(module, query, key, value, None, scaling=0.5)      # other scale
+        self.assertEqual(self.dense_calls, [1, 1, 1, 1])
+        self.assertEqual(runtime.calls, {
+            "dense (decode)": 1, "dense (shorter than crossover 512)": 1,
+            "dense (padded batch)": 1, "dense (non-default softmax scale)": 1})
+        causal_only = torch.zeros(1, 1, 600, 600).masked_fill(
+            torch.ones(600, 600, dtype=torch.bool).triu(1), float("-inf"))
+        xt.xattn_attention(module, query, key, value, causal_only)            # no padding
+        self.assertEqual(runtime.calls["sparse"], 1)
+        self.assertIn("sparse: 1", runtime.summary())
+
+    def test_default_crossover(self):
+        runtime = xt.XAttentionRuntime(self.profile_with_tau(0.9))
+        self.assertEqual(runtime.crossover_for(torch.device("cuda")), 8192)
+        self.assertEqual(runtime.crossover_for(torch.device("cpu")), 0)
+
+    def test_patch_model_registers_and_switches(self):
+        registered = {}
+        stand_in = types.ModuleType("transformers")
+        stand_in.AttentionInterface = types.SimpleNamespace(
+            register=lambda name, fn: registered.__setitem__(name, fn))
+        saved = sys.modules.get("transformers")
+        sys.modules["transformers"] = stand_in
+        try:
+            config = bundled_config()
+            config._attn_implementation = "sdpa"
+            model = FakeModel(config)
+            runtime = xt.patch_model(model, self.profile_json, ops_library=XATTN_OPS,
+                                     model_dir=MODEL_DIR)
+            self.assertIs(registered["xattn"], xt.xattn_attention)
+            self.assertEqual(model.config._attn_implementation, "xattn")
+            self.assertTrue(all(layer._xattn_runtime is runtime for layer in model.layers))
+
+            wrong = bundled_config()
+            wrong.head_dim = 128
+            with self.assertRaisesRegex(xt.ProfileMismatchError, "head_dim: profile 64"):
+                xt.patch_model(FakeModel(wrong), self.profile_json, ops_library=XATTN_OPS)
+        finally:
+            if saved is None:
+                del sys.modules["transformers"]
+            else:
+                sys.modules["transformers"] = saved
+
+
+if __name__ == "__main__":
+    unittest.main()

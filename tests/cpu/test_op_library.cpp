@@ -9,9 +9,9 @@
 namespace xattn {
 namespace {
 
-// Loads the op library once, as torch.ops.load_library does from Python.
+// Loads the op library once, as torch.ops.load_library does from Python (ctypes: RTLD_LOCAL).
 void load_op_library() {
-  static void* handle = dlopen(XATTN_OPS_LIBRARY, RTLD_NOW | RTLD_GLOBAL);
+  static void* handle = dlopen(XATTN_OPS_LIBRARY, RTLD_NOW | RTLD_LOCAL);
   ASSERT_NE(handle, nullptr) << dlerror();
 }
 

@@ -449,6 +449,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     sources += sample.source + "\n";
   }
   p.data.sample_count = int64_t(stats.samples.size());
+  p.data.holdout_samples = result.holdout_samples;
   p.data.hash = fnv1a64(sources);
   p.data.description = std::to_string(result.fit_samples.size()) + " fit + " +
                        std::to_string(result.holdout_samples.size()) + " held-out samples";

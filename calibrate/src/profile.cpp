@@ -252,6 +252,13 @@ void validate_profile(const Profile& p) {
               "/calibration_data/lengths",
               detail::concat("has ", p.data.lengths.size(), " entries, expected sample_count = ",
                              p.data.sample_count));
+  for (size_t i = 0; i < p.data.holdout_samples.size(); ++i) {
+    const int64_t index = p.data.holdout_samples[i];
+    check_field(index >= 0 && index < p.data.sample_count &&
+                    (i == 0 || index > p.data.holdout_samples[i - 1]),
+                "/calibration_data/holdout_samples",
+                detail::concat("holds ", index, "; indices must ascend within [0, sample_count)"));
+  }
   for (int64_t len : p.data.lengths) {
     check_field(len > 0, "/calibration_data/lengths", detail::concat("holds ", len, "; lengths must be > 0"));
   }
@@ -324,6 +331,9 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
       put(data, "description", p.data.description);
       put_array(data, "lengths", p.data.lengths, {static_cast<hsize_t>(p.data.lengths.size())},
                 H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64);
+      put_array(data, "holdout_samples", p.data.holdout_samples,
+                {static_cast<hsize_t>(p.data.holdout_samples.size())}, H5::PredType::STD_I64LE,
+                H5::PredType::NATIVE_INT64);
       file.close();
     } catch (const H5::Exception& e) {
       throw Error(ErrorKind::kIo, detail::concat("cannot write profile ", path, ": HDF5 failed in ",
@@ -418,6 +428,15 @@ Profile read_profile(const std::string& path) {
     p.data.lengths = rd.get_array<int64_t>(data, "/calibration_data", "lengths",
                                            {static_cast<hsize_t>(p.data.sample_count)},
                                            H5T_INTEGER, H5::PredType::NATIVE_INT64);
+    if (has_link(data, "holdout_samples")) {  // format 1.1
+      const H5::DataSpace space = data.openDataSet("holdout_samples").getSpace();
+      if (space.getSimpleExtentNdims() != 1)
+        rd.fail("/calibration_data/holdout_samples", "must be one-dimensional");
+      hsize_t n = 0;
+      space.getSimpleExtentDims(&n);
+      p.data.holdout_samples = rd.get_array<int64_t>(data, "/calibration_data", "holdout_samples",
+                                                     {n}, H5T_INTEGER, H5::PredType::NATIVE_INT64);
+    }
   } catch (const H5::Exception& e) {
     throw Error(ErrorKind::kBadInput,
                 detail::concat("cannot read profile ", path, ": HDF5 failed in ", e.getFuncName(),
@@ -508,6 +527,7 @@ std::string profile_to_json(const Profile& p) {
   j["calibration_data"] = {{"hash", p.data.hash},
                            {"sample_count", p.data.sample_count},
                            {"lengths", p.data.lengths},
+                           {"holdout_samples", p.data.holdout_samples},
                            {"description", p.data.description}};
   return j.dump(2) + "\n";
 }

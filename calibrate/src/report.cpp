@@ -908,7 +908,26 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
     return compared > 0;
   };
 
-  // calibrate holds out every k-th sample (k >= 2); try each k, then "no held-out samples".
+  // Profiles of format 1.1 name their held-out samples; the statistics must then reproduce the
+  // predictions from the other samples.
+  if (p.format_minor >= 1 && p.data.sample_count == N) {
+    std::vector<int64_t> fit, held;
+    for (int64_t i = 0; i < N; ++i)
+      (std::binary_search(p.data.holdout_samples.begin(), p.data.holdout_samples.end(), i) ? held
+                                                                                          : fit)
+          .push_back(i);
+    if (!fit.empty() && reproduces(fit)) {
+      m.split_recovered = true;
+      m.fit_samples = fit;
+      m.holdout_samples = held;
+      m.note = held.empty() ? "every sample of the statistics was fitted; the profile has no "
+                              "held-out samples"
+                            : std::string(held.size() == 1 ? "sample " : "samples ") +
+                                  sample_list(held) + " of " + std::to_string(N) +
+                                  " held out, as the profile records";
+    }
+  }
+  // Older profiles: calibrate holds out every k-th sample (k >= 2); try each k, then none.
   for (int64_t every = 2; every <= N + 1 && !m.split_recovered; ++every) {
     const bool none = every == N + 1;
     std::vector<int64_t> fit, held;

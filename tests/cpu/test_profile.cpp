@@ -39,7 +39,7 @@ Profile make_profile(int64_t layers = 3, int64_t heads = 4) {
   p.budget = {0.002, "output_error", 0.01, {0.5, 0.729, 0.81, 0.9, 1.0}};
   p.uniform = UniformComparison{0.95, 0.6, 0.0018};
   p.validation = {{"kl_mean", 0.0012}, {"nll_increase", 0.003}};
-  p.data = {"sha256:data", 3, {4096, 1000, 32768}, "bundled text"};
+  p.data = {"sha256:data", 3, {4096, 1000, 32768}, "bundled text", {2}};
   p.tool_version = "xattn 0.1.0";
   p.created_utc = "2026-11-28T10:05:54Z";
   return p;
@@ -138,10 +138,21 @@ TEST_F(ProfileFile, RoundTrip) {
   EXPECT_EQ(q.data.hash, "sha256:data");
   EXPECT_EQ(q.data.sample_count, 3);
   EXPECT_EQ(q.data.lengths, p.data.lengths);
+  EXPECT_EQ(q.data.holdout_samples, std::vector<int64_t>{2});
   EXPECT_EQ(q.data.description, "bundled text");
   EXPECT_EQ(q.tool_version, "xattn 0.1.0");
   EXPECT_EQ(q.created_utc, "2026-11-28T10:05:54Z");
   EXPECT_EQ(listing(), std::vector<std::string>{"p.h5"});  // no temporary file left behind
+}
+
+TEST_F(ProfileFile, HoldoutIndicesAreChecked) {
+  Profile p = make_profile();
+  p.data.holdout_samples = {1, 3};  // 3 samples: index 3 does not exist
+  expect_error([&] { write_profile(path("p.h5"), p, false); }, ErrorKind::kBadInput,
+               {"/calibration_data/holdout_samples"});
+  p.data.holdout_samples = {2, 1};  // not ascending
+  expect_error([&] { write_profile(path("p.h5"), p, false); }, ErrorKind::kBadInput,
+               {"/calibration_data/holdout_samples"});
 }
 
 TEST_F(ProfileFile, RoundTripWithoutOptionalParts) {
@@ -241,7 +252,7 @@ TEST_F(ProfileFile, UnknownMajorVersionIsRejectedNewerMinorAccepted) {
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) { set_int_attr(f, ".", "format_major", 2); });
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput,
-               {"format version 2.0", "major version 1"});
+               {"format version 2.", "major version 1"});
 
   fs::remove(file);
   write_profile(file, make_profile(), false);

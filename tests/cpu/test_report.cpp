@@ -156,6 +156,16 @@ TEST(Report, MeasurementsRecoverTheHeldOutSampleAndMatchBruteForce) {
     }
 }
 
+TEST(Report, MeasurementsUseTheHeldOutSamplesTheProfileRecords) {
+  const Statistics s = make_statistics();
+  Profile p = make_profile(s);
+  p.data.holdout_samples = {3};
+  const ProfileMeasurements m = measure_profile(p, s);
+  EXPECT_TRUE(m.split_recovered);
+  EXPECT_EQ(m.holdout_samples, (std::vector<int64_t>{3}));
+  EXPECT_NE(m.note.find("as the profile records"), std::string::npos) << m.note;
+}
+
 TEST(Report, MeasurementsWithoutAReproducibleSplitUseEverySample) {
   const Statistics s = make_statistics();
   Profile p = make_profile(s);

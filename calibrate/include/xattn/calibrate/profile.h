@@ -15,7 +15,7 @@ namespace xattn::calibrate {
 // Schema version written by this build. Readers accept any minor version of their major version
 // (minor versions only add optional fields) and reject other major versions.
 inline constexpr int32_t kProfileFormatMajor = 1;
-inline constexpr int32_t kProfileFormatMinor = 0;
+inline constexpr int32_t kProfileFormatMinor = 1;  // 1.1 adds calibration_data/holdout_samples
 
 // What the profile was calibrated for. Hashes are free-form strings (e.g. "sha256:..."); an empty
 // hash means unknown and is not compared.
@@ -58,6 +58,9 @@ struct CalibrationData {
   int64_t sample_count = 0;
   std::vector<int64_t> lengths;  // [sample_count] tokens per sample
   std::string description;       // free text, e.g. file names
+  // Indices (into the samples above, ascending) held out of the fit for validation; empty when
+  // none were, or in files of format 1.0.
+  std::vector<int64_t> holdout_samples;
 };
 
 struct Profile {

@@ -63,6 +63,17 @@ std::string bundled_path(const std::string& relative) {
   return std::filesystem::exists(from_source) ? from_source : relative;
 }
 
+bool parse_or_help(const std::vector<std::string>& args,
+                   const boost::program_options::options_description& options,
+                   boost::program_options::variables_map& vm, const char* usage) {
+  namespace po = boost::program_options;
+  po::store(po::command_line_parser(args).options(options).run(), vm);
+  po::notify(vm);
+  if (!vm.count("help")) return false;
+  std::cout << usage << options << "\n";
+  return true;
+}
+
 std::vector<double> parse_number_list(const std::string& text, const char* option) {
   std::vector<double> values;
   std::stringstream in(text);

@@ -2,6 +2,7 @@
 // lines every 10% otherwise), durations, bundled file paths and number lists.
 #pragma once
 
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -30,6 +31,12 @@ std::string format_duration(double seconds);
 // Folder of the project's bundled files (examples/...): ./examples when run from the source tree,
 // else the source folder this binary was built from.
 std::string bundled_path(const std::string& relative);
+
+// Parses a subcommand's options into `vm`. With --help it prints `usage` and the options and
+// returns true: the command then returns 0.
+bool parse_or_help(const std::vector<std::string>& args,
+                   const boost::program_options::options_description& options,
+                   boost::program_options::variables_map& vm, const char* usage = "");
 
 // "0.5,0.9,1" -> {0.5, 0.9, 1}; a malformed item throws xattn::Error naming `option`.
 std::vector<double> parse_number_list(const std::string& text, const char* option);

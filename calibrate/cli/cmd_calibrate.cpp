@@ -120,12 +120,7 @@ int run_calibrate(const Args& args) {
       ("target-kl", po::value<double>(), "tighten the budget until the held-out KL meets this")
       ("target-nll-increase", po::value<double>(), "tighten until the held-out NLL increase meets this");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm)) return 0;
 
   calibrate::CalibrationConfig config;
   if (vm.count("model")) config.model_dir = vm["model"].as<std::string>();

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "model_cli.h"
 #include "xattn/capture.h"
@@ -62,12 +63,7 @@ int run_capture(const Args& args) {
       "no-v", "leave v out (scoring and selection need only q and k)")(
       "deflate", po::value<int>()->default_value(0), "gzip level 0-9 (0: uncompressed)");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << kUsage << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm, kUsage)) return 0;
   const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
   const std::string out = model_cli::require(vm, "out", "--out capture.h5");
   const bool force = vm.count("force") > 0;

@@ -40,12 +40,7 @@ int run_estimate(const Args& args) {
       ("masks-only", "with --out: leave the block scores out (smaller file)")
       ("force", "overwrite an existing --out");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm)) return 0;
   XATTN_CHECK_ARG(vm.count("capture"), "give the capture: xattn estimate --capture FILE");
 
   const auto start = std::chrono::steady_clock::now();

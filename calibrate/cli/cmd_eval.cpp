@@ -78,12 +78,7 @@ int run_niah(const Args& args) {
       "force", "overwrite an existing --json file")(
       "skip-dense", "run XAttention only (the dense column shows -)");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << kUsage << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm, kUsage)) return 0;
   const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
   std::vector<int64_t> lengths;
   for (const auto& s : split(vm["lengths"].as<std::string>()))

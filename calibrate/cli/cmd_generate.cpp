@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "model_cli.h"
 #include "xattn/error.h"
@@ -39,12 +40,7 @@ int run_generate(const Args& args) {
       "nll", "print the per-token negative log-likelihood of the input")(
       "no-stop", "keep generating after <eos>");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << kUsage << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm, kUsage)) return 0;
   const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
   const int64_t n_new = vm["tokens"].as<int64_t>();
   XATTN_CHECK_ARG(n_new >= 1, "--tokens must be at least 1");

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "xattn/error.h"
 #include "xattn/synthetic.h"
@@ -46,12 +47,7 @@ int run_synth(const Args& args) {
       "gzip level 0..9 (0: uncompressed; any HDF5 reader decompresses)")(
       "force", "overwrite an existing output file");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << kUsage << options << "\n";
-    return 0;
-  }
+  if (parse_or_help(args, options, vm, kUsage)) return 0;
   XATTN_CHECK_ARG(vm.count("out"), "--out FILE is required (e.g. --out sample_capture.h5)");
   const std::string out = vm["out"].as<std::string>();
   o.dtype = runtime::capture_dtype_from_name(vm["dtype"].as<std::string>());

@@ -266,10 +266,13 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
 
   // 3. Search (and, with an end-to-end target, bisection on epsilon).
   const int64_t num_heads = int64_t(stats.layers.size()) * stats.heads_q;
+  // Predicted density and error of the fitting samples; only the budget changes between searches.
+  SearchProblem fit = search_problem_from(stats, result.fit_samples, config.metric, config.epsilon,
+                                          config.per_head_cap, config.worst_case_error);
   auto search_at = [&](double epsilon) {
     const auto t0 = Clock::now();
-    SearchResult r = search_thresholds(
-        search_problem_from(stats, result.fit_samples, config.metric, epsilon, config.per_head_cap, config.worst_case_error));
+    fit.epsilon = epsilon;
+    SearchResult r = search_thresholds(fit);
     result.seconds_search += seconds_since(t0);
     return r;
   };
@@ -353,11 +356,9 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     result.end_to_end = e;
     {
       // Uniform τ at (nearly) the same predicted density as the per-head thresholds.
-      const SearchProblem fit_now = search_problem_from(stats, result.fit_samples, config.metric,
-                                                        epsilon, config.per_head_cap, config.worst_case_error);
       double best_gap = 1e300;
       for (int64_t t = 0; t < stats.num_taus(); ++t) {
-        const Assignment uniform = evaluate_assignment(fit_now, std::vector<int32_t>(num_heads, int32_t(t)));
+        const Assignment uniform = evaluate_assignment(fit, std::vector<int32_t>(num_heads, int32_t(t)));
         const double gap = std::abs(uniform.mean_density - result.search.optimal.mean_density);
         if (gap < best_gap) {
           best_gap = gap;
@@ -377,8 +378,6 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   result.epsilon_used = epsilon;
 
   // 4. Per-head held-out figures at the chosen τ.
-  const SearchProblem fit = search_problem_from(stats, result.fit_samples, config.metric, epsilon,
-                                                config.per_head_cap, config.worst_case_error);
   if (!result.holdout_samples.empty()) {
     const SearchProblem held = search_problem_from(stats, result.holdout_samples, config.metric,
                                                    epsilon, config.per_head_cap, config.worst_case_error);

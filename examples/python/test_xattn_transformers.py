@@ -183,15 +183,19 @@ class AdapterTest(unittest.TestCase):
         padding[..., :5] = False                                              # left padding
         xt.xattn_attention(module, query, key, value, padding)
         xt.xattn_attention(module, query, key, value, None, scaling=0.5)      # other scale
-        self.assertEqual(self.dense_calls, [1, 1, 1, 1])
+        tokens = torch.ones(1, 600, dtype=torch.long)
+        tokens[0, :3] = 0                                                     # 2D padding mask
+        xt.xattn_attention(module, query, key, value, tokens)
+        self.assertEqual(self.dense_calls, [1, 1, 1, 1, 1])
         self.assertEqual(runtime.calls, {
             "dense (decode)": 1, "dense (shorter than crossover 512)": 1,
-            "dense (padded batch)": 1, "dense (non-default softmax scale)": 1})
+            "dense (padded batch)": 2, "dense (non-default softmax scale)": 1})
         causal_only = torch.zeros(1, 1, 600, 600).masked_fill(
             torch.ones(600, 600, dtype=torch.bool).triu(1), float("-inf"))
         xt.xattn_attention(module, query, key, value, causal_only)            # no padding
-        self.assertEqual(runtime.calls["sparse"], 1)
-        self.assertIn("sparse: 1", runtime.summary())
+        xt.xattn_attention(module, query, key, value, torch.ones(1, 600))    # 2D, no padding
+        self.assertEqual(runtime.calls["sparse"], 2)
+        self.assertIn("sparse: 2", runtime.summary())
 
     def test_default_crossover(self):
         runtime = xt.XAttentionRuntime(self.profile_with_tau(0.9))

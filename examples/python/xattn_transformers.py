@@ -138,9 +138,11 @@ def _mask_hides_keys(attention_mask, key_len):
 
     if attention_mask is None:
         return False
-    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4:
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() not in (2, 4):
         return True  # an unfamiliar mask type: do not guess
-    last_row = attention_mask[:, :, -1, :key_len]
+    if attention_mask.dim() == 2:  # the tokenizer's padding mask [b, Lk], 1 = token
+        return bool((attention_mask[:, -key_len:] == 0).any())
+    last_row = attention_mask[:, :, -1, :key_len]  # an sdpa mask [b, 1|H, Lq, Lk]
     if last_row.dtype == torch.bool:
         return not bool(last_row.all())
     return bool((last_row != 0).any())
@@ -224,6 +226,19 @@ def xattn_attention(module, query, key, value, attention_mask, scaling=None, dro
     return output.transpose(1, 2).contiguous(), None
 
 
+def _register_sdpa_masks():
+    """Builds masks for "xattn" as for sdpa (None for plain causal prefill).
+
+    transformers >= 4.53 build masks per attention name and hand an unknown name the raw 2D
+    padding mask; sdpa's masks are what the dense fallback needs.
+    """
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    except ImportError:  # older transformers: 4D masks for every attention function
+        return
+    AttentionMaskInterface.register(ATTENTION_NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+
+
 def _attention_modules(model):
     return [m for m in model.modules()
             if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
@@ -260,6 +275,7 @@ def patch_model(model, profile, ops_library=DEFAULT_OPS_LIBRARY, crossover_len=N
     for module in modules:
         module._xattn_runtime = runtime
     AttentionInterface.register(ATTENTION_NAME, xattn_attention)
+    _register_sdpa_masks()
     if hasattr(model, "set_attn_implementation"):  # newer transformers
         model.set_attn_implementation(ATTENTION_NAME)
     else:  # 4.48 to 4.5x read config._attn_implementation at every call

@@ -4,10 +4,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <sstream>
 
+#include "xattn/paths.h"
 #include "xattn/error.h"
 
 namespace xattn::cli {
@@ -58,9 +58,9 @@ void Progress::finish() {
 }
 
 std::string bundled_path(const std::string& relative) {
-  if (std::filesystem::exists(relative)) return relative;
+  if (io::path_exists(relative)) return relative;
   const std::string from_source = std::string(XATTN_SOURCE_DIR) + "/" + relative;
-  return std::filesystem::exists(from_source) ? from_source : relative;
+  return io::path_exists(from_source) ? from_source : relative;
 }
 
 bool parse_or_help(const std::vector<std::string>& args,

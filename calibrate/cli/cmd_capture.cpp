@@ -1,7 +1,6 @@
 // `xattn capture`: run a checkpoint on one input with dense attention and write every chosen
 // layer's post-RoPE q, k, v in the capture format (xattn/capture.h).
 #include <boost/program_options.hpp>
-#include <filesystem>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -84,9 +83,7 @@ int run_capture(const Args& args) {
   }
 
   runtime::CaptureInfo info;
-  info.model_name = std::filesystem::path(dir).lexically_normal().filename().string();
-  if (info.model_name.empty())
-    info.model_name = std::filesystem::path(dir).lexically_normal().parent_path().filename().string();
+  info.model_name = io::file_name(dir);  // "models/llama/" -> "llama"
   info.source = "model";
   std::ostringstream description;
   description << model::describe(c) << "; input ";

@@ -2,7 +2,6 @@
 // `xattn report PROFILE_A PROFILE_B [--html OUT] [--force]`: the head-sparsity summary of one
 // profile (with its statistics when given or found beside it), or the differences of two.
 #include <boost/program_options.hpp>
-#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -68,8 +67,7 @@ int run_report(const Args& args) {
   // Refuse before the work, not after it (write_report_html checks again when writing).
   XATTN_CHECK(html_path.empty() || force || !io::path_exists(html_path), ErrorKind::kIo, html_path,
               " exists; pass --force to replace it, or choose another --html path");
-  XATTN_CHECK(html_path.empty() || !std::filesystem::exists(html_path) ||
-                  std::filesystem::is_regular_file(html_path),
+  XATTN_CHECK(html_path.empty() || !io::path_exists(html_path) || io::is_regular_file(html_path),
               ErrorKind::kIo, html_path, " is not a regular file; give a file path for --html");
 
   std::string text, html;

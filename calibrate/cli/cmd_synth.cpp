@@ -1,11 +1,11 @@
 // `xattn synth`: write a synthetic capture whose attention has planted structures (sink, local
 // band, vertical stripes, diagonal slashes, retrieval, diffuse), labelled synthetic throughout.
 #include <boost/program_options.hpp>
-#include <filesystem>
 #include <iostream>
 
 #include "cli_util.h"
 #include "commands.h"
+#include "xattn/paths.h"
 #include "xattn/error.h"
 #include "xattn/synthetic.h"
 
@@ -59,9 +59,8 @@ int run_synth(const Args& args) {
   runtime::write_synthetic_capture(out, o, output);
 
   const runtime::SyntheticLayout layout = runtime::synthetic_layout(o);
-  std::error_code ec;
-  const auto bytes = std::filesystem::file_size(out, ec);
-  std::cout << "wrote " << out << " (" << (ec ? 0 : bytes) << " bytes): SYNTHETIC capture, "
+  const int64_t bytes = io::file_size(out);
+  std::cout << "wrote " << out << " (" << std::max<int64_t>(bytes, 0) << " bytes): SYNTHETIC capture, "
             << o.num_layers << " layers, heads_q " << o.heads_q << ", heads_kv " << o.heads_kv
             << ", head_dim " << o.head_dim << ", len " << o.len << ", batch " << o.batch << ", "
             << runtime::capture_dtype_name(o.dtype) << (o.with_v ? ", with v" : "") << ", seed "

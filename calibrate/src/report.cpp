@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -1365,9 +1364,7 @@ std::string format_comparison_html(const ProfileComparison& c) {
 
 void write_report_html(const std::string& path, const std::string& html, bool overwrite) {
   // Replacing is by rename, which would turn a device such as /dev/null into a plain file.
-  std::error_code status_error;
-  const auto status = std::filesystem::status(path, status_error);
-  XATTN_CHECK(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status),
+  XATTN_CHECK(!io::path_exists(path) || io::is_regular_file(path),
               ErrorKind::kIo, path,
               " exists and is not a regular file; give a file path for --html");
   io::write_file_atomically(path, overwrite, [&](const std::string& temp) {

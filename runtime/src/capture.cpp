@@ -3,16 +3,15 @@
 #include "xattn/capture.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <map>
 #include <set>
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
+#include "xattn/paths.h"
 
 namespace xattn::runtime {
 
-namespace fs = std::filesystem;
 
 const char* capture_dtype_name(at::ScalarType dtype) {
   switch (dtype) {
@@ -158,9 +157,8 @@ struct CaptureReader::Impl {
 };
 
 void CaptureReader::Impl::open() {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw bad_input(path, "no such file");
-  if (!fs::is_regular_file(path, ec)) throw bad_input(path, "not a regular file");
+  if (!io::path_exists(path)) throw bad_input(path, "no such file");
+  if (!io::is_regular_file(path)) throw bad_input(path, "not a regular file");
   if (!H5::H5File::isHdf5(path)) {
     throw bad_input(path, "not an HDF5 file (no HDF5 signature); expected an xattn capture");
   }

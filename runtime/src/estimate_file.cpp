@@ -2,15 +2,14 @@
 #include "xattn/estimate_file.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <set>
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
+#include "xattn/paths.h"
 
 namespace xattn::runtime {
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -203,8 +202,7 @@ H5::DataSet EstimateReader::Impl::dataset(const H5::Group& group, const std::str
 }
 
 void EstimateReader::Impl::load() {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw bad_input(path, "no such file");
+  if (!io::path_exists(path)) throw bad_input(path, "no such file");
   if (!H5::H5File::isHdf5(path)) throw bad_input(path, "not an HDF5 file (no HDF5 signature)");
   file = std::make_unique<H5::H5File>(path, H5F_ACC_RDONLY);
   h5io::AttributeReader attrs(*file, path, "");

@@ -1,18 +1,15 @@
 #include "hdf5_io.h"
 
-#include "xattn/file_io.h"
-
 #include <unistd.h>
 
 #include <atomic>
-#include <filesystem>
 #include <system_error>
 
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 
 namespace xattn::runtime::h5io {
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -274,8 +271,7 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
 
 AtomicOutput::~AtomicOutput() {
   if (!committed_) {
-    std::error_code ec;
-    fs::remove(temp_path_, ec);
+    ::unlink(temp_path_.c_str());
   }
 }
 

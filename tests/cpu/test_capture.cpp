@@ -5,12 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <string>
 
+#include "scratch.h"
 #include "xattn/capture.h"
 #include "xattn/error.h"
 #include "xattn/estimate_file.h"
@@ -18,26 +18,20 @@
 namespace xattn::runtime {
 namespace {
 
-namespace fs = std::filesystem;
+using test_files::copy_file;
+using test_files::truncate_file;
 
 class CaptureFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::replace(name.begin(), name.end(), '/', '_');  // parameterised test names
-    folder_ =
-        fs::temp_directory_path() / ("xattn-capture-" + std::to_string(::getpid()) + "-" + name);
-    fs::remove_all(folder_);
-    fs::create_directories(folder_);
+    folder_ = std::make_unique<test_files::ScratchFolder>("xattn-capture-");
   }
-  void TearDown() override { fs::remove_all(folder_); }
-  std::string file(const std::string& name) const { return (folder_ / name).string(); }
+  void TearDown() override { folder_.reset(); }
+  std::string file(const std::string& name) const { return folder_->file(name); }
   // Files in the folder, to catch temporary files left behind.
-  size_t entries() const {
-    return static_cast<size_t>(
-        std::distance(fs::directory_iterator(folder_), fs::directory_iterator()));
-  }
-  fs::path folder_;
+  size_t entries() const { return size_t(folder_->entry_count()); }
+  std::string folder() const { return folder_->path(); }
+  std::unique_ptr<test_files::ScratchFolder> folder_;
 };
 
 CaptureInfo small_info(at::ScalarType dtype) {
@@ -257,17 +251,17 @@ TEST_F(BadCaptureTest, MissingFileAndNotHdf5) {
   const std::string text = file("text.h5");
   std::ofstream(text) << "q,k,v\n1,2,3\n";
   expect_bad_capture(text, {"not an HDF5 file"});
-  expect_bad_capture(folder_.string(), {"not a regular file"});
+  expect_bad_capture(folder(), {"not a regular file"});
 }
 
 TEST_F(BadCaptureTest, TruncatedFile) {
   const std::string path = valid("full.h5");
   const std::string cut = file("cut.h5");
-  fs::copy_file(path, cut);
-  fs::resize_file(cut, fs::file_size(path) / 2);
+  copy_file(path, cut);
+  truncate_file(cut, io::file_size(path) / 2);
   expect_bad_capture(cut, {"truncated"});
   // Cut inside the header too.
-  fs::resize_file(cut, 600);
+  truncate_file(cut, 600);
   expect_bad_capture(cut, {"truncated"});
 }
 
@@ -400,7 +394,7 @@ TEST_F(CaptureFileTest, FailedWriteLeavesNoPartialFileAndOldFileIntact) {
                  {"v is missing"});
     // No commit: the writer goes away as after an exception.
   }
-  EXPECT_FALSE(fs::exists(fresh));
+  EXPECT_FALSE(io::path_exists(fresh));
   EXPECT_EQ(entries(), 0u) << "temporary file left behind";
 
   const std::string old = file("old.h5");
@@ -518,8 +512,8 @@ TEST_F(CaptureFileTest, EstimateFileRoundTrip) {
   expect_error([&] { EstimateReader r2(capture); }, ErrorKind::kBadInput,
                {"not an xattn estimate file"});
   const std::string cut = file("cut.h5");
-  fs::copy_file(path, cut);
-  fs::resize_file(cut, fs::file_size(path) / 2);
+  copy_file(path, cut);
+  truncate_file(cut, io::file_size(path) / 2);
   expect_error([&] { EstimateReader r3(cut); }, ErrorKind::kBadInput, {"truncated"});
 }
 

@@ -5,11 +5,11 @@
 
 #include <array>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <string>
 
 #include "cli_runner.h"
+#include "scratch.h"
 #include "xattn/calibrate/profile.h"
 
 namespace xattn {
@@ -18,14 +18,6 @@ namespace {
 using testing::run_xattn;
 
 const std::string kSample = std::string(XATTN_SOURCE_DIR) + "/examples/data/sample_capture.h5";
-
-std::filesystem::path scratch_folder(const char* name) {
-  const auto folder = std::filesystem::temp_directory_path() /
-                      ("xattn-cli-" + std::to_string(::getpid()) + "-" + name);
-  std::filesystem::remove_all(folder);
-  std::filesystem::create_directories(folder);
-  return folder;
-}
 
 int count_lines(const std::string& text) {
   int lines = 0;
@@ -42,39 +34,37 @@ TEST(Cli, UsageAndErrorsAreOneLineWithDistinctCodes) {
   EXPECT_EQ(bad_option.code, 2);
   EXPECT_EQ(count_lines(bad_option.out), 1) << bad_option.out;
 
-  const auto folder = scratch_folder("errors");
-  const testing::CliResult missing = run_xattn("estimate --capture " + (folder / "none.h5").string());
+  const test_files::ScratchFolder folder("xattn-cli-errors-");
+  const testing::CliResult missing = run_xattn("estimate --capture " + folder.file("none.h5"));
   EXPECT_NE(missing.code, 0);
   EXPECT_EQ(count_lines(missing.out), 1) << missing.out;
-  std::ofstream(folder / "junk.h5") << "this is not HDF5";
-  const testing::CliResult junk = run_xattn("estimate --capture " + (folder / "junk.h5").string());
+  std::ofstream(folder.file("junk.h5")) << "this is not HDF5";
+  const testing::CliResult junk = run_xattn("estimate --capture " + folder.file("junk.h5"));
   EXPECT_EQ(junk.code, 3) << junk.out;
   EXPECT_EQ(count_lines(junk.out), 1) << junk.out;
   const testing::CliResult bad_stride = run_xattn("estimate --capture " + kSample + " --stride 3");
   EXPECT_EQ(bad_stride.code, 2) << bad_stride.out;
   EXPECT_NE(bad_stride.out.find("stride"), std::string::npos);
-  std::filesystem::remove_all(folder);
 }
 
 TEST(Cli, EstimateOnTheBundledSample) {
-  const auto folder = scratch_folder("estimate");
-  const std::string out = (folder / "masks.h5").string();
+  const test_files::ScratchFolder folder("xattn-cli-estimate-");
+  const std::string out = folder.file("masks.h5");
   const testing::CliResult run = run_xattn("estimate --capture " + kSample + " --out " + out);
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("SYNTHETIC"), std::string::npos);
   EXPECT_NE(run.out.find("mean density"), std::string::npos);
-  EXPECT_TRUE(std::filesystem::exists(out));
+  EXPECT_TRUE(io::path_exists(out));
   const testing::CliResult again = run_xattn("estimate --capture " + kSample + " --out " + out);
   EXPECT_EQ(again.code, 4) << again.out;
   EXPECT_NE(again.out.find("--force"), std::string::npos);
   EXPECT_EQ(run_xattn("estimate --capture " + kSample + " --out " + out + " --force").code, 0);
-  std::filesystem::remove_all(folder);
 }
 
 TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
-  const auto folder = scratch_folder("calibrate");
-  const std::string profile = (folder / "profile.h5").string();
-  const std::string stats = (folder / "stats.h5").string();
+  const test_files::ScratchFolder folder("xattn-cli-calibrate-");
+  const std::string profile = folder.file("profile.h5");
+  const std::string stats = folder.file("stats.h5");
   const testing::CliResult run = run_xattn("calibrate --capture " + kSample + " --out " + profile + " --stats-out " +
                           stats + " --taus 0.5,0.8,0.9,0.95,1 --block-size 128 --holdout 0.5");
   ASSERT_EQ(run.code, 0) << run.out;
@@ -86,18 +76,17 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
   EXPECT_LE(p.predicted_mean_error, p.budget.epsilon + 1e-9);
 
   // An existing profile is kept without --force, and stays intact.
-  const auto size_before = std::filesystem::file_size(profile);
+  const int64_t size_before = io::file_size(profile);
   const testing::CliResult again = run_xattn("calibrate --capture " + kSample + " --out " + profile);
   EXPECT_EQ(again.code, 4) << again.out;
-  EXPECT_EQ(std::filesystem::file_size(profile), size_before);
+  EXPECT_EQ(io::file_size(profile), size_before);
 
   // The statistics file alone is enough to search again, with another budget.
-  const std::string tighter = (folder / "tighter.h5").string();
+  const std::string tighter = folder.file("tighter.h5");
   const testing::CliResult research = run_xattn("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
   ASSERT_EQ(research.code, 0) << research.out;
   const calibrate::Profile t = calibrate::read_profile(tighter);
   EXPECT_GE(t.predicted_mean_density, p.predicted_mean_density - 1e-9);
-  std::filesystem::remove_all(folder);
 }
 
 }  // namespace

@@ -7,10 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "xattn/paths.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/engine_profile.h"
 #include "xattn/calibrate/profile.h"
@@ -22,7 +22,6 @@
 namespace xattn::runtime {
 namespace {
 
-namespace fs = std::filesystem;
 
 struct Qkv {
   at::Tensor q, k, v;
@@ -416,12 +415,8 @@ Profile profile_for(const ModelSignature& model, float tau) {
 
 class EngineProfile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string templ = (std::filesystem::temp_directory_path() / "xattn-engine-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { dir_ = io::make_temporary_folder("xattn-engine-"); }
+  void TearDown() override { io::remove_tree(dir_); }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
   std::string dir_;
 };

@@ -5,11 +5,11 @@
 
 #include <array>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "test_model_util.h"
+#include "xattn/paths.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/profile.h"
 #include "cli_runner.h"
@@ -33,7 +33,7 @@ bool has(const std::string& text, const std::string& part) {
 class ModelCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(kModel + "/config.json")) GTEST_SKIP() << "no bundled model";
+    if (!io::path_exists(kModel + "/config.json")) GTEST_SKIP() << "no bundled model";
   }
 };
 

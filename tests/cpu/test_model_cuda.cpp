@@ -5,8 +5,8 @@
 
 #include <ATen/Context.h>
 
-#include <filesystem>
 
+#include "xattn/paths.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
 
@@ -23,7 +23,7 @@ std::vector<int64_t> as_vector(const at::Tensor& t) {
 
 TEST(ModelCuda, Bf16LogitsAgreeWithTransformers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or LibTorch without CUDA)";
-  if (!std::filesystem::exists(kGolden)) GTEST_SKIP() << "no golden file";
+  if (!io::path_exists(kGolden)) GTEST_SKIP() << "no golden file";
   const SafetensorsFile golden(kGolden);
   const std::vector<int64_t> ids = as_vector(golden.load("input_ids"));
   ForwardOptions options;
@@ -51,7 +51,7 @@ TEST(ModelCuda, Bf16LogitsAgreeWithTransformers) {
 
 TEST(ModelCuda, XAttentionKernelsAtTauOneMatchDenseOnAPrompt) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or LibTorch without CUDA)";
-  if (!std::filesystem::exists(kModelDir + "/config.json")) GTEST_SKIP() << "no bundled model";
+  if (!io::path_exists(kModelDir + "/config.json")) GTEST_SKIP() << "no bundled model";
   // The CUDA kernels take bfloat16 / float16 (float32 CUDA tensors get a clear error).
   const Model model(kModelDir, {at::Device(at::kCUDA), at::kBFloat16});
   std::vector<int64_t> ids = {256};

@@ -2,8 +2,8 @@
 // (tests/data/golden/xattn_byte_logits.safetensors, made by scripts/train/make_golden.py).
 #include <gtest/gtest.h>
 
-#include <filesystem>
 
+#include "xattn/paths.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
 #include "xattn/model/tokens.h"
@@ -16,7 +16,7 @@ const std::string kGolden =
     std::string(XATTN_SOURCE_DIR) + "/tests/data/golden/xattn_byte_logits.safetensors";
 
 TEST(ModelGolden, BundledModelMatchesTransformersFloat32) {
-  if (!std::filesystem::exists(kGolden) || !std::filesystem::exists(kModelDir + "/config.json"))
+  if (!io::path_exists(kGolden) || !io::path_exists(kModelDir + "/config.json"))
     GTEST_SKIP() << "bundled model or golden file absent";
   const SafetensorsFile golden(kGolden);
   const at::Tensor ids_t = golden.load("input_ids");

@@ -2,7 +2,6 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include "test_model_util.h"
@@ -127,7 +126,7 @@ TEST(ModelSafetensors, ShardedCheckpointThroughIndex) {
   write_text(tmp.file("model.safetensors.index.json"),
              R"({"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors",)"
              R"("b":"model-00002-of-00002.safetensors"}})");
-  Checkpoint ckpt(tmp.path().string());
+  Checkpoint ckpt(tmp.path());
   EXPECT_TRUE(at::equal(ckpt.load("a"), a));
   EXPECT_TRUE(at::equal(ckpt.load("b"), b));
   expect_error([&] { ckpt.load_checked("b", {3, 2}, "some key"); },
@@ -136,7 +135,7 @@ TEST(ModelSafetensors, ShardedCheckpointThroughIndex) {
 
   write_text(tmp.file("model.safetensors.index.json"),
              R"({"weight_map":{"a":"model-00001-of-00002.safetensors","z":"missing.safetensors"}})");
-  expect_error([&] { Checkpoint c(tmp.path().string()); }, {"missing.safetensors", "missing"});
+  expect_error([&] { Checkpoint c(tmp.path()); }, {"missing.safetensors", "missing"});
 }
 
 TEST(ModelConfigParse, LlamaTransformers4And5RopeFormats) {
@@ -260,8 +259,8 @@ TEST(ModelCheckpoint, ValidationNamesTheTensor) {
 
   // Truncated file (an interrupted download).
   write_safetensors(dir + "/model.safetensors", weights, {}, true);
-  std::filesystem::resize_file(dir + "/model.safetensors",
-                               std::filesystem::file_size(dir + "/model.safetensors") - 100);
+  test_files::truncate_file(dir + "/model.safetensors",
+                            io::file_size(dir + "/model.safetensors") - 100);
   expect_error([&] { Model m(dir); }, {"truncated", "lm_head.weight"});
 }
 

@@ -3,7 +3,6 @@
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "scratch.h"
 #include "xattn/model/safetensors.h"
 
 namespace xattn::model::testing {
@@ -18,21 +18,12 @@ namespace xattn::model::testing {
 // A fresh folder under the system temp dir, removed with its contents at scope exit.
 class TempDir {
  public:
-  TempDir() {
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() /
-            ("xattn_model_test_" + std::to_string(rd()) + std::to_string(rd()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const std::filesystem::path& path() const { return path_; }
+  TempDir() : folder_("xattn_model_test_") {}
+  std::string file(const std::string& name) const { return folder_.file(name); }
+  const std::string& path() const { return folder_.path(); }
 
  private:
-  std::filesystem::path path_;
+  test_files::ScratchFolder folder_;
 };
 
 inline void write_text(const std::string& path, const std::string& text) {
@@ -103,9 +94,9 @@ inline std::vector<std::pair<std::string, at::Tensor>> tiny_weights(const TinySp
 
 inline void write_tiny_checkpoint(const std::string& dir, const TinySpec& s, uint64_t seed = 1,
                                   at::ScalarType dtype = at::kFloat) {
-  std::filesystem::create_directories(dir);
-  write_text((std::filesystem::path(dir) / "config.json").string(), tiny_config(s).dump(2));
-  write_safetensors((std::filesystem::path(dir) / "model.safetensors").string(),
+  io::make_folders(dir);
+  write_text(io::join_path(dir, "config.json"), tiny_config(s).dump(2));
+  write_safetensors(io::join_path(dir, "model.safetensors"),
                     tiny_weights(s, seed, dtype), {{"format", "pt"}}, /*overwrite=*/true);
 }
 

@@ -10,20 +10,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "scratch.h"
 #include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
 
 namespace xattn::calibrate {
 namespace {
 
-namespace fs = std::filesystem;
 
 Profile make_profile(int64_t layers = 3, int64_t heads = 4) {
   Profile p;
@@ -71,20 +70,11 @@ void expect_error(Fn&& fn, ErrorKind kind, const std::vector<std::string>& needl
 
 class ProfileFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string templ = (fs::temp_directory_path() / "xattn-profile-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+  void SetUp() override { dir_ = io::make_temporary_folder("xattn-profile-"); }
+  void TearDown() override { io::remove_tree(dir_); }
+  std::string path(const std::string& name) const { return io::join_path(dir_, name); }
   // Names in the folder, to catch leftover temporary files.
-  std::vector<std::string> listing() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
+  std::vector<std::string> listing() const { return io::folder_entries(dir_); }
   // Edits a written file through the HDF5 C API, as a foreign tool or a damaged write would.
   template <typename Fn>
   void tamper(const std::string& file, Fn&& fn) {
@@ -183,17 +173,17 @@ TEST_F(ProfileFile, MissingFieldsAreNamed) {
   tamper(file, [](hid_t f) { H5Adelete_by_name(f, "model", "heads_kv", H5P_DEFAULT); });
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput, {"/model/heads_kv", "missing", file});
 
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) { H5Ldelete(f, "predicted/error", H5P_DEFAULT); });
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput, {"/predicted/error", "missing"});
 
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) { H5Ldelete(f, "calibration_data", H5P_DEFAULT); });
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput, {"/calibration_data", "missing"});
 
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) { H5Adelete_by_name(f, ".", "created_utc", H5P_DEFAULT); });
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput, {"/created_utc", "missing"});
@@ -217,7 +207,7 @@ TEST_F(ProfileFile, WrongShapesAndTypesAreNamed) {
                {"/thresholds", "has shape [3, 5], expected [3, 4]"});
 
   // A count stored as a string.
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) {
     H5Adelete_by_name(f, "kernel", "stride", H5P_DEFAULT);
@@ -234,7 +224,7 @@ TEST_F(ProfileFile, WrongShapesAndTypesAreNamed) {
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput, {"/kernel/stride", "integer"});
 
   // Values out of range are caught by the same validation as on write.
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) {
     const hid_t set = H5Dopen2(f, "thresholds", H5P_DEFAULT);
@@ -254,7 +244,7 @@ TEST_F(ProfileFile, UnknownMajorVersionIsRejectedNewerMinorAccepted) {
   expect_error([&] { read_profile(file); }, ErrorKind::kBadInput,
                {"format version 2.", "major version 1"});
 
-  fs::remove(file);
+  std::remove(file.c_str());
   write_profile(file, make_profile(), false);
   tamper(file, [](hid_t f) {
     set_int_attr(f, ".", "format_minor", 7);
@@ -355,7 +345,7 @@ TEST_F(ProfileFile, FailedWriteLeavesOldFileIntact) {
 
   // A failure after the temporary file is complete (the final rename fails because the target is
   // a non-empty folder): the temporary file is removed and the folder untouched.
-  fs::create_directory(path("taken"));
+  io::make_folders(path("taken"));
   write_bytes(path("taken/keep"), "x");
   expect_error([&] { write_profile(path("taken"), make_profile(), true); }, ErrorKind::kIo,
                {"cannot write", "taken"});
@@ -456,10 +446,10 @@ TEST(ProfileSummary, HasHeaderAndOneRowPerLayer) {
 #ifdef XATTN_CLI_PATH
 // Runs the CLI through the shell; returns the exit code, output in *out.
 int run_cli(const std::string& args, std::string* out) {
-  const std::string capture = (fs::temp_directory_path() / "xattn-profile-cli.txt").string();
+  const std::string capture = test_files::scratch_file("xattn-profile-cli.txt");
   const int status = std::system((std::string(XATTN_CLI_PATH) + " " + args + " >" + capture + " 2>&1").c_str());
   *out = read_bytes(capture);
-  fs::remove(capture);
+  std::remove(capture.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 

@@ -10,12 +10,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
 
+#include "scratch.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/report.h"
@@ -25,7 +25,6 @@
 namespace xattn::calibrate {
 namespace {
 
-namespace fs = std::filesystem;
 
 constexpr int64_t kLayers = 2, kHeads = 3;
 const std::vector<double> kTaus = {0.5, 0.8, 1.0};
@@ -377,27 +376,20 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-fs::path fresh_folder(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
 TEST(Report, HtmlIsWrittenAtomicallyAndNotOverwrittenWithoutForce) {
-  const fs::path dir = fresh_folder("xattn-report-write");
-  const std::string path = (dir / "r.html").string();
+  const test_files::ScratchFolder folder("xattn-report-write-");
+  const std::string& dir = folder.path();
+  const std::string path = folder.file("r.html");
   write_report_html(path, "<p>one</p>", false);
   EXPECT_EQ(read_text(path), "<p>one</p>");
   EXPECT_THROW(write_report_html(path, "<p>two</p>", false), Error);
   EXPECT_EQ(read_text(path), "<p>one</p>");
   write_report_html(path, "<p>two</p>", true);
   EXPECT_EQ(read_text(path), "<p>two</p>");
-  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator{}), 1);
+  EXPECT_EQ(folder.entry_count(), 1);
   // A folder (or a device) is never replaced, even with force.
-  EXPECT_THROW(write_report_html(dir.string(), "<p>three</p>", true), Error);
-  EXPECT_TRUE(fs::is_directory(dir));
-  fs::remove_all(dir);
+  EXPECT_THROW(write_report_html(dir, "<p>three</p>", true), Error);
+  EXPECT_TRUE(io::is_directory(dir));
 }
 
 struct CliResult {
@@ -411,12 +403,12 @@ CliResult run_cli(const std::string& arguments) {
 }
 
 TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {
-  const fs::path dir = fresh_folder("xattn-report-cli");
+  const test_files::ScratchFolder dir("xattn-report-cli-");
   const Statistics s = make_statistics();
-  const std::string profile = (dir / "p.h5").string();
+  const std::string profile = dir.file("p.h5");
   write_profile(profile, make_profile(s), false);
-  write_statistics((dir / "stats-p.h5").string(), s, false);
-  const std::string html = (dir / "r.html").string();
+  write_statistics(dir.file("stats-p.h5"), s, false);
+  const std::string html = dir.file("r.html");
 
   CliResult r = run_cli("report " + profile + " --html " + html);
   ASSERT_EQ(r.code, 0) << r.output;
@@ -431,7 +423,7 @@ TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {
   EXPECT_EQ(read_text(html).find("id=\"fig-predicted-vs-validated\""), std::string::npos);
 
   ProfileComparison c = make_comparison();
-  const std::string other = (dir / "q.h5").string();
+  const std::string other = dir.file("q.h5");
   write_profile(other, c.b, false);
   r = run_cli("report " + profile + " " + other);
   ASSERT_EQ(r.code, 0) << r.output;
@@ -439,8 +431,7 @@ TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {
 
   EXPECT_EQ(run_cli("report").code, 2);
   EXPECT_EQ(run_cli("report " + profile + " " + other + " --stats x.h5").code, 2);
-  EXPECT_EQ(run_cli("report " + (dir / "missing.h5").string()).code, 4);
-  fs::remove_all(dir);
+  EXPECT_EQ(run_cli("report " + dir.file("missing.h5")).code, 4);
 }
 
 }  // namespace

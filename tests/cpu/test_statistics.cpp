@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 
+#include "scratch.h"
 #include "xattn/calibrate/statistics.h"
 #include "xattn/error.h"
 #include "xattn/ops.h"
@@ -96,7 +96,7 @@ Statistics statistics_of(const std::vector<int64_t>& lengths, uint64_t seed) {
 }
 
 std::string temp_file(const char* name) {
-  return (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + name)).string();
+  return test_files::scratch_file(name);
 }
 
 TEST(Statistics, FileRoundTripMergeAndMismatch) {

@@ -10,9 +10,9 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 
+#include "scratch.h"
 #include "xattn/capture.h"
 #include "xattn/error.h"
 #include "xattn/synthetic.h"
@@ -20,7 +20,6 @@
 namespace xattn::runtime {
 namespace {
 
-namespace fs = std::filesystem;
 
 SyntheticOptions small_options(at::ScalarType dtype) {
   SyntheticOptions o;
@@ -184,13 +183,12 @@ TEST(Synthetic, LabelledSyntheticAndWrittenFileMatches) {
       << info.description;
   EXPECT_NE(info.description.find("h4 retrieval"), std::string::npos);
 
-  const fs::path path =
-      fs::temp_directory_path() / ("xattn-synth-" + std::to_string(::getpid()) + ".h5");
-  fs::remove(path);
+  const std::string path = test_files::scratch_file("xattn-synth.h5");
+  std::remove(path.c_str());
   OutputOptions output;
   output.deflate_level = 1;
-  write_synthetic_capture(path.string(), o, output);
-  const CaptureReader reader(path.string());
+  write_synthetic_capture(path, o, output);
+  const CaptureReader reader(path);
   EXPECT_EQ(reader.info().source, "synthetic");
   EXPECT_EQ(reader.info().description, info.description);
   EXPECT_EQ(reader.info().len_k, (std::vector<int64_t>{512, 320}));
@@ -200,8 +198,8 @@ TEST(Synthetic, LabelledSyntheticAndWrittenFileMatches) {
   EXPECT_TRUE(at::equal(stored.q, fresh.q));
   EXPECT_TRUE(at::equal(stored.k, fresh.k));
   EXPECT_TRUE(at::equal(stored.v, fresh.v));
-  EXPECT_THROW(write_synthetic_capture(path.string(), o, {}), Error);  // no overwrite
-  fs::remove(path);
+  EXPECT_THROW(write_synthetic_capture(path, o, {}), Error);  // no overwrite
+  std::remove(path.c_str());
 }
 
 TEST(Synthetic, RejectsBadOptions) {
@@ -227,15 +225,14 @@ std::pair<int, std::string> run_cli(const std::string& arguments) {
 }
 
 TEST(Synthetic, SynthCommand) {
-  const fs::path path =
-      fs::temp_directory_path() / ("xattn-synth-cli-" + std::to_string(::getpid()) + ".h5");
-  fs::remove(path);
-  const std::string args = "synth --out " + path.string() +
+  const std::string path = test_files::scratch_file("xattn-synth-cli.h5");
+  std::remove(path.c_str());
+  const std::string args = "synth --out " + path +
                            " --layers 1 --heads-q 4 --heads-kv 1 --len 256 --dtype bfloat16";
   const auto [code, out] = run_cli(args);
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("SYNTHETIC"), std::string::npos) << out;
-  const CaptureReader reader(path.string());
+  const CaptureReader reader(path);
   EXPECT_EQ(reader.info().dtype, at::kBFloat16);
   EXPECT_EQ(reader.info().heads_q, 4);
   EXPECT_EQ(reader.info().padded_len_k, 256);
@@ -243,10 +240,10 @@ TEST(Synthetic, SynthCommand) {
   EXPECT_EQ(again.first, 4) << again.second;
   EXPECT_NE(again.second.find("--force"), std::string::npos);
   EXPECT_EQ(run_cli(args + " --force").first, 0);
-  const auto bad = run_cli("synth --out " + path.string() + " --force --heads-q 3 --heads-kv 2");
+  const auto bad = run_cli("synth --out " + path + " --force --heads-q 3 --heads-kv 2");
   EXPECT_EQ(bad.first, 2) << bad.second;
   EXPECT_EQ(run_cli("synth --help").first, 0);
-  fs::remove(path);
+  std::remove(path.c_str());
 }
 #endif
 

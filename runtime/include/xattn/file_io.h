@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-namespace xattn::io {
+#include "xattn/paths.h"
 
-bool path_exists(const std::string& path);
+namespace xattn::io {
 
 // The steps of an atomic write, for writers that keep a file open across calls (see
 // write_file_atomically for the one-call form):

@@ -1,7 +1,7 @@
 // config.json parsing; see xattn/model/config.h.
+#include "xattn/paths.h"
 #include "xattn/model/config.h"
 
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -227,7 +227,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
 }
 
 ModelConfig load_model_config(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  const std::string path = io::join_path(dir, "config.json");
   std::ifstream in(path);
   XATTN_CHECK(in.good(), ErrorKind::kIo, "cannot read '", path,
               "': a model folder needs config.json beside its *.safetensors");

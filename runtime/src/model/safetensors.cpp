@@ -10,17 +10,16 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 
 namespace xattn::model {
 
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Largest header we accept (the format's own reference limits it to 100 MB).
@@ -214,49 +213,46 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
 }
 
 Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
-  const fs::path root(dir);
-  XATTN_CHECK(fs::is_directory(root), ErrorKind::kIo, "model folder '", dir,
+  XATTN_CHECK(io::is_directory(dir), ErrorKind::kIo, "model folder '", dir,
               "' does not exist or is not a folder");
   std::vector<std::string> file_names;
-  const fs::path index_path = root / "model.safetensors.index.json";
+  const std::string index_path = io::join_path(dir, "model.safetensors.index.json");
   std::map<std::string, std::string> weight_map;
-  if (fs::exists(index_path)) {
+  if (io::path_exists(index_path)) {
     std::ifstream in(index_path);
-    XATTN_CHECK(in.good(), ErrorKind::kIo, "cannot read '", index_path.string(), "'");
+    XATTN_CHECK(in.good(), ErrorKind::kIo, "cannot read '", index_path, "'");
     json index;
     try {
       index = json::parse(in);
     } catch (const json::exception& e) {
       throw Error(ErrorKind::kBadInput,
-                  detail::concat("'", index_path.string(), "' is not valid JSON: ", e.what()));
+                  detail::concat("'", index_path, "' is not valid JSON: ", e.what()));
     }
     XATTN_CHECK_INPUT(index.is_object() && index.contains("weight_map") &&
                           index["weight_map"].is_object(),
-                      "'", index_path.string(), "' has no object key 'weight_map'");
+                      "'", index_path, "' has no object key 'weight_map'");
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      XATTN_CHECK_INPUT(it.value().is_string(), "'", index_path.string(), "': weight_map entry '",
+      XATTN_CHECK_INPUT(it.value().is_string(), "'", index_path, "': weight_map entry '",
                         it.key(), "' is not a file name");
       const std::string file = it.value().get<std::string>();
       weight_map[it.key()] = file;
       if (std::find(file_names.begin(), file_names.end(), file) == file_names.end())
         file_names.push_back(file);
     }
-  } else if (fs::exists(root / "model.safetensors")) {
+  } else if (io::path_exists(io::join_path(dir, "model.safetensors"))) {
     file_names.push_back("model.safetensors");
   } else {
-    for (const auto& entry : fs::directory_iterator(root))
-      if (entry.path().extension() == ".safetensors")
-        file_names.push_back(entry.path().filename().string());
-    std::sort(file_names.begin(), file_names.end());
+    for (const std::string& name : io::folder_entries(dir))  // sorted
+      if (io::extension(name) == ".safetensors") file_names.push_back(name);
   }
   XATTN_CHECK_INPUT(!file_names.empty(), "model folder '", dir,
                     "' has no model.safetensors, no model.safetensors.index.json and no other "
                     "*.safetensors file");
   for (const auto& f : file_names) {
-    const fs::path p = root / f;
-    XATTN_CHECK(fs::exists(p), ErrorKind::kIo, "shard '", f, "' named by '",
-                index_path.string(), "' is missing from '", dir, "'");
-    files_.push_back(std::make_unique<SafetensorsFile>(p.string()));
+    const std::string p = io::join_path(dir, f);
+    XATTN_CHECK(io::path_exists(p), ErrorKind::kIo, "shard '", f, "' named by '",
+                index_path, "' is missing from '", dir, "'");
+    files_.push_back(std::make_unique<SafetensorsFile>(p));
     if (!searched_.empty()) searched_ += ", ";
     searched_ += f;
   }
@@ -266,7 +262,7 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   for (const auto& [name, file] : weight_map) {
     auto it = where_.find(name);
     XATTN_CHECK_INPUT(it != where_.end(), "tensor '", name, "' is listed in '",
-                      index_path.string(), "' under '", file, "' but that shard does not hold it");
+                      index_path, "' under '", file, "' but that shard does not hold it");
   }
 }
 
@@ -310,8 +306,6 @@ std::string safetensors_dtype(at::ScalarType type) {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata, bool overwrite) {
-  XATTN_CHECK(overwrite || !fs::exists(path), ErrorKind::kIo, "'", path,
-              "' already exists; remove it or ask for overwrite");
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> blobs;
@@ -330,8 +324,7 @@ void write_safetensors(const std::string& path,
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // keeps tensor data 8-byte aligned
 
-  const std::string temp = path + ".tmp." + std::to_string(::getpid());
-  {
+  io::write_file_atomically(path, overwrite, [&](const std::string& temp) {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     XATTN_CHECK(out.good(), ErrorKind::kIo, "cannot create '", temp, "'");
     uint8_t length[8];
@@ -343,18 +336,8 @@ void write_safetensors(const std::string& path,
       out.write(static_cast<const char*>(t.data_ptr()),
                 static_cast<std::streamsize>(t.numel() * t.element_size()));
     out.flush();
-    if (!out.good()) {
-      std::remove(temp.c_str());
-      throw Error(ErrorKind::kIo, detail::concat("write to '", temp, "' failed (disk full?)"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(temp, path, ec);
-  if (ec) {
-    std::remove(temp.c_str());
-    throw Error(ErrorKind::kIo, detail::concat("cannot rename '", temp, "' to '", path,
-                                               "': ", ec.message()));
-  }
+    XATTN_CHECK(out.good(), ErrorKind::kIo, "write to '", temp, "' failed (disk full?)");
+  });
 }
 
 }  // namespace xattn::model

@@ -1,10 +1,10 @@
 // Token id files and the byte-level tokenizer; see xattn/model/tokens.h.
+#include "xattn/paths.h"
 #include "xattn/model/tokens.h"
 
 #include <hdf5.h>
 
 #include <cctype>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -15,7 +15,7 @@ namespace xattn::model {
 namespace {
 
 bool has_hdf5_extension(const std::string& path) {
-  const std::string ext = std::filesystem::path(path).extension().string();
+  const std::string ext = io::extension(path);
   return ext == ".h5" || ext == ".hdf5";
 }
 

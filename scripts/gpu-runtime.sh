@@ -23,7 +23,7 @@ time_left() {
 }
 finish() {
   note "total $(( $(date +%s) - start )) s"
-  logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt|.*\.json)$')
+  logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
   [ -n "$logs" ] && tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -rf $logs)
 }
 trap finish EXIT
@@ -76,20 +76,51 @@ for length in 16384 32768; do
   tail -6 "$out/cpp_inference_$length.log" | tee -a "$out/summary.txt"
 done
 
-# 4. transformers: dense sdpa against xattn, answer by answer, with the shipped profile and with
-#    a stricter one (worst-sample output error 0.02) calibrated here.
-time_left "stricter calibration" && "$xattn" calibrate --device cuda --epsilon 0.02 \
+# 4. transformers: dense sdpa against xattn, answer by answer, with the shipped profile, the same
+#    profile with the last query block selected like the others, and a stricter profile
+#    (worst-sample output error 0.02) calibrated here.
+time_left "stricter calibration" && "$xattn" calibrate --device cuda --samples 8 --epsilon 0.02 \
   --out "$out/xattn-byte-eps0.02.h5" > "$out/calibrate_eps0.02.log" 2>&1
 note "calibrate --epsilon 0.02: exit $?"
 grep -E "^(per-head|time)" "$out/calibrate_eps0.02.log" | tee -a "$out/summary.txt"
-for profile in profiles/xattn-byte.h5 "$out/xattn-byte-eps0.02.h5"; do
-  [ -f "$profile" ] || continue
-  time_left "transformers check with $profile" || break
-  name=$(basename "$profile" .h5)
-  "$xattn" profile export --json "$out/$name.profile.json" "$profile" --force > /dev/null 2>&1
+"$xattn" profile export --json "$out/xattn-byte.profile.json" profiles/xattn-byte.h5 --force > /dev/null
+"$python" -c 'import json,sys; p=json.load(open(sys.argv[1])); p["kernel"]["dense_last_query_block"]=False; json.dump(p,open(sys.argv[2],"w"))' \
+  "$out/xattn-byte.profile.json" "$out/xattn-byte-sparse-last.profile.json"
+[ -f "$out/xattn-byte-eps0.02.h5" ] && "$xattn" profile export --json \
+  "$out/xattn-byte-eps0.02.profile.json" "$out/xattn-byte-eps0.02.h5" --force > /dev/null
+for name in xattn-byte xattn-byte-sparse-last xattn-byte-eps0.02; do
+  [ -f "$out/$name.profile.json" ] || continue
+  time_left "transformers check with $name" || break
   "$python" examples/python/passkey_transformers.py --profile "$out/$name.profile.json" \
     --ops "$build/runtime/libxattn_ops.so" --out "$out/transformers_$name.json" \
     > "$out/transformers_$name.log" 2>&1
   note "transformers passkey check with $name: exit $?"
-  tail -8 "$out/transformers_$name.log" | tee -a "$out/summary.txt"
+  grep -E "tokens:|calls" "$out/transformers_$name.log" | tee -a "$out/summary.txt"
+done
+
+# 5. The README's tables: mean-budget profiles calibrated here, then passkey retrieval of every
+#    profile and of uniform thresholds, with and without the dense last query block.
+for eps in 0.05 0.1; do
+  time_left "mean-budget calibration $eps" || break
+  "$xattn" calibrate --device cuda --samples 8 --epsilon $eps --error-aggregate mean \
+    --out "$out/xattn-byte-mean$eps.h5" > "$out/calibrate_mean$eps.log" 2>&1
+  note "calibrate --error-aggregate mean --epsilon $eps: exit $?"
+  grep -E "^(per-head|best uniform|end to end|     uniform tau)" "$out/calibrate_mean$eps.log" | tee -a "$out/summary.txt"
+done
+niah=(eval niah --model examples/models/xattn-byte --device cuda --lengths 4k,8k,16k
+      --depths 0,0.25,0.5,0.75,1 --samples 3 --seed 7 --skip-dense)
+for profile in profiles/xattn-byte.h5 profiles/xattn-byte-eps0.1.h5 "$out"/xattn-byte-mean*.h5; do
+  [ -f "$profile" ] || continue
+  time_left "NIAH with $profile" || break
+  name=$(basename "$profile" .h5)
+  "$xattn" "${niah[@]}" --profile "$profile" --json "$out/niah_$name.json" > "$out/niah_$name.log" 2>&1
+  note "NIAH with $name: exit $?"; tail -5 "$out/niah_$name.log" | tee -a "$out/summary.txt"
+done
+for tau in 0.9 0.95 0.99; do
+  for rule in "" --sparse-last-block; do
+    time_left "NIAH uniform $tau $rule" || break 2
+    "$xattn" "${niah[@]}" --threshold $tau $rule --json "$out/niah_uniform_$tau$rule.json" \
+      > "$out/niah_uniform_$tau$rule.log" 2>&1
+    note "NIAH uniform tau $tau $rule: exit $?"; tail -2 "$out/niah_uniform_$tau$rule.log" | tee -a "$out/summary.txt"
+  done
 done

@@ -2,13 +2,13 @@
 // With no arguments it calibrates the bundled model on the bundled text.
 #include <boost/program_options.hpp>
 #include <ctime>
-#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
 #include "cli_util.h"
+#include "xattn/paths.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
 
@@ -110,6 +110,7 @@ int run_calibrate(const Args& args) {
       ("samples", po::value<int64_t>()->default_value(4), "at most this many samples")
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S")
       ("block-size", po::value<int64_t>()->default_value(128), "block size")
+      ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
       ("taus", po::value<std::string>(), "candidate ladder, comma-separated (default: 0.9*0.9^m, 0.95, 0.99, 1)")
       ("metric", po::value<std::string>()->default_value("output_error"), "error metric: output_error or recall_loss")
       ("epsilon", po::value<double>()->default_value(0.05), "budget on the mean per-head error")
@@ -132,7 +133,7 @@ int run_calibrate(const Args& args) {
   if (no_source) {
     config.model_dir = bundled_path(kDefaultModel);
     if (config.data_files.empty()) config.data_files = {bundled_path(kDefaultData)};
-    XATTN_CHECK_INPUT(std::filesystem::exists(config.model_dir + "/config.json"),
+    XATTN_CHECK_INPUT(io::path_exists(config.model_dir + "/config.json"),
                       "the bundled model is missing (", config.model_dir,
                       "); give --model DIR --data FILE, --capture FILE or --stats FILE");
   }
@@ -141,6 +142,7 @@ int run_calibrate(const Args& args) {
   config.max_samples = vm["samples"].as<int64_t>();
   config.settings.stride = vm["stride"].as<int64_t>();
   config.settings.block_size = vm["block-size"].as<int64_t>();
+  config.settings.dense_last_query_block = !vm.count("sparse-last-block");
   if (vm.count("taus")) {
     config.settings.taus = parse_number_list(vm["taus"].as<std::string>(), "--taus");
     std::sort(config.settings.taus.begin(), config.settings.taus.end());
@@ -164,13 +166,13 @@ int run_calibrate(const Args& args) {
       vm.count("out") ? vm["out"].as<std::string>() : "out/profile-" + stamp + ".h5";
   std::string stats_out = vm.count("stats-out") ? vm["stats-out"].as<std::string>() : "";
   if (stats_out.empty() && config.statistics_files.empty()) {
-    const std::filesystem::path profile_path(out);
-    stats_out = (profile_path.parent_path() / ("stats-" + profile_path.filename().string())).string();
+    const size_t slash = out.find_last_of('/');  // npos + 1 == 0: no folder part
+    stats_out = out.substr(0, slash + 1) + "stats-" + out.substr(slash + 1);
   }
-  if (!vm.count("out")) std::filesystem::create_directories("out");
+  if (!vm.count("out")) io::make_folders("out");
   // Refuse before hours of work, not after.
   for (const auto& path : {out, stats_out})
-    XATTN_CHECK(path.empty() || force || !std::filesystem::exists(path), ErrorKind::kIo, path,
+    XATTN_CHECK(path.empty() || force || !io::path_exists(path), ErrorKind::kIo, path,
                 " already exists; pass --force to overwrite it or choose another --out");
 
   const auto start = std::chrono::steady_clock::now();

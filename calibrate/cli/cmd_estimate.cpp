@@ -31,6 +31,7 @@ int run_estimate(const Args& args) {
       ("capture", po::value<std::string>(), "capture file (docs/capture-format.md)")
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S (divides the block size)")
       ("block-size", po::value<int64_t>()->default_value(128), "block size (64, 128, 256)")
+      ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
       ("threshold", po::value<std::string>()->default_value("0.9"),
        "tau for every head, or one per query head, comma-separated")
       ("causal", po::value<std::string>()->default_value("auto"), "auto (from the capture), true or false")
@@ -49,6 +50,7 @@ int run_estimate(const Args& args) {
   runtime::EstimateOptions estimate;
   estimate.stride = vm["stride"].as<int64_t>();
   estimate.block_size = vm["block-size"].as<int64_t>();
+  estimate.dense_last_query_block = !vm.count("sparse-last-block");
   const std::string causal = vm["causal"].as<std::string>();
   XATTN_CHECK_ARG(causal == "auto" || causal == "true" || causal == "false",
                   "--causal must be auto, true or false");

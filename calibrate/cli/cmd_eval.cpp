@@ -3,7 +3,6 @@
 // density XAttention kept. Prompts are a function of --seed only (see xattn/model/niah.h).
 #include <boost/program_options.hpp>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -91,7 +90,7 @@ int run_niah(const Args& args) {
   XATTN_CHECK_ARG(samples >= 1, "--samples must be at least 1");
   const uint64_t seed = vm["seed"].as<uint64_t>();
   const std::string haystack_path = vm["haystack"].as<std::string>();
-  XATTN_CHECK(std::filesystem::exists(haystack_path), ErrorKind::kIo, "haystack text '",
+  XATTN_CHECK(io::path_exists(haystack_path), ErrorKind::kIo, "haystack text '",
               haystack_path, "' not found: run from the repository root or pass --haystack FILE");
   const std::string haystack = model::read_text_file(haystack_path);
   const std::string json_path = vm.count("json") ? vm["json"].as<std::string>() : "";
@@ -111,6 +110,7 @@ int run_niah(const Args& args) {
       runtime::EstimateOptions o;
       o.block_size = vm["block-size"].as<int64_t>();
       o.stride = vm["stride"].as<int64_t>();
+      o.dense_last_query_block = !vm.count("sparse-last-block");
       xattention = std::make_unique<model::XAttentionBackend>(
           model::XAttentionBackend::uniform(c.num_layers, c.num_heads, 0.9, o));
     }

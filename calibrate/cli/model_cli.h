@@ -104,7 +104,8 @@ inline void add_attention_options(po::options_description& o) {
       "profile", po::value<std::string>(),
       "XAttention with the per-head thresholds (and block size, stride) of a calibration profile")(
       "stride", po::value<int64_t>()->default_value(8), "XAttention scoring stride S (--threshold)")(
-      "block-size", po::value<int64_t>()->default_value(128), "XAttention block size (--threshold)");
+      "block-size", po::value<int64_t>()->default_value(128), "XAttention block size (--threshold)")(
+      "sparse-last-block", "--threshold: select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys");
 }
 
 // XAttention from --profile or --threshold; null when neither is given.
@@ -122,6 +123,7 @@ inline std::unique_ptr<model::XAttentionBackend> make_xattention(const po::varia
                       "' was calibrated for non-causal attention; the model runner is causal");
     options.block_size = profile.kernel.block_size;
     options.stride = profile.kernel.stride;
+    options.dense_last_query_block = profile.kernel.dense_last_query_block;
     const at::Tensor tau =
         at::tensor(profile.thresholds, at::TensorOptions().dtype(at::kFloat))
             .view({c.num_layers, c.num_heads});
@@ -130,6 +132,7 @@ inline std::unique_ptr<model::XAttentionBackend> make_xattention(const po::varia
   if (!vm.count("threshold")) return nullptr;
   options.block_size = vm["block-size"].as<int64_t>();
   options.stride = vm["stride"].as<int64_t>();
+  options.dense_last_query_block = !vm.count("sparse-last-block");
   return std::make_unique<model::XAttentionBackend>(model::XAttentionBackend::uniform(
       c.num_layers, c.num_heads, vm["threshold"].as<double>(), options));
 }

@@ -306,6 +306,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     options.stride = config.settings.stride;
     options.block_size = config.settings.block_size;
     options.causal = config.settings.causal;
+    options.dense_last_query_block = config.settings.dense_last_query_block;
     model::XAttentionBackend sparse(thresholds, options);
     std::vector<model::ForwardResult> runs;
     double density = 0;
@@ -401,6 +402,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   p.kernel.block_size = config.settings.block_size;
   p.kernel.stride = config.settings.stride;
   p.kernel.causal = stats.settings.causal;
+  p.kernel.dense_last_query_block = stats.settings.dense_last_query_block;
   p.thresholds = thresholds_table(stats, signature.num_layers, result.search.optimal.tau);
   p.predicted_density.assign(p.thresholds.size(), 1.f);
   p.predicted_error.assign(p.thresholds.size(), 0.f);

@@ -13,6 +13,7 @@ runtime::EngineSettings engine_settings_of(const Profile& profile) {
   settings.block_size = profile.kernel.block_size;
   settings.stride = profile.kernel.stride;
   settings.causal = profile.kernel.causal;
+  settings.dense_last_query_block = profile.kernel.dense_last_query_block;
   try {
     settings.scoring_scale = runtime::parse_scoring_scale(profile.kernel.scale_rule);
   } catch (const Error& e) {

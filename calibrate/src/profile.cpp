@@ -293,6 +293,8 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
       put(kernel, "stride", p.kernel.stride);
       put(kernel, "scale_rule", p.kernel.scale_rule);
       put(kernel, "causal", static_cast<int32_t>(p.kernel.causal ? 1 : 0));
+      put(kernel, "dense_last_query_block",
+          static_cast<int32_t>(p.kernel.dense_last_query_block ? 1 : 0));
 
       const std::vector<hsize_t> grid = {static_cast<hsize_t>(p.model.num_layers),
                                          static_cast<hsize_t>(p.model.heads_q)};
@@ -385,6 +387,10 @@ Profile read_profile(const std::string& path) {
     p.kernel.stride = rd.get_int(kernel, "/kernel", "stride");
     p.kernel.scale_rule = rd.get_string(kernel, "/kernel", "scale_rule");
     p.kernel.causal = rd.get_int(kernel, "/kernel", "causal") != 0;
+    // Before 1.2 the last query block was selected like the others.
+    p.kernel.dense_last_query_block =
+        kernel.attrExists("dense_last_query_block") &&
+        rd.get_int(kernel, "/kernel", "dense_last_query_block") != 0;
 
     const std::vector<hsize_t> grid = {static_cast<hsize_t>(p.model.num_layers),
                                        static_cast<hsize_t>(p.model.heads_q)};
@@ -505,7 +511,8 @@ std::string profile_to_json(const Profile& p) {
   j["kernel"] = {{"block_size", p.kernel.block_size},
                  {"stride", p.kernel.stride},
                  {"scale_rule", p.kernel.scale_rule},
-                 {"causal", p.kernel.causal}};
+                 {"causal", p.kernel.causal},
+                 {"dense_last_query_block", p.kernel.dense_last_query_block}};
   j["thresholds"] = matrix_json(p.thresholds, L, H);
   j["predicted"] = {{"density", matrix_json(p.predicted_density, L, H)},
                     {"error", matrix_json(p.predicted_error, L, H)},
@@ -556,6 +563,7 @@ std::string format_profile_summary(const Profile& p) {
       << (p.model.weight_shapes_hash.empty() ? "(unknown)" : p.model.weight_shapes_hash) << "\n";
   out << "kernel       block " << p.kernel.block_size << ", stride " << p.kernel.stride
       << ", scale " << p.kernel.scale_rule << ", " << (p.kernel.causal ? "causal" : "non-causal")
+      << (p.kernel.causal && p.kernel.dense_last_query_block ? ", last query block dense" : "")
       << "\n";
   out << std::setprecision(4);
   out << "budget       mean " << p.budget.metric << " <= " << p.budget.epsilon;

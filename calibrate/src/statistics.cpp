@@ -54,6 +54,7 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   options.stride = settings.stride;
   options.block_size = bs;
   options.causal = settings.causal;
+  options.dense_last_query_block = settings.dense_last_query_block;
 
   // Selections of every candidate: [taus, heads, nQB, nKB] as float 0/1, and their densities.
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
@@ -184,6 +185,8 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
     differs("stride", s.settings.stride, merged.settings.stride);
     differs("block size", s.settings.block_size, merged.settings.block_size);
     differs("causal flag", s.settings.causal, merged.settings.causal);
+    differs("last-query-block rule", s.settings.dense_last_query_block,
+            merged.settings.dense_last_query_block);
     merged.samples.insert(merged.samples.end(), s.samples.begin(), s.samples.end());
     for (auto [to, from] : {std::make_pair(&merged.density, &s.density),
                             std::make_pair(&merged.recall_mean, &s.recall_mean),
@@ -215,6 +218,7 @@ void write_statistics(const std::string& path, const Statistics& s, bool overwri
     io::h5::set_attribute(root, "stride", s.settings.stride);
     io::h5::set_attribute(root, "block_size", s.settings.block_size);
     io::h5::set_attribute(root, "causal", int64_t(s.settings.causal));
+    io::h5::set_attribute(root, "dense_last_query_block", int64_t(s.settings.dense_last_query_block));
     io::h5::set_attribute(root, "taus", s.settings.taus);
     std::vector<int64_t> len_q, len_k;
     std::string sources;
@@ -260,6 +264,10 @@ Statistics read_statistics(const std::string& path) {
     s.settings.stride = io::h5::int_attribute(root, "stride", path);
     s.settings.block_size = io::h5::int_attribute(root, "block_size", path);
     s.settings.causal = io::h5::int_attribute(root, "causal", path) != 0;
+    // Files before 1.1 were measured with the last query block selected like the others.
+    s.settings.dense_last_query_block =
+        io::h5::has_attribute(root, "dense_last_query_block") &&
+        io::h5::int_attribute(root, "dense_last_query_block", path) != 0;
     s.settings.taus = io::h5::double_array_attribute(root, "taus", path);
     const auto len_q = io::h5::int_array_attribute(root, "sample_len_q", path);
     const auto len_k = io::h5::int_array_attribute(root, "sample_len_k", path);

@@ -12,8 +12,8 @@
 head size, architecture; with ``model_dir`` also the config.json hash), loads the op library,
 registers the attention function "xattn" through transformers' ``AttentionInterface``
 (transformers >= 4.48) and switches the model to it. Each attention call then runs
-``torch.ops.xattn.prefill(q, k, v, thresholds[layer], stride, block_size, causal)`` with the
-profile's kernel settings, or transformers' sdpa attention, explicitly and countably, for:
+``torch.ops.xattn.prefill(q, k, v, thresholds[layer], stride, block_size, causal,
+dense_last_query_block)`` with the profile's kernel settings, or transformers' sdpa attention, explicitly and countably, for:
 
 * decode steps (one query token);
 * key lengths below ``crossover_len``: by default 8192 on CUDA, where dense attention is as fast
@@ -57,6 +57,8 @@ class XAttentionProfile:
             self.block_size = int(kernel["block_size"])
             self.stride = int(kernel["stride"])
             self.causal = bool(kernel["causal"])
+            # Profiles before format 1.2 selected the last query block like the others.
+            self.dense_last_query_block = bool(kernel.get("dense_last_query_block", False))
             self.thresholds = [[float(t) for t in row] for row in data["thresholds"]]
         except (KeyError, TypeError, ValueError) as problem:
             raise ValueError(f"{source}: not a usable xattn profile JSON ({problem}); export one "
@@ -221,7 +223,7 @@ def xattn_attention(module, query, key, value, attention_mask, scaling=None, dro
     output = torch.ops.xattn.prefill(
         query.contiguous(), key.contiguous(), value.contiguous(),
         runtime.thresholds(module.layer_idx, query.device), profile.stride, profile.block_size,
-        profile.causal)
+        profile.causal, profile.dense_last_query_block)
     runtime.count("sparse")
     return output.transpose(1, 2).contiguous(), None
 

@@ -35,7 +35,9 @@ void select_blocks(const SelectionParams& params) {
       const int64_t allowed = (pr.len_q(b) > 0 && i < geometry.num_q_blocks())
                                   ? geometry.allowed_blocks(i)
                                   : 0;
-      const float threshold = params.thresholds[hq];
+      const bool last_block_dense = params.dense_last_query_block && pr.causal &&
+                                    i == geometry.num_q_blocks() - 1;
+      const float threshold = last_block_dense ? 1.f : params.thresholds[hq];
       if (allowed > 0 && threshold >= 1.f) {
         std::fill(keep.begin(), keep.begin() + allowed, uint8_t(1));
       } else if (allowed > 0) {

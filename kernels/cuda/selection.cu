@@ -44,7 +44,9 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   const float* scores = params.block_scores + row * nkb_max;
   const int64_t allowed =
       (pr.len_q(b) > 0 && i < geometry.num_q_blocks()) ? geometry.allowed_blocks(i) : 0;
-  const float tau = params.thresholds[head];
+  const bool last_block_dense =
+      params.dense_last_query_block && pr.causal && i == geometry.num_q_blocks() - 1;
+  const float tau = last_block_dense ? 1.f : params.thresholds[head];
   const int64_t sink = (params.keep_sink && allowed > 0) ? 0 : -1;
   const int64_t diagonal = (params.keep_diagonal && allowed > 0) ? geometry.diagonal_block(i) : -1;
   auto forced = [&](int64_t j) { return j == sink || j == diagonal; };

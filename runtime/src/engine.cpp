@@ -472,6 +472,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   selection.thresholds = plan.thresholds_.data_ptr<float>() + layer * s.heads_q;
   selection.keep_sink = settings_.keep_sink;
   selection.keep_diagonal = settings_.keep_diagonal;
+  selection.dense_last_query_block = settings_.causal && settings_.dense_last_query_block;
   selection.kv_block_count = plan.kv_block_count_.data_ptr<int32_t>();
   selection.kv_block_index = plan.kv_block_index_.data_ptr<int32_t>();
 

@@ -15,8 +15,9 @@ std::optional<double> to_std(const c10::optional<double>& value) {
 }
 
 EstimateOptions options_of(int64_t stride, int64_t block_size, bool causal,
-                           std::optional<double> scale) {
+                           std::optional<double> scale, bool dense_last_query_block) {
   EstimateOptions options;
+  options.dense_last_query_block = dense_last_query_block;
   options.stride = stride;
   options.block_size = block_size;
   options.causal = causal;
@@ -27,8 +28,10 @@ EstimateOptions options_of(int64_t stride, int64_t block_size, bool causal,
 std::tuple<at::Tensor, at::Tensor> estimate_op(const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& thresholds, int64_t stride,
                                                int64_t block_size, bool causal,
-                                               c10::optional<double> scale) {
-  return estimate(q, k, thresholds, options_of(stride, block_size, causal, to_std(scale)));
+                                               c10::optional<double> scale,
+                                               bool dense_last_query_block) {
+  return estimate(q, k, thresholds,
+                  options_of(stride, block_size, causal, to_std(scale), dense_last_query_block));
 }
 
 // The mask's shape fixes the block size: the usual sizes are tried, 128 first.
@@ -55,8 +58,9 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(const at::Tensor& q
 
 at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& thresholds, int64_t stride, int64_t block_size,
-                      bool causal) {
-  return prefill(q, k, v, thresholds, options_of(stride, block_size, causal, std::nullopt));
+                      bool causal, bool dense_last_query_block) {
+  return prefill(q, k, v, thresholds,
+                 options_of(stride, block_size, causal, std::nullopt, dense_last_query_block));
 }
 
 }  // namespace
@@ -66,7 +70,7 @@ TORCH_LIBRARY(xattn, m) {
   using namespace xattn::runtime;
   m.def(
       "estimate(Tensor q, Tensor k, Tensor thresholds, int stride=8, int block_size=128, "
-      "bool causal=True, float? scale=None) -> (Tensor, Tensor)",
+      "bool causal=True, float? scale=None, bool dense_last_query_block=True) -> (Tensor, Tensor)",
       &estimate_op);
   m.def(
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask, bool causal=True, "
@@ -74,6 +78,6 @@ TORCH_LIBRARY(xattn, m) {
       &block_sparse_attention_op);
   m.def(
       "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
-      "int block_size=128, bool causal=True) -> Tensor",
+      "int block_size=128, bool causal=True, bool dense_last_query_block=True) -> Tensor",
       &prefill_op);
 }

@@ -30,16 +30,20 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
 
   auto prefill = op("xattn::prefill")
                      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, int64_t, int64_t, bool)>();
-  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true),
+                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, true),
                         runtime::prefill(q, k, v, thresholds, options)));
+  runtime::EstimateOptions sparse_last = options;
+  sparse_last.dense_last_query_block = false;
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, false),
+                        runtime::prefill(q, k, v, thresholds, sparse_last)));
 
   auto estimate =
       op("xattn::estimate")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, int64_t, int64_t, bool,
-                                                    c10::optional<double>)>();
-  auto [scores, mask] = estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt);
+                                                    c10::optional<double>, bool)>();
+  auto [scores, mask] = estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt, true);
   auto [expected_scores, expected_mask] = runtime::estimate(q, k, thresholds, options);
   EXPECT_TRUE(at::equal(scores, expected_scores));
   EXPECT_TRUE(at::equal(mask, expected_mask));

@@ -110,6 +110,7 @@ TEST_F(ProfileFile, RoundTrip) {
   EXPECT_EQ(q.kernel.stride, 8);
   EXPECT_EQ(q.kernel.scale_rule, "1/(sqrt(d)*S)");
   EXPECT_TRUE(q.kernel.causal);
+  EXPECT_TRUE(q.kernel.dense_last_query_block);
   EXPECT_EQ(q.thresholds, p.thresholds);  // bit-exact float32
   EXPECT_EQ(q.predicted_density, p.predicted_density);
   EXPECT_EQ(q.predicted_error, p.predicted_error);
@@ -133,6 +134,20 @@ TEST_F(ProfileFile, RoundTrip) {
   EXPECT_EQ(q.tool_version, "xattn 0.1.0");
   EXPECT_EQ(q.created_utc, "2026-11-28T10:05:54Z");
   EXPECT_EQ(listing(), std::vector<std::string>{"p.h5"});  // no temporary file left behind
+}
+
+TEST_F(ProfileFile, LastQueryBlockRuleRoundTripsAndOlderFilesReadAsSparse) {
+  Profile p = make_profile();
+  p.kernel.dense_last_query_block = false;
+  write_profile(path("sparse.h5"), p, false);
+  EXPECT_FALSE(read_profile(path("sparse.h5")).kernel.dense_last_query_block);
+  // A file written before format 1.2 has no attribute: its thresholds were calibrated with the
+  // last query block selected like the others.
+  write_profile(path("old.h5"), make_profile(), false);
+  tamper(path("old.h5"),
+         [](hid_t f) { H5Adelete_by_name(f, "kernel", "dense_last_query_block", H5P_DEFAULT); });
+  EXPECT_FALSE(read_profile(path("old.h5")).kernel.dense_last_query_block);
+  EXPECT_TRUE(read_profile(path("old.h5")).kernel.causal);
 }
 
 TEST_F(ProfileFile, HoldoutIndicesAreChecked) {

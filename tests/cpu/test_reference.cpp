@@ -185,6 +185,7 @@ TEST(BlockSelection, MatchesBruteForceSmallestSet) {
     options.block_size = 64;
     options.causal = causal;
     options.keep_sink = options.keep_diagonal = causal;
+    options.dense_last_query_block = false;  // the row under test is the last one
     auto [mask, count, index] = runtime::select_blocks(block_scores, at::full({1}, tau),
                                                        nkb * 64, nkb * 64, options);
     std::vector<int> forced;
@@ -225,6 +226,7 @@ TEST(BlockSelection, ThresholdExtremesAndMonotoneDensity) {
     EstimateOptions options;
     options.block_size = 64;
     options.causal = causal;
+    options.dense_last_query_block = false;  // the method's rule alone
     const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
     const int64_t nqb = scores.size(2);
     auto density = [&](float tau) {
@@ -241,6 +243,41 @@ TEST(BlockSelection, ThresholdExtremesAndMonotoneDensity) {
       const at::Tensor now = density(tau);
       EXPECT_TRUE((now >= previous).all().item<bool>()) << "tau " << tau;
       previous = now;
+    }
+  }
+}
+
+TEST(BlockSelection, DenseLastQueryBlockKeepsEveryAllowedBlockOfThatRowOnly) {
+  const at::Tensor k = random_qkv(1, 2, 1000, 32, at::kFloat, 32);
+  for (const int64_t len_q : {1000, 300, 64, 1}) {  // square, chunked prefill, one block, decode
+    const at::Tensor q = random_qkv(1, 4, len_q, 32, at::kFloat, 31);
+    for (bool causal : {true, false}) {
+      EstimateOptions options;
+      options.block_size = 64;
+      options.causal = causal;
+      const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
+      const at::Tensor tau = at::tensor({0.f, 0.3f, 0.6f, 0.9f});
+      options.dense_last_query_block = false;
+      const at::Tensor plain = std::get<0>(runtime::select_blocks(scores, tau, len_q, 1000, options));
+      options.dense_last_query_block = true;
+      const at::Tensor dense_last =
+          std::get<0>(runtime::select_blocks(scores, tau, len_q, 1000, options));
+      const int64_t nqb = plain.size(2), last = nqb - 1;
+      if (!causal) {  // no last token to protect: the rule does not apply
+        EXPECT_TRUE(at::equal(plain, dense_last)) << "len_q " << len_q;
+        continue;
+      }
+      if (nqb > 1) {
+        EXPECT_TRUE(at::equal(plain.slice(2, 0, last), dense_last.slice(2, 0, last)))
+            << "len_q " << len_q << ": rows before the last changed";
+      }
+      // The last query block (bottom-right aligned) sees every key block.
+      const kernels::BlockGeometry geometry{len_q, 1000, 64, 1000 - len_q, true};
+      const int64_t allowed = geometry.allowed_blocks(last);
+      EXPECT_TRUE(dense_last.select(2, last).slice(2, 0, allowed).all().item<bool>());
+      EXPECT_FALSE(dense_last.select(2, last).slice(2, allowed).any().item<bool>());
+      EXPECT_FALSE(plain.select(2, last)[0].all().item<bool>() && allowed > 2)
+          << "tau 0 should drop blocks of the last row without the rule";
     }
   }
 }

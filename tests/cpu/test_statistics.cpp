@@ -124,6 +124,15 @@ TEST(Statistics, FileRoundTripMergeAndMismatch) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("stride"), std::string::npos) << e.what();
   }
+  EXPECT_EQ(merged.settings.dense_last_query_block, a.settings.dense_last_query_block);
+  other = b;
+  other.settings.dense_last_query_block = !b.settings.dense_last_query_block;
+  try {
+    merge_statistics({a, other});
+    FAIL() << "expected a mismatch";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("last-query-block"), std::string::npos) << e.what();
+  }
   std::remove(path_a.c_str());
   std::remove(path_b.c_str());
 }

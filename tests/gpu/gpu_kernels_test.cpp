@@ -317,12 +317,13 @@ SelectionParams selection_params(const Data& d, const float* scores, const float
 }
 
 Selection cpu_select(const Data& d, const std::vector<float>& scores, const std::vector<float>& tau,
-                     bool keep_sink, bool keep_diagonal) {
+                     bool keep_sink, bool keep_diagonal, bool dense_last = false) {
   const int64_t rows = d.batch * d.c.heads_q * n_qblocks(d), nkb = n_kblocks(d);
   Selection s{std::vector<uint8_t>(rows * nkb), std::vector<int32_t>(rows), std::vector<int32_t>(rows * nkb)};
   SelectionParams p = selection_params(d, scores.data(), tau.data());
   p.keep_sink = keep_sink;
   p.keep_diagonal = keep_diagonal;
+  p.dense_last_query_block = dense_last;
   p.mask = s.mask.data();
   p.kv_block_count = s.count.data();
   p.kv_block_index = s.index.data();
@@ -331,7 +332,7 @@ Selection cpu_select(const Data& d, const std::vector<float>& scores, const std:
 }
 
 Selection gpu_select(const Data& d, const std::vector<float>& scores, const std::vector<float>& tau,
-                     bool keep_sink, bool keep_diagonal) {
+                     bool keep_sink, bool keep_diagonal, bool dense_last = false) {
   const int64_t rows = d.batch * d.c.heads_q * n_qblocks(d), nkb = n_kblocks(d);
   DeviceBuffer<float> d_scores(scores), d_tau(tau);
   DeviceBuffer<uint8_t> mask(rows * nkb);
@@ -343,6 +344,7 @@ Selection gpu_select(const Data& d, const std::vector<float>& scores, const std:
   p.problem = d.problem(true);
   p.keep_sink = keep_sink;
   p.keep_diagonal = keep_diagonal;
+  p.dense_last_query_block = dense_last;
   p.mask = mask.get();
   p.kv_block_count = count.get();
   p.kv_block_index = index.get();
@@ -681,12 +683,12 @@ TEST(GpuSelection, MatchesCpuOnReferenceScores) {
     const auto d = make_data(c, seed++);
     const std::vector<float> scores = cpu_scores(*d);
     const std::vector<float> tau = thresholds_for(c.heads_q);
-    for (int flags = 0; flags < 4; ++flags) {
-      const bool sink = flags & 1, diagonal = flags & 2;
-      const Selection ref = cpu_select(*d, scores, tau, sink, diagonal);
-      const Selection got = gpu_select(*d, scores, tau, sink, diagonal);
+    for (int flags = 0; flags < 8; ++flags) {
+      const bool sink = flags & 1, diagonal = flags & 2, dense_last = flags & 4;
+      const Selection ref = cpu_select(*d, scores, tau, sink, diagonal, dense_last);
+      const Selection got = gpu_select(*d, scores, tau, sink, diagonal, dense_last);
       EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0)
-          << "keep_sink " << sink << " keep_diagonal " << diagonal;
+          << "keep_sink " << sink << " keep_diagonal " << diagonal << " dense_last " << dense_last;
     }
   }
 }

@@ -53,6 +53,10 @@ struct EngineSettings {
   // Non-causal only (causal mode always keeps key block 0 and the diagonal block).
   bool keep_sink = true;
   bool keep_diagonal = true;
+  // Causal: each sequence's last query block keeps every allowed key block. Its last row makes
+  // the first generated token; a key only that row needs (a passkey) can hold too little of the
+  // block's antidiagonal mass to be selected. Costs one block row (1/256 of the blocks at 32K).
+  bool dense_last_query_block = true;
 };
 
 // When to run dense attention instead of XAttention.

@@ -20,6 +20,10 @@ struct EstimateOptions {
   std::optional<double> scale;  // default 1 / (sqrt(head_dim) * stride)
   bool keep_sink = true;        // forced in causal mode; optional in non-causal mode
   bool keep_diagonal = true;
+  // Causal: each sequence's last query block keeps every allowed key block. Its last row makes
+  // the first generated token; a key only that row needs (a passkey) can hold too little of the
+  // block's antidiagonal mass to be selected. Costs one block row (1/256 of the blocks at 32K).
+  bool dense_last_query_block = true;
 };
 
 // Antidiagonal block scores [batch, heads_q, nQB, nKB] float32.

@@ -15,7 +15,8 @@ namespace xattn::calibrate {
 // Schema version written by this build. Readers accept any minor version of their major version
 // (minor versions only add optional fields) and reject other major versions.
 inline constexpr int32_t kProfileFormatMajor = 1;
-inline constexpr int32_t kProfileFormatMinor = 1;  // 1.1 adds calibration_data/holdout_samples
+// 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block.
+inline constexpr int32_t kProfileFormatMinor = 2;
 
 // What the profile was calibrated for. Hashes are free-form strings (e.g. "sha256:..."); an empty
 // hash means unknown and is not compared.
@@ -35,6 +36,9 @@ struct KernelSettings {
   int64_t stride = 8;                        // S
   std::string scale_rule = "1/(sqrt(d)*S)";  // scoring scale, as a formula of d and S
   bool causal = true;
+  // Selection rule the thresholds were calibrated with (runtime::EstimateOptions says why);
+  // profiles before format 1.2 read as false.
+  bool dense_last_query_block = true;
 };
 
 // The accuracy budget the search met.

@@ -15,12 +15,13 @@
 namespace xattn::calibrate {
 
 inline constexpr int32_t kStatisticsFormatMajor = 1;
-inline constexpr int32_t kStatisticsFormatMinor = 0;
+inline constexpr int32_t kStatisticsFormatMinor = 1;  // 1.1 adds dense_last_query_block
 
 struct StatisticsSettings {
   int64_t stride = 8;
   int64_t block_size = 128;
   bool causal = true;
+  bool dense_last_query_block = true;  // runtime::EstimateOptions says why
   std::vector<double> taus = default_tau_ladder();  // ascending
   bool output_error = true;  // needs v
   int64_t query_chunk = 0;   // query rows per exact-attention chunk (0: about 16 MiB of scratch)

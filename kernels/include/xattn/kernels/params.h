@@ -30,6 +30,9 @@ struct ScoringParams {
 // keep_sink / keep_diagonal), then the remaining allowed blocks by descending score (ties: lower
 // index first) while the taken mass is below threshold * row total; the crossing block is kept.
 // threshold >= 1 keeps every allowed block; threshold <= 0 keeps only forced blocks.
+// dense_last_query_block (causal only): each sequence's last query block keeps every allowed
+// block. Its last row produces the first generated token, and a needle that only that row
+// attends to carries too little of the block's antidiagonal mass to be selected.
 struct SelectionParams {
   Problem problem;
   int32_t block_size = 128;
@@ -37,6 +40,7 @@ struct SelectionParams {
   const float* thresholds = nullptr;    // [heads_q]
   bool keep_sink = true;
   bool keep_diagonal = true;
+  bool dense_last_query_block = false;
   uint8_t* mask = nullptr;              // [batch, heads_q, nQB, nKB] 0/1, optional
   int32_t* kv_block_count = nullptr;    // [batch, heads_q, nQB]
   int32_t* kv_block_index = nullptr;    // [batch, heads_q, nQB, nKB], first `count` valid, ascending

@@ -12,22 +12,9 @@ out=${1:?usage: scripts/gpu-calibrate.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build=${XATTN_GPU_BUILD:-build-gpu}
-note() { echo "[gpu-calibrate $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
-# Later steps are skipped once XATTN_GPU_BUDGET_S (default 540) seconds have passed.
-time_left() {
-  if [ $(( $(date +%s) - start )) -gt "${XATTN_GPU_BUDGET_S:-540}" ]; then
-    note "time budget spent: skipping the remaining steps"; return 1
-  fi
-}
-
-if compgen -G ".devdebs/*.deb" > /dev/null; then
-  mkdir -p /opt/xs
-  for f in .devdebs/*.deb; do dpkg -x "$f" /opt/xs; done
-  export LD_LIBRARY_PATH=/opt/xs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
-torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-export PATH=/usr/local/cuda/bin:$PATH
-start=$(date +%s)
+script_name=gpu-calibrate
+source "$(dirname "$0")/gpu-common.sh"
+gpu_environment
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 || { note "configure FAILED"; tail -30 "$out/configure.log"; exit 1; }
@@ -53,7 +40,7 @@ grep -E "^time" "$out/calibrate_8b_layer.log" | tee -a "$out/summary.txt"
 # Per-head against uniform thresholds at equal density, for two metrics and three budgets.
 for metric in output_error recall_loss; do
   for eps in 0.05 0.1; do
-    time_left || break 2
+    time_left "the remaining calibrations" || break 2
     t0=$(date +%s)
     "$xattn" calibrate --device cuda --samples 8 --metric $metric --epsilon $eps \
       --out "$out/profile-$metric-$eps.h5" > "$out/calibrate_${metric}_$eps.log" 2>&1
@@ -65,13 +52,13 @@ done
 niah=(eval niah --model examples/models/xattn-byte --device cuda --lengths 4k,8k,16k
       --depths 0,0.25,0.5,0.75,1 --samples 3 --seed 7)
 for profile in profiles/xattn-byte*.h5; do
-  time_left || break
+  time_left "NIAH with $profile" || break
   name=$(basename "$profile" .h5)
   "$xattn" "${niah[@]}" --profile "$profile" --json "$out/niah_$name.json" > "$out/niah_$name.log" 2>&1
   note "NIAH with $profile: exit $?"; tail -12 "$out/niah_$name.log"
 done
 for tau in 0.9 0.95 0.99; do
-  time_left || break
+  time_left "NIAH uniform $tau" || break
   "$xattn" "${niah[@]}" --threshold $tau --skip-dense --json "$out/niah_uniform_$tau.json" \
     > "$out/niah_uniform_$tau.log" 2>&1
   note "NIAH uniform tau $tau: exit $?"; tail -8 "$out/niah_uniform_$tau.log"

@@ -32,20 +32,12 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build=${XATTN_GPU_BUILD:-build-gpu}
 status=0
-note() { echo "[gpu-check $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
+script_name=gpu-check
+source "$(dirname "$0")/gpu-common.sh"
+gpu_environment
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/device.txt" 2>&1
 note "device: $(tail -1 "$out/device.txt")"
-
-if compgen -G ".devdebs/*.deb" > /dev/null; then
-  mkdir -p /opt/xs
-  for f in .devdebs/*.deb; do dpkg -x "$f" /opt/xs; done
-  export LD_LIBRARY_PATH=/opt/xs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
-torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-export PATH=/usr/local/cuda/bin:$PATH
-
-start=$(date +%s)
 if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" \
     -DCMAKE_CUDA_ARCHITECTURES="${XATTN_CUDA_ARCHS:-90}" -DXATTN_BUILD_EXAMPLES=OFF \

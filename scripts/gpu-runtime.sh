@@ -15,28 +15,16 @@ out=${1:?usage: scripts/gpu-runtime.sh OUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 build=${XATTN_GPU_BUILD:-build-gpu}
-note() { echo "[gpu-runtime $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
-time_left() {
-  if [ $(( $(date +%s) - start )) -gt "${XATTN_GPU_BUDGET_S:-540}" ]; then
-    note "time budget spent: skipping $1"; return 1
-  fi
-}
+script_name=gpu-runtime
+source "$(dirname "$0")/gpu-common.sh"
 finish() {
   note "total $(( $(date +%s) - start )) s"
   logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
   [ -n "$logs" ] && tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -rf $logs)
 }
 trap finish EXIT
-
-if compgen -G ".devdebs/*.deb" > /dev/null; then
-  mkdir -p /opt/xs
-  for f in .devdebs/*.deb; do dpkg -x "$f" /opt/xs; done
-  export LD_LIBRARY_PATH=/opt/xs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-fi
+gpu_environment
 python=$(command -v python3)
-torch_prefix=$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')
-export PATH=/usr/local/cuda/bin:$PATH
-start=$(date +%s)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/device.txt" 2>&1
 note "device: $(cat "$out/device.txt"); $("$python" -c 'import torch,transformers;print("torch",torch.__version__,"transformers",transformers.__version__)' 2>&1 | tail -1)"
 

@@ -1,0 +1,28 @@
+# Sourced by the scripts/gpu-*.sh programs: the GPU machine's environment and two helpers.
+#   gpu_environment        unpacks .devdebs/*.deb (Boost.Program_options, nlohmann-json: missing
+#                          there) into /opt/xs, puts nvcc on PATH, sets torch_prefix to LibTorch's
+#                          CMake prefix from python3 and start to the current time
+#   note TEXT              prints TEXT with the time and appends it to $out/summary.txt
+#   time_left WHAT         false (and says so) once XATTN_GPU_BUDGET_S (default 540) seconds
+#                          have passed since gpu_environment
+# Callers set $out (an absolute folder) and $script_name first.
+
+gpu_environment() {
+  if compgen -G ".devdebs/*.deb" > /dev/null; then
+    mkdir -p /opt/xs
+    for f in .devdebs/*.deb; do dpkg -x "$f" /opt/xs; done
+    export LD_LIBRARY_PATH=/opt/xs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  fi
+  torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+  export PATH=/usr/local/cuda/bin:$PATH
+  start=$(date +%s)
+}
+
+note() { echo "[$script_name $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
+
+time_left() {
+  if [ $(( $(date +%s) - start )) -gt "${XATTN_GPU_BUDGET_S:-540}" ]; then
+    note "time budget spent: skipping $1"
+    return 1
+  fi
+}

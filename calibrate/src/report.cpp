@@ -589,7 +589,8 @@ std::string model_line(const Profile& p) {
          std::to_string(p.model.heads_q) + " query heads (" + std::to_string(p.model.heads_kv) +
          " KV), head_dim " + std::to_string(p.model.head_dim) + "; block " +
          std::to_string(p.kernel.block_size) + ", stride " + std::to_string(p.kernel.stride) +
-         ", " + (p.kernel.causal ? "causal" : "non-causal");
+         ", " + (p.kernel.causal ? "causal" : "non-causal") +
+         (p.kernel.causal && p.kernel.dense_last_query_block ? ", last query block dense" : "");
 }
 
 std::string budget_line(const Profile& p) {
@@ -834,6 +835,12 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
                     s.settings.stride, (s.settings.causal ? ", causal" : ", non-causal"),
                     " but the profile is for block ", p.kernel.block_size, ", stride ",
                     p.kernel.stride, (p.kernel.causal ? ", causal" : ", non-causal"),
+                    "; give the statistics the profile was calibrated on");
+  XATTN_CHECK_INPUT(s.settings.dense_last_query_block == p.kernel.dense_last_query_block,
+                    "the statistics were measured with the last query block ",
+                    s.settings.dense_last_query_block ? "dense" : "selected like the others",
+                    " but the profile was calibrated with it ",
+                    p.kernel.dense_last_query_block ? "dense" : "selected like the others",
                     "; give the statistics the profile was calibrated on");
   XATTN_CHECK_INPUT(!s.samples.empty(), "the statistics hold no samples");
   std::vector<int64_t> slot_of(size_t(L), -1);

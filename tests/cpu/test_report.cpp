@@ -206,6 +206,14 @@ TEST(Report, MeasurementsRejectStatisticsOfAnotherShapeOrKernel) {
   Profile q = make_profile(s);
   q.kernel.block_size = 64;
   EXPECT_THROW(measure_profile(q, s), Error);
+  Profile r = make_profile(s);
+  r.kernel.dense_last_query_block = !s.settings.dense_last_query_block;
+  try {
+    measure_profile(r, s);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("last query block"), std::string::npos) << e.what();
+  }
 }
 
 ProfileReport make_report(bool with_statistics, const std::vector<int64_t>& lengths = kLengths) {

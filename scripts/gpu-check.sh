@@ -4,6 +4,8 @@
 #
 #   scripts/gpu-check.sh OUT_DIR [--skip-tests] [--skip-bench] [--skip-runtime] [--ncu]
 #                        [--lengths 8192,16384,...]
+#   XATTN_NCU_SECTIONS: ncu section arguments for --ncu (default: SpeedOfLight and
+#   ComputeWorkloadAnalysis)
 #
 # Expects PyTorch (with CUDA) in `python3` for LibTorch and, when present, the Debian packages in
 # .devdebs/ (unpacked to /opt/xs: Boost.Program_options and nlohmann-json are missing there).
@@ -100,7 +102,7 @@ if [ $run_ncu = 1 ] && [ -x "$build/bench/xattn_bench" ]; then
   # One launch of the scoring (S = 8) and sparse attention (7 %) kernels at 32K, Hkv = 8.
   for kernel in antidiagonal_scoring_kernel block_sparse_attention_kernel; do
     timeout 120 ncu --clock-control none --kernel-name "regex:$kernel" --launch-count 1 \
-      --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      ${XATTN_NCU_SECTIONS:---section SpeedOfLight --section ComputeWorkloadAnalysis} \
       "$build/bench/xattn_bench" --profile-once 32768 > "$out/ncu_$kernel.txt" 2>&1 \
       && note "ncu $kernel done" || note "ncu $kernel failed (see ncu_$kernel.txt)"
   done

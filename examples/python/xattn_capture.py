@@ -351,6 +351,7 @@ class TransformersCaptureHook:
         from transformers import AttentionInterface
 
         AttentionInterface.register(self.NAME, self.attention)
+        _register_sdpa_masks(self.NAME)
         self._previous = model.config._attn_implementation
         _set_attention_implementation(model, self.NAME)
 
@@ -358,6 +359,16 @@ class TransformersCaptureHook:
         if self._previous is not None:
             _set_attention_implementation(model, self._previous)
             self._previous = None
+
+
+def _register_sdpa_masks(name):
+    # transformers >= 4.53 build masks per attention name and hand an unknown name the raw 2D
+    # padding mask; the hook calls sdpa attention, so it gets sdpa's masks.
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    except ImportError:  # older transformers: 4D masks for every attention function
+        return
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
 def _set_attention_implementation(model, name):

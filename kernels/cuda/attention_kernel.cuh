@@ -127,17 +127,29 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
     const T* src = q_base + (valid ? (q0 + row) * params.q.token_stride : 0) + chunk * 8;
     cp_async_16(smem_address(smem_q + swizzled<kHeadDim>(row, chunk)), src, valid);
   }
+  // K/V tiles: thread tid copies 16-byte chunk (tid % kChunks) of rows tid / kChunks +
+  // kKvRowsPerPass * i, so the k-loop only adds to a per-thread base pointer.
+  constexpr int kKvRowsPerPass = Tile::kThreads / kChunks;
+  static_assert(kKeys % kKvRowsPerPass == 0, "whole load passes");
+  const int kv_chunk = tid % kChunks, kv_row0 = tid / kChunks;
+  const int64_t k_stride = params.k.token_stride, v_stride = params.v.token_stride;
+  const T* k_thread = k_base + kv_row0 * k_stride + kv_chunk * 8;
+  const T* v_thread = v_base + kv_row0 * v_stride + kv_chunk * 8;
   auto load_kv = [&](int64_t k0, int buf) {
     T* k_dst = smem_k + buf * kKeys * kHeadDim;
     T* v_dst = smem_v + buf * kKeys * kHeadDim;
-    for (int idx = tid; idx < kKeys * kChunks; idx += Tile::kThreads) {
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      const bool valid = k0 + row < len_k;
-      const int64_t token = valid ? k0 + row : 0;
-      cp_async_16(smem_address(k_dst + swizzled<kHeadDim>(row, chunk)),
-                  k_base + token * params.k.token_stride + chunk * 8, valid);
-      cp_async_16(smem_address(v_dst + swizzled<kHeadDim>(row, chunk)),
-                  v_base + token * params.v.token_stride + chunk * 8, valid);
+    // Pass i loads while i * kKvRowsPerPass < room (keys past len_k are zero).
+    const int room = int(min(len_k - k0 - kv_row0, int64_t(kKeys)));
+    const T* k_src = k_thread + k0 * k_stride;
+    const T* v_src = v_thread + k0 * v_stride;
+#pragma unroll
+    for (int i = 0; i < kKeys / kKvRowsPerPass; ++i) {
+      const int row = kv_row0 + i * kKvRowsPerPass;
+      const bool valid = i * kKvRowsPerPass < room;
+      cp_async_16(smem_address(k_dst + swizzled<kHeadDim>(row, kv_chunk)),
+                  valid ? k_src + i * kKvRowsPerPass * k_stride : k_base, valid);
+      cp_async_16(smem_address(v_dst + swizzled<kHeadDim>(row, kv_chunk)),
+                  valid ? v_src + i * kKvRowsPerPass * v_stride : v_base, valid);
     }
   };
 

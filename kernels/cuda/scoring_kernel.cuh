@@ -123,26 +123,44 @@ __global__ void __launch_bounds__(ScoringTile<kMTiles>::kThreads, ScoringTile<kM
   const int warp_row = (warp & 3) * 16 * kMTiles, warp_col = (warp >> 2) * 64;
   const int g = lane >> 2, t4 = lane & 3;
 
-  // Step = (key tile, t, depth chunk); rows are gathered from q and k.
+  // Step = (key tile, t, depth chunk); rows are gathered from q and k. Thread tid copies 16-byte
+  // chunk (tid & 7) of rows tid / 8 + kRowsPerPass * i, so its gather addresses are a per-thread
+  // base plus i * (a fixed stride) plus a per-step delta: the k-loop adds, it never multiplies.
+  constexpr int kRowsPerPass = Tile::kThreads / 8;
+  static_assert(kRows % kRowsPerPass == 0 && kCols % kRowsPerPass == 0, "whole load passes");
+  const int chunk = tid & 7, pass_row = tid >> 3;
+  const int64_t q_stride = params.q.token_stride, k_stride = params.k.token_stride;
+  const int pass_tokens = kRowsPerPass * int(S);  // token distance between a thread's rows
+  // q: strided row r gathers token r*S + S-1-t. Row pass_row + i*kRowsPerPass at t loads when
+  // i*pass_tokens - t < q_room; rows past n_rows fail this too (their tokens are >= len_q).
+  const int64_t q_token0 = (r0 + pass_row) * S + S - 1;
+  const int q_room = int(min(len_q - q_token0, int64_t(INT_MAX / 2)));
+  const T* q_thread = q_base + q_token0 * q_stride + chunk * 8;
+  // k: strided column c of key tile `tile` gathers token (tile*kCols + c)*S + t.
+  const int k_room = int(min(len_k - int64_t(pass_row) * S, int64_t(INT_MAX / 2)));
+  const T* k_thread = k_base + int64_t(pass_row) * S * k_stride + chunk * 8;
   auto load_step = [&](int step) {
     const int tile = step / (int(S) * kDepthChunks);
     const int rem = step % (int(S) * kDepthChunks);
     const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
     T* a_dst = smem + (step % Tile::kStages) * Tile::kStageElems;
     T* b_dst = a_dst + kRows * kDepth;
-    for (int idx = tid; idx < kRows * 8; idx += Tile::kThreads) {
-      const int row = idx >> 3, chunk = idx & 7;
-      const int64_t token = (r0 + row) * S + S - 1 - t;
-      const bool valid = r0 + row < n_rows && token < len_q;
-      const T* src = q_base + (valid ? token * params.q.token_stride : 0) + dc * kDepth + chunk * 8;
-      cp_async_16(smem_address(a_dst + swizzled<kDepth>(row, chunk)), src, valid);
+    const T* q_src = q_thread + (dc * kDepth - t * q_stride);
+    const int64_t q_pass_elems = int64_t(pass_tokens) * q_stride;
+#pragma unroll 1
+    for (int i = 0; i < kRows / kRowsPerPass; ++i, q_src += q_pass_elems) {
+      const bool valid = i * pass_tokens - t < q_room;
+      cp_async_16(smem_address(a_dst + swizzled<kDepth>(pass_row + i * kRowsPerPass, chunk)),
+                  valid ? q_src : q_base, valid);
     }
-    for (int idx = tid; idx < kCols * 8; idx += Tile::kThreads) {
-      const int col = idx >> 3, chunk = idx & 7;
-      const int64_t token = (int64_t(tile) * kCols + col) * S + t;
-      const bool valid = token < len_k;
-      const T* src = k_base + (valid ? token * params.k.token_stride : 0) + dc * kDepth + chunk * 8;
-      cp_async_16(smem_address(b_dst + swizzled<kDepth>(col, chunk)), src, valid);
+    const int k_tile_token = tile * kCols * int(S) + t;  // < len_k + kCols * S
+    const T* k_src = k_thread + (int64_t(k_tile_token) * k_stride + dc * kDepth);
+    const int64_t k_pass_elems = int64_t(pass_tokens) * k_stride;
+#pragma unroll 1
+    for (int i = 0; i < kCols / kRowsPerPass; ++i, k_src += k_pass_elems) {
+      const bool valid = k_tile_token + i * pass_tokens < k_room;
+      cp_async_16(smem_address(b_dst + swizzled<kDepth>(pass_row + i * kRowsPerPass, chunk)),
+                  valid ? k_src : k_base, valid);
     }
   };
 

@@ -385,19 +385,9 @@ CaptureLayer CaptureReader::read_layer_item(int64_t layer_index, int64_t item) c
 // Writer
 
 struct CaptureWriter::Impl {
-  // Declared before the file so that the file is closed before the temporary file is removed.
-  std::unique_ptr<h5io::AtomicOutput> output;
-  std::unique_ptr<H5::H5File> file;
+  std::unique_ptr<h5io::LayerFileWriter> out;
   CaptureInfo info;
   OutputOptions options;
-  std::set<int64_t> written;
-  bool committed = false;
-
-  Error failure(const H5::Exception& e) const {
-    std::string cause = h5io::last_error();
-    if (cause.empty()) cause = e.getDetailMsg();
-    return Error(ErrorKind::kIo, output->path() + ": writing failed (HDF5: " + cause + ")");
-  }
 };
 
 CaptureWriter::CaptureWriter(const std::string& path, CaptureInfo info, OutputOptions options)
@@ -409,11 +399,9 @@ CaptureWriter::CaptureWriter(const std::string& path, CaptureInfo info, OutputOp
   XATTN_CHECK_ARG(problem.empty(), path, ": cannot write this capture: ", problem);
   XATTN_CHECK_ARG(options.deflate_level >= 0 && options.deflate_level <= 9,
                   "deflate level must be 0..9, got ", options.deflate_level);
-  s.output = std::make_unique<h5io::AtomicOutput>(path, options.overwrite);
-  h5io::quiet_errors();
+  s.out = std::make_unique<h5io::LayerFileWriter>(path, options.overwrite);
   try {
-    s.file = std::make_unique<H5::H5File>(s.output->temp_path(), H5F_ACC_EXCL);
-    H5::H5File& f = *s.file;
+    H5::H5File& f = s.out->file();
     const CaptureInfo& i = s.info;
     h5io::write_string(f, "format", kCaptureFormatName);
     h5io::write_ints(f, "format_version", {kCaptureFormatMajor, kCaptureFormatMinor});
@@ -437,7 +425,7 @@ CaptureWriter::CaptureWriter(const std::string& path, CaptureInfo info, OutputOp
     }
     h5io::create_group(f, "layers");
   } catch (const H5::Exception& e) {
-    throw s.failure(e);
+    throw s.out->failure(e);
   }
 }
 
@@ -449,10 +437,9 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
                                 const at::Tensor& v) {
   Impl& s = *impl_;
   const CaptureInfo& i = s.info;
-  XATTN_CHECK_ARG(!s.committed, s.output->path(), ": write_layer after commit()");
+  s.out->check_new_layer(layer_index);
   XATTN_CHECK_ARG(layer_index >= 0 && layer_index < i.num_layers, "layer index ", layer_index,
                   " is outside [0, num_layers = ", i.num_layers, ")");
-  XATTN_CHECK_ARG(!s.written.count(layer_index), "layer ", layer_index, " was already written");
   XATTN_CHECK_ARG(v.defined() == i.has_v, "layer ", layer_index,
                   i.has_v ? ": v is missing but the capture has v (has_v = true)"
                           : ": v given but the capture has no v (has_v = false)");
@@ -472,7 +459,7 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
 
   h5io::quiet_errors();
   try {
-    H5::Group group = h5io::create_group(*s.file, layer_path(layer_index));
+    H5::Group group = h5io::create_group(s.out->file(), layer_path(layer_index));
     h5io::write_int(group, "layer_index", layer_index);
     const std::string dtype = capture_dtype_name(i.dtype);
     const H5::DataType file_type = h5io::file_type_of(dtype);
@@ -487,23 +474,11 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
     write("k", k_cpu);
     if (i.has_v) write("v", v_cpu);
   } catch (const H5::Exception& e) {
-    throw s.failure(e);
+    throw s.out->failure(e);
   }
-  s.written.insert(layer_index);
+  s.out->mark_written(layer_index);
 }
 
-void CaptureWriter::commit() {
-  Impl& s = *impl_;
-  XATTN_CHECK_ARG(!s.committed, s.output->path(), ": commit() called twice");
-  XATTN_CHECK_ARG(!s.written.empty(), s.output->path(), ": no layer written; nothing to commit");
-  h5io::quiet_errors();
-  try {
-    s.file->close();
-  } catch (const H5::Exception& e) {
-    throw s.failure(e);
-  }
-  s.output->commit();
-  s.committed = true;
-}
+void CaptureWriter::commit() { impl_->out->commit(); }
 
 }  // namespace xattn::runtime

@@ -40,19 +40,10 @@ std::string find_info_problem(const EstimateFileInfo& info) {
 // Writer
 
 struct EstimateWriter::Impl {
-  std::unique_ptr<h5io::AtomicOutput> output;
-  std::unique_ptr<H5::H5File> file;
+  std::unique_ptr<h5io::LayerFileWriter> out;
   EstimateFileInfo info;
   OutputOptions options;
-  std::set<int64_t> written;
   std::vector<int64_t> block_dims;  // [nQB, nKB] of the first layer
-  bool committed = false;
-
-  Error failure(const H5::Exception& e) const {
-    std::string cause = h5io::last_error();
-    if (cause.empty()) cause = e.getDetailMsg();
-    return Error(ErrorKind::kIo, output->path() + ": writing failed (HDF5: " + cause + ")");
-  }
 };
 
 EstimateWriter::EstimateWriter(const std::string& path, EstimateFileInfo info,
@@ -65,11 +56,9 @@ EstimateWriter::EstimateWriter(const std::string& path, EstimateFileInfo info,
   XATTN_CHECK_ARG(problem.empty(), path, ": cannot write this estimate: ", problem);
   XATTN_CHECK_ARG(options.deflate_level >= 0 && options.deflate_level <= 9,
                   "deflate level must be 0..9, got ", options.deflate_level);
-  s.output = std::make_unique<h5io::AtomicOutput>(path, options.overwrite);
-  h5io::quiet_errors();
+  s.out = std::make_unique<h5io::LayerFileWriter>(path, options.overwrite);
   try {
-    s.file = std::make_unique<H5::H5File>(s.output->temp_path(), H5F_ACC_EXCL);
-    H5::H5File& f = *s.file;
+    H5::H5File& f = s.out->file();
     const EstimateFileInfo& i = s.info;
     h5io::write_string(f, "format", kEstimateFormatName);
     h5io::write_ints(f, "format_version", {kEstimateFormatMajor, kEstimateFormatMinor});
@@ -87,7 +76,7 @@ EstimateWriter::EstimateWriter(const std::string& path, EstimateFileInfo info,
     h5io::write_bool(f, "has_block_scores", i.has_block_scores);
     h5io::create_group(f, "layers");
   } catch (const H5::Exception& e) {
-    throw s.failure(e);
+    throw s.out->failure(e);
   }
 }
 
@@ -96,9 +85,8 @@ EstimateWriter::~EstimateWriter() = default;
 void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer) {
   Impl& s = *impl_;
   const EstimateFileInfo& i = s.info;
-  XATTN_CHECK_ARG(!s.committed, s.output->path(), ": write_layer after commit()");
+  s.out->check_new_layer(layer_index);
   XATTN_CHECK_ARG(layer_index >= 0, "layer index ", layer_index, " is negative");
-  XATTN_CHECK_ARG(!s.written.count(layer_index), "layer ", layer_index, " was already written");
   XATTN_CHECK_ARG(layer.mask.defined(), "layer ", layer_index, ": mask is undefined");
   XATTN_CHECK_ARG(
       layer.mask.dim() == 4 && layer.mask.size(0) == i.batch() && layer.mask.size(1) == i.heads_q,
@@ -138,7 +126,7 @@ void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer
 
   h5io::quiet_errors();
   try {
-    H5::Group group = h5io::create_group(*s.file, layer_path(layer_index));
+    H5::Group group = h5io::create_group(s.out->file(), layer_path(layer_index));
     h5io::write_int(group, "layer_index", layer_index);
     // Masks compress very well; block scores are kept exact.
     const int level = std::max(s.options.deflate_level, 1);
@@ -154,24 +142,12 @@ void EstimateWriter::write_layer(int64_t layer_index, const EstimateLayer& layer
     h5io::create_dataset(group, "density", H5::PredType::IEEE_F64LE, {i.heads_q}, 0)
         .write(density.data_ptr(), H5::PredType::NATIVE_DOUBLE);
   } catch (const H5::Exception& e) {
-    throw s.failure(e);
+    throw s.out->failure(e);
   }
-  s.written.insert(layer_index);
+  s.out->mark_written(layer_index);
 }
 
-void EstimateWriter::commit() {
-  Impl& s = *impl_;
-  XATTN_CHECK_ARG(!s.committed, s.output->path(), ": commit() called twice");
-  XATTN_CHECK_ARG(!s.written.empty(), s.output->path(), ": no layer written; nothing to commit");
-  h5io::quiet_errors();
-  try {
-    s.file->close();
-  } catch (const H5::Exception& e) {
-    throw s.failure(e);
-  }
-  s.output->commit();
-  s.committed = true;
-}
+void EstimateWriter::commit() { impl_->out->commit(); }
 
 // ---------------------------------------------------------------------------------------------
 // Reader

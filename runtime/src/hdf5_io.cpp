@@ -280,6 +280,42 @@ void AtomicOutput::commit() {
   committed_ = true;
 }
 
+LayerFileWriter::LayerFileWriter(const std::string& path, bool overwrite)
+    : output_(path, overwrite) {
+  quiet_errors();
+  try {
+    file_ = std::make_unique<H5::H5File>(output_.temp_path(), H5F_ACC_EXCL);
+  } catch (const H5::Exception& e) {
+    throw failure(e);
+  }
+}
+
+LayerFileWriter::~LayerFileWriter() = default;
+
+void LayerFileWriter::check_new_layer(int64_t layer_index) const {
+  XATTN_CHECK_ARG(!committed_, path(), ": write_layer after commit()");
+  XATTN_CHECK_ARG(!written_.count(layer_index), "layer ", layer_index, " was already written");
+}
+
+Error LayerFileWriter::failure(const H5::Exception& e) const {
+  std::string cause = last_error();
+  if (cause.empty()) cause = e.getDetailMsg();
+  return Error(ErrorKind::kIo, path() + ": writing failed (HDF5: " + cause + ")");
+}
+
+void LayerFileWriter::commit() {
+  XATTN_CHECK_ARG(!committed_, path(), ": commit() called twice");
+  XATTN_CHECK_ARG(!written_.empty(), path(), ": no layer written; nothing to commit");
+  quiet_errors();
+  try {
+    file_->close();
+  } catch (const H5::Exception& e) {
+    throw failure(e);
+  }
+  output_.commit();
+  committed_ = true;
+}
+
 int64_t parse_index(const std::string& name) {
   if (name.empty() || name.size() > 9) return -1;
   int64_t value = 0;

@@ -5,7 +5,11 @@
 
 #include <H5Cpp.h>
 
+#include "xattn/error.h"
+
 #include <cstdint>
+#include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -83,6 +87,34 @@ class AtomicOutput {
   std::string path_;
   std::string temp_path_;
   bool overwrite_;
+  bool committed_ = false;
+};
+
+// The shared part of the capture and estimate writers: an HDF5 file written through a temporary
+// file, one group per layer, each layer written once, committed once. Failures are xattn::Error
+// kIo naming the final path and HDF5's innermost cause.
+class LayerFileWriter {
+ public:
+  // Throws like AtomicOutput, or kIo when the temporary HDF5 file cannot be created.
+  LayerFileWriter(const std::string& path, bool overwrite);
+  ~LayerFileWriter();
+  LayerFileWriter(const LayerFileWriter&) = delete;
+  LayerFileWriter& operator=(const LayerFileWriter&) = delete;
+
+  const std::string& path() const { return output_.path(); }
+  H5::H5File& file() { return *file_; }
+  // kInvalidArgument when already committed or when the layer was written before.
+  void check_new_layer(int64_t layer_index) const;
+  void mark_written(int64_t layer_index) { written_.insert(layer_index); }
+  bool has_layers() const { return !written_.empty(); }
+  Error failure(const H5::Exception& e) const;
+  // Closes the file and moves it to path(); needs at least one layer; once.
+  void commit();
+
+ private:
+  AtomicOutput output_;  // declared before the file: the file is closed before removal
+  std::unique_ptr<H5::H5File> file_;
+  std::set<int64_t> written_;
   bool committed_ = false;
 };
 

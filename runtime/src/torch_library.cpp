@@ -1,8 +1,12 @@
 // The `xattn` op library: torch.ops.load_library("libxattn_ops.so") in Python, then
-// torch.ops.xattn.estimate / block_sparse_attention / prefill; C++ programs reach the same ops
+// torch.ops.xattn.estimate / block_sparse_attention / prefill / prefill_varlen; C++ programs reach
+// the same ops
 // through the dispatcher or call xattn/ops.h directly. Signatures are stable (README).
 #include <torch/library.h>
 
+#include <vector>
+
+#include "xattn/engine.h"
 #include "xattn/error.h"
 #include "xattn/ops.h"
 
@@ -63,6 +67,44 @@ at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                  options_of(stride, block_size, causal, std::nullopt, dense_last_query_block));
 }
 
+std::vector<int64_t> offsets_of(const at::Tensor& cu_seqlens, const char* name) {
+  XATTN_CHECK_ARG(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 2 &&
+                      !at::isFloatingType(cu_seqlens.scalar_type()),
+                  name, " must be an integer tensor [batch + 1] of sequence offsets (0, end of "
+                  "sequence 1, ...), got ", cu_seqlens.scalar_type(), " ", cu_seqlens.sizes());
+  const at::Tensor offsets = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+  return std::vector<int64_t>(offsets.data_ptr<int64_t>(),
+                              offsets.data_ptr<int64_t>() + offsets.numel());
+}
+
+// Packed sequences in flash-attn's varlen layout: q [total_q, heads_q, head_dim], k and v
+// [total_k, heads_kv, head_dim], sequence b at rows cu_seqlens[b] .. cu_seqlens[b + 1]. One
+// launch per kernel through runtime::Engine; every sequence runs XAttention, as prefill does.
+at::Tensor prefill_varlen_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
+                             const at::Tensor& thresholds, int64_t stride, int64_t block_size,
+                             bool causal, bool dense_last_query_block) {
+  XATTN_CHECK_ARG(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
+                  "prefill_varlen takes q [total_q, heads_q, head_dim] and k, v [total_k, "
+                  "heads_kv, head_dim] (the flash-attn varlen layout), got q ", q.sizes(), ", k ",
+                  k.sizes(), ", v ", v.sizes());
+  EngineSettings settings;
+  settings.stride = stride;
+  settings.block_size = block_size;
+  settings.causal = causal;
+  settings.dense_last_query_block = dense_last_query_block;
+  DensePolicy always_sparse;
+  always_sparse.crossover_len = 0;
+  always_sparse.dense_decode = false;
+  Engine engine(thresholds.reshape({1, -1}), settings, always_sparse);
+  // [total, heads, d] viewed as one packed [1, heads, total, d] sequence: no copy.
+  const at::Tensor qp = q.transpose(0, 1).unsqueeze(0), kp = k.transpose(0, 1).unsqueeze(0),
+                   vp = v.transpose(0, 1).unsqueeze(0);
+  const Plan plan = engine.plan(ProblemShape::varlen(qp, kp, offsets_of(cu_seqlens_q, "cu_seqlens_q"),
+                                                     offsets_of(cu_seqlens_k, "cu_seqlens_k")));
+  return engine.run(plan, 0, qp, kp, vp)[0].transpose(0, 1).contiguous();
+}
+
 }  // namespace
 }  // namespace xattn::runtime
 
@@ -80,4 +122,9 @@ TORCH_LIBRARY(xattn, m) {
       "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
       "int block_size=128, bool causal=True, bool dense_last_query_block=True) -> Tensor",
       &prefill_op);
+  m.def(
+      "prefill_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
+      "Tensor thresholds, int stride=8, int block_size=128, bool causal=True, "
+      "bool dense_last_query_block=True) -> Tensor",
+      &prefill_varlen_op);
 }

@@ -59,5 +59,58 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   EXPECT_TRUE(at::equal(lse, expected_lse));
 }
 
+// Packed sequences (flash-attn varlen layout) equal each sequence run alone through prefill;
+// the same on CUDA (bf16) where a device is present.
+TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
+  load_op_library();
+  auto prefill = op("xattn::prefill")
+                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
+  auto varlen = op("xattn::prefill_varlen")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      int64_t, int64_t, bool, bool)>();
+  const std::vector<int64_t> len_q = {300, 129, 1, 64}, len_k = {300, 200, 77, 64};
+  const int64_t total_q = 494, total_k = 641, heads_q = 4, heads_kv = 2, d = 32;
+  at::manual_seed(3);
+  const at::Tensor q = at::randn({total_q, heads_q, d}), k = at::randn({total_k, heads_kv, d}),
+                   v = at::randn({total_k, heads_kv, d});
+  const at::Tensor cu_q = at::tensor({0, 300, 429, 430, 494}, at::kInt),
+                   cu_k = at::tensor({0, 300, 500, 577, 641}, at::kInt);
+  const at::Tensor thresholds = at::tensor({0.5f, 0.8f, 0.9f, 0.3f});
+  std::vector<at::Device> devices = {at::kCPU};
+  if (at::hasCUDA()) devices.push_back(at::Device(at::kCUDA));
+  for (const at::Device device : devices) {
+    SCOPED_TRACE(device.str());
+    const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    auto on = [&](const at::Tensor& t) { return t.to(device, dtype); };
+    const at::Tensor packed = varlen.call(on(q), on(k), on(v), cu_q.to(device), cu_k.to(device),
+                                          thresholds.to(device), 8, 64, true, true);
+    ASSERT_EQ(packed.sizes(), q.sizes());
+    int64_t q0 = 0, k0 = 0;
+    for (size_t b = 0; b < len_q.size(); ++b) {
+      auto sequence = [&](const at::Tensor& t, int64_t start, int64_t n) {
+        return on(t).narrow(0, start, n).transpose(0, 1).unsqueeze(0).contiguous();
+      };
+      const at::Tensor alone =
+          prefill.call(sequence(q, q0, len_q[b]), sequence(k, k0, len_k[b]),
+                       sequence(v, k0, len_k[b]), thresholds.to(device), 8, 64, true, true);
+      const at::Tensor got = packed.narrow(0, q0, len_q[b]).transpose(0, 1).unsqueeze(0);
+      EXPECT_TRUE(at::allclose(got.to(at::kFloat), alone.to(at::kFloat), 1e-5, 1e-5))
+          << "sequence " << b << ": max difference "
+          << (got.to(at::kFloat) - alone.to(at::kFloat)).abs().max().item<float>();
+      q0 += len_q[b];
+      k0 += len_k[b];
+    }
+  }
+  // Offsets that do not cover the tensors are refused with the reason.
+  try {
+    varlen.call(q, k, v, at::tensor({0, 300}, at::kInt), cu_k, thresholds, 8, 64, true, true);
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("cu_seqlens"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace xattn

@@ -71,7 +71,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
                                       const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       int64_t, int64_t, bool, bool)>();
   const std::vector<int64_t> len_q = {300, 129, 1, 64}, len_k = {300, 200, 77, 64};
-  const int64_t total_q = 494, total_k = 641, heads_q = 4, heads_kv = 2, d = 32;
+  const int64_t total_q = 494, total_k = 641, heads_q = 4, heads_kv = 2, d = 64;  // CUDA: d 64, 128
   at::manual_seed(3);
   const at::Tensor q = at::randn({total_q, heads_q, d}), k = at::randn({total_k, heads_kv, d}),
                    v = at::randn({total_k, heads_kv, d});

@@ -197,6 +197,25 @@ class AdapterTest(unittest.TestCase):
         self.assertEqual(runtime.calls["sparse"], 2)
         self.assertIn("sparse: 2", runtime.summary())
 
+    def test_varlen_op_equals_per_sequence_prefill_with_keyword_defaults(self):
+        lengths_q, lengths_k = [200, 1, 70], [200, 90, 130]
+        heads_q, heads_kv, d = 6, 2, 64
+        q = torch.randn(sum(lengths_q), heads_q, d, generator=self.generator)
+        k = torch.randn(sum(lengths_k), heads_kv, d, generator=self.generator)
+        v = torch.randn(sum(lengths_k), heads_kv, d, generator=self.generator)
+        cu_q = torch.tensor([0, 200, 201, 271], dtype=torch.int32)
+        cu_k = torch.tensor([0, 200, 290, 420], dtype=torch.int32)
+        tau = torch.full((heads_q,), 0.7)
+        packed = torch.ops.xattn.prefill_varlen(q, k, v, cu_q, cu_k, tau, block_size=64)
+        self.assertEqual(tuple(packed.shape), tuple(q.shape))
+        for b in range(3):
+            qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+            alone = torch.ops.xattn.prefill(
+                q[qs].transpose(0, 1).unsqueeze(0).contiguous(),
+                k[ks].transpose(0, 1).unsqueeze(0).contiguous(),
+                v[ks].transpose(0, 1).unsqueeze(0).contiguous(), tau, block_size=64)
+            torch.testing.assert_close(packed[qs], alone[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
+
     def test_default_crossover(self):
         runtime = xt.XAttentionRuntime(self.profile_with_tau(0.9))
         self.assertEqual(runtime.crossover_for(torch.device("cuda")), 8192)

@@ -44,6 +44,4 @@ for round in 1 2; do
   done
 done
 note "total $(( $(date +%s) - start )) s"
-# The device tool returns few files: everything but the summary travels as one archive.
-logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
-tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)
+archive_logs

@@ -65,5 +65,4 @@ for tau in 0.9 0.95 0.99; do
 done
 
 note "total $(( $(date +%s) - start )) s"
-logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
-tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)
+archive_logs

@@ -109,6 +109,5 @@ if [ $run_ncu = 1 ] && [ -x "$build/bench/xattn_bench" ]; then
 fi
 note "total $(( $(date +%s) - start )) s, status $status"
 # Logs travel back as one archive next to the results (the device tool returns few files).
-logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|bench_results.json|bench_results.md|summary.txt)$')
-tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -f $logs)
+archive_logs bench_results.json bench_results.md
 exit $status

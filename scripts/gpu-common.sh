@@ -5,6 +5,8 @@
 #   note TEXT              prints TEXT with the time and appends it to $out/summary.txt
 #   time_left WHAT         false (and says so) once XATTN_GPU_BUDGET_S (default 540) seconds
 #                          have passed since gpu_environment
+#   archive_logs [KEEP...] moves everything in $out except summary.txt and the KEEP names into
+#                          $out/logs.tar.gz (the device tool returns only a few files)
 # Callers set $out (an absolute folder) and $script_name first.
 
 gpu_environment() {
@@ -25,4 +27,13 @@ time_left() {
     note "time budget spent: skipping $1"
     return 1
   fi
+}
+
+archive_logs() {
+  local keep="logs.tar.gz summary.txt $*" name logs=()
+  for name in $(cd "$out" && ls); do
+    [[ " $keep " == *" $name "* ]] || logs+=("$name")
+  done
+  [ ${#logs[@]} -eq 0 ] && return 0
+  tar -czf "$out/logs.tar.gz" -C "$out" "${logs[@]}" && (cd "$out" && rm -rf "${logs[@]}")
 }

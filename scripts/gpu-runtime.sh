@@ -19,8 +19,7 @@ script_name=gpu-runtime
 source "$(dirname "$0")/gpu-common.sh"
 finish() {
   note "total $(( $(date +%s) - start )) s"
-  logs=$(cd "$out" && ls | grep -vE '^(logs.tar.gz|summary.txt)$')
-  [ -n "$logs" ] && tar -czf "$out/logs.tar.gz" -C "$out" $logs && (cd "$out" && rm -rf $logs)
+  archive_logs
 }
 trap finish EXIT
 gpu_environment

@@ -101,19 +101,12 @@ int run_niah(const Args& args) {
   const model::ModelConfig& c = model.config();
   XATTN_CHECK_ARG(c.byte_level, "eval niah builds byte-level prompts; model '", dir,
                   "' has no \"xattn_byte_level\": true in its config.json");
-  std::unique_ptr<model::XAttentionBackend> xattention = model_cli::make_xattention(vm, model);
+  const std::unique_ptr<model::XAttentionBackend> xattention =
+      model_cli::make_xattention(vm, model, 0.9);
   std::string xattn_label;
   if (vm.count("profile")) {
     xattn_label = "profile " + vm["profile"].as<std::string>();
   } else {
-    if (!xattention) {
-      runtime::EstimateOptions o;
-      o.block_size = vm["block-size"].as<int64_t>();
-      o.stride = vm["stride"].as<int64_t>();
-      o.dense_last_query_block = !vm.count("sparse-last-block");
-      xattention = std::make_unique<model::XAttentionBackend>(
-          model::XAttentionBackend::uniform(c.num_layers, c.num_heads, 0.9, o));
-    }
     char buf[64];
     std::snprintf(buf, sizeof(buf), "uniform tau %.4g",
                   xattention->thresholds().flatten()[0].item<double>());

@@ -108,9 +108,11 @@ inline void add_attention_options(po::options_description& o) {
       "sparse-last-block", "--threshold: select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys");
 }
 
-// XAttention from --profile or --threshold; null when neither is given.
-inline std::unique_ptr<model::XAttentionBackend> make_xattention(const po::variables_map& vm,
-                                                                 const model::Model& m) {
+// XAttention from --profile or --threshold; with neither, one τ = default_tau for every head,
+// or null when no default is given.
+inline std::unique_ptr<model::XAttentionBackend> make_xattention(
+    const po::variables_map& vm, const model::Model& m,
+    std::optional<double> default_tau = std::nullopt) {
   XATTN_CHECK_ARG(!(vm.count("profile") && vm.count("threshold")),
                   "give --profile or --threshold, not both");
   const model::ModelConfig& c = m.config();
@@ -129,12 +131,13 @@ inline std::unique_ptr<model::XAttentionBackend> make_xattention(const po::varia
             .view({c.num_layers, c.num_heads});
     return std::make_unique<model::XAttentionBackend>(tau.clone(), options);
   }
-  if (!vm.count("threshold")) return nullptr;
+  if (!vm.count("threshold") && !default_tau) return nullptr;
+  const double tau = vm.count("threshold") ? vm["threshold"].as<double>() : *default_tau;
   options.block_size = vm["block-size"].as<int64_t>();
   options.stride = vm["stride"].as<int64_t>();
   options.dense_last_query_block = !vm.count("sparse-last-block");
-  return std::make_unique<model::XAttentionBackend>(model::XAttentionBackend::uniform(
-      c.num_layers, c.num_heads, vm["threshold"].as<double>(), options));
+  return std::make_unique<model::XAttentionBackend>(
+      model::XAttentionBackend::uniform(c.num_layers, c.num_heads, tau, options));
 }
 
 // Bytes shown readably: printable ASCII as is, other bytes escaped.

@@ -14,8 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-
-BOS = 256
+sys.path.insert(0, os.path.join(ROOT, "scripts", "train"))
 
 
 def main():
@@ -31,6 +30,7 @@ def main():
     import torch
     from transformers import LlamaForCausalLM
 
+    from model import BOS  # the bundled model's token ids (scripts/train/model.py)
     from xattn_capture import CaptureWriter, TransformersCaptureHook
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -16,15 +16,7 @@
 namespace xattn::model::testing {
 
 // A fresh folder under the system temp dir, removed with its contents at scope exit.
-class TempDir {
- public:
-  TempDir() : folder_("xattn_model_test_") {}
-  std::string file(const std::string& name) const { return folder_.file(name); }
-  const std::string& path() const { return folder_.path(); }
-
- private:
-  test_files::ScratchFolder folder_;
-};
+using TempDir = test_files::ScratchFolder;
 
 inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);

@@ -95,13 +95,10 @@ Statistics statistics_of(const std::vector<int64_t>& lengths, uint64_t seed) {
   return stats;
 }
 
-std::string temp_file(const char* name) {
-  return test_files::scratch_file(name);
-}
-
 TEST(Statistics, FileRoundTripMergeAndMismatch) {
   const Statistics a = statistics_of({200, 300}, 10), b = statistics_of({129}, 20);
-  const std::string path_a = temp_file("stats_a.h5"), path_b = temp_file("stats_b.h5");
+  const std::string path_a = test_files::scratch_file("stats_a.h5"),
+                    path_b = test_files::scratch_file("stats_b.h5");
   write_statistics(path_a, a, false);
   write_statistics(path_b, b, false);
   EXPECT_THROW(write_statistics(path_a, b, false), Error);  // never overwritten without force

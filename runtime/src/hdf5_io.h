@@ -106,7 +106,6 @@ class LayerFileWriter {
   // kInvalidArgument when already committed or when the layer was written before.
   void check_new_layer(int64_t layer_index) const;
   void mark_written(int64_t layer_index) { written_.insert(layer_index); }
-  bool has_layers() const { return !written_.empty(); }
   Error failure(const H5::Exception& e) const;
   // Closes the file and moves it to path(); needs at least one layer; once.
   void commit();

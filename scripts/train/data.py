@@ -34,10 +34,41 @@ KV_ANSWER_WEIGHT = 200.0
 COPY_ANSWER_WEIGHT = 50.0
 
 
+def parse_mix(text):
+    """'text=0.6,passkey=0.3,kv=0.05,copy=0.05' -> (("text", 0.6), ...) in the order given.
+    Kinds left out get share 0; the shares must sum to 1."""
+    kinds = {name for name, _ in MIX}
+    mix = []
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in kinds or not value:
+            raise ValueError(f"bad mix entry {item!r}: expected KIND=SHARE, "
+                             f"KIND in {sorted(kinds)}")
+        if any(name == n for n, _ in mix):
+            raise ValueError(f"mix kind {name!r} given twice")
+        share = float(value)
+        if share < 0:
+            raise ValueError(f"negative share in {item!r}")
+        mix.append((name, share))
+    total = sum(s for _, s in mix)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"mix shares sum to {total}, not 1")
+    return tuple(mix)
+
+
+def format_mix(mix):
+    return ",".join(f"{name}={share:g}" for name, share in mix)
+
+
 class SampleMaker:
-    def __init__(self, corpus: bytes, seed: int):
+    def __init__(self, corpus: bytes, seed: int, mix=MIX):
+        """mix: ((kind, share), ...) over text/passkey/kv/copy, shares summing to 1."""
         self.corpus = corpus
         self.rng = np.random.default_rng(seed)
+        self.mix = tuple(mix)
+        # fallback for u landing past the last share by rounding: the last kind with a share
+        self.last_kind = [name for name, share in self.mix if share > 0][-1]
 
     def window(self, n):
         start = int(self.rng.integers(0, len(self.corpus) - n))
@@ -88,8 +119,8 @@ class SampleMaker:
 
     def sample(self, length):
         """(bytes of length `length`, answer length, answer weight)."""
-        u, kind = self.rng.random(), MIX[-1][0]
-        for name, share in MIX:
+        u, kind = self.rng.random(), self.last_kind
+        for name, share in self.mix:
             if u < share:
                 kind = name
                 break

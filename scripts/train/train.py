@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import SampleMaker  # noqa: E402
+from data import MIX, SampleMaker, format_mix, parse_mix  # noqa: E402
 from model import ByteLlama, ModelConfig, count_parameters, export  # noqa: E402
 
 # (end of stage as a fraction of the time budget, sequence length in bytes)
@@ -58,7 +58,21 @@ def main():
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--log-tsv", default=None, help="loss curve as tab-separated values")
     p.add_argument("--tiny", action="store_true", help="tiny model and short contexts (CPU test)")
+    shape = p.add_argument_group("model shape (defaults: the bundled model, or --tiny's)")
+    shape.add_argument("--hidden-size", type=int)
+    shape.add_argument("--layers", type=int, help="num_hidden_layers")
+    shape.add_argument("--heads", type=int, help="query heads (num_attention_heads)")
+    shape.add_argument("--kv-heads", type=int, help="num_key_value_heads; divides --heads")
+    shape.add_argument("--head-dim", type=int, help="heads x head_dim may differ from hidden")
+    shape.add_argument("--intermediate-size", type=int, help="MLP width")
+    p.add_argument("--mix", default=format_mix(MIX),
+                   help="sample shares, KIND=SHARE,... over text/passkey/kv/copy, summing to 1 "
+                        "(default: %(default)s)")
     args = p.parse_args()
+    try:
+        mix = parse_mix(args.mix)
+    except ValueError as e:
+        p.error(str(e))
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1)
@@ -73,9 +87,19 @@ def main():
         cfg = ModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2, head_dim=16, intermediate_size=128)
         curriculum = ((0.5, 256), (1.0, 512))
+    overrides = {"hidden_size": args.hidden_size, "num_hidden_layers": args.layers,
+                 "num_attention_heads": args.heads, "num_key_value_heads": args.kv_heads,
+                 "head_dim": args.head_dim, "intermediate_size": args.intermediate_size}
+    for name, value in overrides.items():
+        if value is not None:
+            if value <= 0:
+                p.error(f"{name} must be positive")
+            setattr(cfg, name, value)
+    if cfg.num_attention_heads % cfg.num_key_value_heads or cfg.head_dim % 2:
+        p.error("heads must be a multiple of kv-heads, and head-dim even")
     with open(args.data, "rb") as f:
         corpus = f.read()
-    maker = SampleMaker(corpus, args.seed)
+    maker = SampleMaker(corpus, args.seed, mix)
 
     model = ByteLlama(cfg).to(device)
     n_params = count_parameters(model)
@@ -93,7 +117,8 @@ def main():
     print(json.dumps({"event": "start", "device": device, "torch": torch.__version__,
                       "params": n_params, "config": cfg.__dict__, "seed": args.seed,
                       "corpus_bytes": len(corpus), "seconds": args.seconds,
-                      "curriculum": curriculum, "tokens_per_step": args.tokens_per_step}),
+                      "curriculum": curriculum, "tokens_per_step": args.tokens_per_step,
+                      "mix": format_mix(mix)}),
           flush=True)
 
     tsv = open(args.log_tsv, "w") if args.log_tsv else None
@@ -103,6 +128,7 @@ def main():
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=(device == "cuda"))
     tokens_seen, step = 0, 0
     steps_by_length = {}
+    last_row = None
     start = time.time()
     while True:
         fraction = (time.time() - start) / args.seconds
@@ -153,6 +179,7 @@ def main():
                    "answer_nats": None if answer_loss is None else round(answer_loss, 4),
                    "answer_byte_acc": None if answer_acc is None else round(answer_acc, 3)}
             print(json.dumps(row), flush=True)
+            last_row = row
             if tsv:
                 tsv.write("\t".join(str(v) for v in row.values()) + "\n")
                 tsv.flush()
@@ -163,7 +190,9 @@ def main():
     export(model, args.out)
     summary = {"event": "done", "steps": step, "tokens_seen": tokens_seen,
                "train_seconds": round(elapsed, 1), "params": n_params,
-               "steps_by_length": steps_by_length, "seed": args.seed}
+               "steps_by_length": steps_by_length, "seed": args.seed,
+               "config": cfg.__dict__, "mix": format_mix(mix), "last_logged": last_row,
+               "argv": sys.argv[1:]}
     with open(os.path.join(args.out, "train_summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary), flush=True)

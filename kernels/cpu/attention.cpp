@@ -7,10 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <stdexcept>
 #include <vector>
 
 #include "numeric.h"
+#include "xattn/error.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn::kernels::cpu {
@@ -37,7 +37,7 @@ void for_each_kv_head(const Problem& pr, const TensorView& k, const TensorView* 
 }  // namespace
 
 void block_sparse_attention(const AttentionParams& params) {
-  if (auto error = validate(params); !error.empty()) throw std::invalid_argument(error);
+  if (auto error = validate(params); !error.empty()) throw Error(ErrorKind::kInvalidArgument, error);
   const Problem& pr = params.problem;
   const int64_t Bs = params.block_size, d = pr.head_dim;
   const int64_t nqb_max = ceil_div(pr.max_len_q, Bs), nkb_max = ceil_div(pr.max_len_k, Bs);
@@ -139,9 +139,9 @@ void block_sparse_attention(const AttentionParams& params) {
 
 void exact_block_mass(const BlockMassParams& params) {
   const Problem& pr = params.problem;
-  if (auto error = validate(pr); !error.empty()) throw std::invalid_argument(error);
+  if (auto error = validate(pr); !error.empty()) throw Error(ErrorKind::kInvalidArgument, error);
   if (!params.q.data || !params.k.data || !params.block_mass)
-    throw std::invalid_argument("exact_block_mass: q, k and block_mass must be set");
+    throw Error(ErrorKind::kInvalidArgument, "exact_block_mass: q, k and block_mass must be set");
   const int64_t Bs = params.block_size, d = pr.head_dim;
   const int64_t nqb_max = ceil_div(pr.max_len_q, Bs), nkb_max = ceil_div(pr.max_len_k, Bs);
   std::fill(params.block_mass, params.block_mass + pr.batch * pr.heads_q * nqb_max * nkb_max, 0.f);

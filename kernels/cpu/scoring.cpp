@@ -10,10 +10,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 #include <vector>
 
 #include "numeric.h"
+#include "xattn/error.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn::kernels::cpu {
@@ -47,7 +47,7 @@ void load_strided(const TensorView& view, const int32_t* cu_seqlens, int64_t b, 
 }  // namespace
 
 void antidiagonal_scores(const ScoringParams& params) {
-  if (auto error = validate(params); !error.empty()) throw std::invalid_argument(error);
+  if (auto error = validate(params); !error.empty()) throw Error(ErrorKind::kInvalidArgument, error);
   const Problem& pr = params.problem;
   const int64_t S = params.stride, Bs = params.block_size, d = pr.head_dim;
   const int64_t rows_per_block = Bs / S;

@@ -5,15 +5,15 @@
 // threshold * row total; the crossing block is kept. Sums are float64.
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
 #include <vector>
 
+#include "xattn/error.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn::kernels::cpu {
 
 void select_blocks(const SelectionParams& params) {
-  if (auto error = validate(params); !error.empty()) throw std::invalid_argument(error);
+  if (auto error = validate(params); !error.empty()) throw Error(ErrorKind::kInvalidArgument, error);
   const Problem& pr = params.problem;
   const int64_t Bs = params.block_size;
   const int64_t nqb_max = ceil_div(pr.max_len_q, Bs), nkb_max = ceil_div(pr.max_len_k, Bs);

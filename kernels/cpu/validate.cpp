@@ -1,17 +1,16 @@
 // Parameter validation shared by the CPU reference and the runtime.
-#include <sstream>
 #include <string>
 
+#include "xattn/error.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn::kernels::cpu {
 namespace {
 
+// Numbers are formatted without iostreams (xattn/error.h says why).
 template <typename... Args>
 std::string message(const Args&... args) {
-  std::ostringstream out;
-  (out << ... << args);
-  return out.str();
+  return detail::concat(args...);
 }
 
 std::string validate_view(const char* name, const TensorView& v) {

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "launchers.h"
+#include "xattn/error.h"
 #include "xattn/kernels/cuda.h"
 
 namespace xattn::kernels::cuda {
@@ -15,11 +15,10 @@ namespace {
 constexpr int64_t kScoringRowsPerCta = 256;  // a multiple of every variant's CTA rows
 constexpr size_t kDefaultScratchBytes = size_t(1) << 30;
 
+// Numbers are formatted without iostreams (xattn/error.h says why).
 template <typename... Args>
 std::string message(const Args&... args) {
-  std::ostringstream out;
-  (out << ... << args);
-  return out.str();
+  return xattn::detail::concat(args...);
 }
 
 std::string problem_reason(const Problem& p) {

@@ -54,11 +54,7 @@ at::Tensor unit_stride_head_dim(const at::Tensor& t) {
   return t.stride(3) == 1 ? t : t.contiguous();
 }
 
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
-}
+std::string shape_text(at::IntArrayRef sizes) { return detail::concat(sizes); }
 
 // Dense attention: torch's fused SDPA on CUDA where its causal convention agrees with ours
 // (non-causal, len_q == len_k, or a single query that sees every key); the reference otherwise.
@@ -172,11 +168,10 @@ int64_t ProblemShape::sequence_len_k(int64_t b) const {
 }
 
 std::string ProblemShape::describe() const {
-  std::ostringstream out;
-  out << (is_varlen() ? "varlen batch " : "batch ") << batch << ", heads " << heads_q << "/"
-      << heads_kv << ", len_q " << len_q << ", len_k " << len_k << ", head_dim " << head_dim << ", "
-      << device << " " << dtype;
-  return out.str();
+  // No iostream for the numbers (xattn/error.h says why): this text ends up in error messages.
+  return detail::concat(is_varlen() ? "varlen batch " : "batch ", batch, ", heads ", heads_q, "/",
+                        heads_kv, ", len_q ", len_q, ", len_k ", len_k, ", head_dim ", head_dim,
+                        ", ", device, " ", dtype);
 }
 
 bool ProblemShape::operator==(const ProblemShape& o) const {

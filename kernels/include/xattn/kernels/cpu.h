@@ -2,7 +2,8 @@
 // the runtime and the ground truth of calibration. Inputs in float32/float16/bfloat16 are
 // computed in float32 with float64 accumulation of sums.
 //
-// Functions throw std::invalid_argument on parameters they cannot handle.
+// Functions throw xattn::Error (kInvalidArgument, xattn/error.h) on parameters they cannot
+// handle; validate() says why without throwing.
 #pragma once
 
 #include <string>

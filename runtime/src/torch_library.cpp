@@ -1,11 +1,14 @@
 // The `xattn` op library: torch.ops.load_library("libxattn_ops.so") in Python, then
 // torch.ops.xattn.estimate / block_sparse_attention / prefill / prefill_varlen; C++ programs reach
 // the same ops
-// through the dispatcher or call xattn/ops.h directly. Signatures are stable (README).
+// through the dispatcher or call xattn/ops.h directly. Signatures are stable (README). Every
+// argument is checked before any allocation or launch (op_arguments.h); every failure reaches
+// the caller as a c10::Error (RuntimeError in Python), never as another exception type.
 #include <torch/library.h>
 
-#include <vector>
+#include <string>
 
+#include "op_arguments.h"
 #include "xattn/engine.h"
 #include "xattn/error.h"
 #include "xattn/ops.h"
@@ -29,52 +32,58 @@ EstimateOptions options_of(int64_t stride, int64_t block_size, bool causal,
   return options;
 }
 
+// Runs an op's body (argument checks first, then the work) and lets only c10::Error out: an
+// xattn::Error or any other C++ exception becomes one through TORCH_CHECK, so Python raises a
+// RuntimeError whose text is "xattn.<op>: <message>". The message is built here as one string
+// (no iostream formatting of numbers; xattn/error.h says why).
+template <typename Body>
+auto guarded(const char* op, Body&& body) -> decltype(body()) {
+  std::string message;
+  try {
+    return body();
+  } catch (const c10::Error&) {
+    throw;
+  } catch (const Error& e) {
+    message = std::string("xattn.") + op + ": " + e.what();
+  } catch (const std::exception& e) {
+    message = std::string("xattn.") + op + ": internal error: " + e.what();
+  }
+  TORCH_CHECK(false, message);
+}
+
 std::tuple<at::Tensor, at::Tensor> estimate_op(const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& thresholds, int64_t stride,
                                                int64_t block_size, bool causal,
                                                c10::optional<double> scale,
                                                bool dense_last_query_block) {
-  return estimate(q, k, thresholds,
-                  options_of(stride, block_size, causal, to_std(scale), dense_last_query_block));
+  return guarded("estimate", [&] {
+    op_arguments::check_estimate(q, k, thresholds, stride, block_size, to_std(scale));
+    return estimate(q, k, thresholds,
+                    options_of(stride, block_size, causal, to_std(scale), dense_last_query_block));
+  });
 }
 
 // The mask's shape fixes the block size: the usual sizes are tried, 128 first.
-int64_t block_size_of_mask(const at::Tensor& q, const at::Tensor& k, const at::Tensor& mask) {
-  XATTN_CHECK_ARG(mask.dim() == 4, "mask must be [batch, heads_q, nQB, nKB], got ", mask.sizes());
-  for (int64_t block : {128, 64, 256, 32, 512, 16}) {
-    if ((q.size(2) + block - 1) / block == mask.size(2) &&
-        (k.size(2) + block - 1) / block == mask.size(3))
-      return block;
-  }
-  XATTN_CHECK_ARG(false, "mask has ", mask.size(2), "x", mask.size(3), " blocks, which fits no ",
-                  "block size for len_q ", q.size(2), " and len_k ", k.size(2));
-  return 0;
-}
-
 std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(const at::Tensor& q,
                                                              const at::Tensor& k,
                                                              const at::Tensor& v,
                                                              const at::Tensor& mask, bool causal,
                                                              c10::optional<double> scale) {
-  return block_sparse_attention(q, k, v, mask, causal, to_std(scale),
-                                block_size_of_mask(q, k, mask));
+  return guarded("block_sparse_attention", [&] {
+    const int64_t block_size =
+        op_arguments::check_block_sparse_attention(q, k, v, mask, to_std(scale));
+    return block_sparse_attention(q, k, v, mask, causal, to_std(scale), block_size);
+  });
 }
 
 at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& thresholds, int64_t stride, int64_t block_size,
                       bool causal, bool dense_last_query_block) {
-  return prefill(q, k, v, thresholds,
-                 options_of(stride, block_size, causal, std::nullopt, dense_last_query_block));
-}
-
-std::vector<int64_t> offsets_of(const at::Tensor& cu_seqlens, const char* name) {
-  XATTN_CHECK_ARG(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 2 &&
-                      !at::isFloatingType(cu_seqlens.scalar_type()),
-                  name, " must be an integer tensor [batch + 1] of sequence offsets (0, end of "
-                  "sequence 1, ...), got ", cu_seqlens.scalar_type(), " ", cu_seqlens.sizes());
-  const at::Tensor offsets = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
-  return std::vector<int64_t>(offsets.data_ptr<int64_t>(),
-                              offsets.data_ptr<int64_t>() + offsets.numel());
+  return guarded("prefill", [&] {
+    op_arguments::check_prefill(q, k, v, thresholds, stride, block_size);
+    return prefill(q, k, v, thresholds,
+                   options_of(stride, block_size, causal, std::nullopt, dense_last_query_block));
+  });
 }
 
 // Packed sequences in flash-attn's varlen layout: q [total_q, heads_q, head_dim], k and v
@@ -84,25 +93,25 @@ at::Tensor prefill_varlen_op(const at::Tensor& q, const at::Tensor& k, const at:
                              const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                              const at::Tensor& thresholds, int64_t stride, int64_t block_size,
                              bool causal, bool dense_last_query_block) {
-  XATTN_CHECK_ARG(q.dim() == 3 && k.dim() == 3 && v.dim() == 3,
-                  "prefill_varlen takes q [total_q, heads_q, head_dim] and k, v [total_k, "
-                  "heads_kv, head_dim] (the flash-attn varlen layout), got q ", q.sizes(), ", k ",
-                  k.sizes(), ", v ", v.sizes());
-  EngineSettings settings;
-  settings.stride = stride;
-  settings.block_size = block_size;
-  settings.causal = causal;
-  settings.dense_last_query_block = dense_last_query_block;
-  DensePolicy always_sparse;
-  always_sparse.crossover_len = 0;
-  always_sparse.dense_decode = false;
-  Engine engine(thresholds.reshape({1, -1}), settings, always_sparse);
-  // [total, heads, d] viewed as one packed [1, heads, total, d] sequence: no copy.
-  const at::Tensor qp = q.transpose(0, 1).unsqueeze(0), kp = k.transpose(0, 1).unsqueeze(0),
-                   vp = v.transpose(0, 1).unsqueeze(0);
-  const Plan plan = engine.plan(ProblemShape::varlen(qp, kp, offsets_of(cu_seqlens_q, "cu_seqlens_q"),
-                                                     offsets_of(cu_seqlens_k, "cu_seqlens_k")));
-  return engine.run(plan, 0, qp, kp, vp)[0].transpose(0, 1).contiguous();
+  return guarded("prefill_varlen", [&] {
+    op_arguments::VarlenOffsets offsets = op_arguments::check_prefill_varlen(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, thresholds, stride, block_size);
+    EngineSettings settings;
+    settings.stride = stride;
+    settings.block_size = block_size;
+    settings.causal = causal;
+    settings.dense_last_query_block = dense_last_query_block;
+    DensePolicy always_sparse;
+    always_sparse.crossover_len = 0;
+    always_sparse.dense_decode = false;
+    Engine engine(thresholds.reshape({1, -1}), settings, always_sparse);
+    // [total, heads, d] viewed as one packed [1, heads, total, d] sequence: no copy.
+    const at::Tensor qp = q.transpose(0, 1).unsqueeze(0), kp = k.transpose(0, 1).unsqueeze(0),
+                     vp = v.transpose(0, 1).unsqueeze(0);
+    const Plan plan =
+        engine.plan(ProblemShape::varlen(qp, kp, std::move(offsets.q), std::move(offsets.k)));
+    return engine.run(plan, 0, qp, kp, vp)[0].transpose(0, 1).contiguous();
+  });
 }
 
 }  // namespace

@@ -4,6 +4,10 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
+#include <limits>
+
 #include "xattn/ops.h"
 
 namespace xattn {
@@ -110,6 +114,93 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("cu_seqlens"), std::string::npos) << e.what();
   }
+}
+
+// Every bad argument of issue 11's list is refused at the op boundary with a c10::Error (a
+// RuntimeError in Python) naming the problem; no other exception type leaves an op.
+// tests/python/test_op_errors.py makes the same calls from Python, each in its own process.
+TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
+  load_op_library();
+  auto prefill = op("xattn::prefill")
+                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
+  auto estimate =
+      op("xattn::estimate")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, int64_t, int64_t, bool,
+                                                    c10::optional<double>, bool)>();
+  auto sparse = op("xattn::block_sparse_attention")
+                    .typed<std::tuple<at::Tensor, at::Tensor>(
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        bool, c10::optional<double>)>();
+  auto varlen = op("xattn::prefill_varlen")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      int64_t, int64_t, bool, bool)>();
+  const int64_t hq = 4, hkv = 2, len = 256, d = 64;
+  const at::Tensor q = at::randn({1, hq, len, d}), k = at::randn({1, hkv, len, d}),
+                   v = at::randn({1, hkv, len, d}), th = at::full({hq}, 0.9f);
+  auto expect_error = [](const char* name, const std::function<void()>& call,
+                         const std::string& words) {
+    SCOPED_TRACE(name);
+    try {
+      call();
+      ADD_FAILURE() << "accepted";
+    } catch (const c10::Error& e) {
+      const std::string message = e.what_without_backtrace();
+      EXPECT_NE(message.find("xattn."), std::string::npos) << message;
+      EXPECT_NE(message.find(words), std::string::npos) << message;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a c10::Error: " << e.what();
+    }
+  };
+  auto run = [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
+                 const at::Tensor& th_, int64_t stride, int64_t block) {
+    return [=] { prefill.call(q_, k_, v_, th_, stride, block, true, true); };
+  };
+  const at::Tensor k3 = at::randn({1, 3, len, d}), short_k = at::randn({1, hkv, len / 4, d});
+  expect_error("heads_kv 3", run(q, k3, k3, th, 8, 128), "multiple of heads");
+  expect_error("len_q > len_k", run(q, short_k, short_k, th, 8, 128), "len_q 256");
+  expect_error("thresholds of length 3", run(q, k, v, th.slice(0, 0, 3), 8, 128), "[4]");
+  expect_error("stride 0", run(q, k, v, th, 0, 128), "stride 0");
+  expect_error("stride 7", run(q, k, v, th, 7, 128), "stride 7");
+  expect_error("block_size 100", run(q, k, v, th, 4, 100), "block_size 100");
+  const at::Tensor empty_q = at::randn({1, hq, 0, d}), empty_k = at::randn({1, hkv, 0, d});
+  expect_error("len 0", run(empty_q, empty_k, empty_k, th, 8, 128), "at least 1");
+  expect_error("thresholds > 1", run(q, k, v, th + 0.5, 8, 128), "[0, 1]");
+  at::Tensor nan_th = th.clone();
+  nan_th[1] = std::numeric_limits<float>::quiet_NaN();
+  expect_error("thresholds NaN", run(q, k, v, nan_th, 8, 128), "thresholds[1] is nan");
+  expect_error("int64 thresholds", run(q, k, v, at::ones({hq}, at::kLong), 8, 128),
+               "floating-point");
+  expect_error("float64 q", run(q.to(at::kDouble), k, v, th, 8, 128), "dtype");
+  expect_error("estimate scale NaN",
+               [&] { estimate.call(q, k, th, 8, 128, true, std::nan(""), true); }, "scale");
+  expect_error("estimate block_size 0",
+               [&] { estimate.call(q, k, th, 8, 0, true, c10::nullopt, true); }, "block_size 0");
+  expect_error("mask with the wrong block count", [&] {
+    sparse.call(q, k, v, at::ones({1, hq, 5, 2}, at::kBool), true, c10::nullopt);
+  }, "5x2 blocks");
+  expect_error("float mask", [&] {
+    sparse.call(q, k, v, at::ones({1, hq, 2, 2}), true, c10::nullopt);
+  }, "bool");
+  const at::Tensor qp = q[0].transpose(0, 1).contiguous(), kp = k[0].transpose(0, 1).contiguous(),
+                   vp = v[0].transpose(0, 1).contiguous();
+  expect_error("cu_seqlens past the tensor", [&] {
+    const at::Tensor cu = at::tensor({0, 5000}, at::kInt);
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+  }, "ends at 5000");
+  expect_error("decreasing cu_seqlens", [&] {
+    const at::Tensor cu = at::tensor({0, 200, 100, 256}, at::kInt);
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+  }, "ascend");
+  expect_error("float cu_seqlens", [&] {
+    const at::Tensor cu = at::tensor({0.0f, 256.0f});
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+  }, "integer");
+  // The CPU reference takes any head_dim; valid calls still run.
+  const at::Tensor q96 = at::randn({1, hq, 64, 96}), k96 = at::randn({1, hkv, 64, 96});
+  EXPECT_EQ(prefill.call(q96, k96, k96, th, 8, 64, true, true).sizes(), q96.sizes());
 }
 
 }  // namespace

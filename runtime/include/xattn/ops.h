@@ -2,7 +2,10 @@
 // on the current stream. q [batch, heads_q, len_q, head_dim], k and v [batch, heads_kv, len_k,
 // head_dim] (the layout of torch's scaled_dot_product_attention), float32/float16/bfloat16,
 // heads_q a multiple of heads_kv, len_q <= len_k; causal attention is bottom-right aligned.
-// Every check failure throws xattn::Error with a message naming the tensor and the fix.
+// Every check failure throws xattn::Error with a message naming the tensor and the fix. NaN or
+// Inf inside q, k or v are not checked: as with scaled_dot_product_attention they give
+// non-finite scores and output. The op library (torch.ops.xattn.*) checks more strictly, before
+// any work (runtime/src/op_arguments.h, docs/cli-errors.md).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -346,9 +346,7 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
 
 Profile read_profile(const std::string& path) {
   H5::Exception::dontPrint();
-  XATTN_CHECK(io::path_exists(path), ErrorKind::kIo, "profile ", path, " does not exist");
-  XATTN_CHECK(::access(path.c_str(), R_OK) == 0, ErrorKind::kIo, "profile ", path,
-              " cannot be read: ", std::strerror(errno));
+  io::check_readable_file(path, "profile");
   const Reader rd(path);
   Profile p;
   try {

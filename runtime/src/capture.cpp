@@ -8,6 +8,7 @@
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 #include "xattn/paths.h"
 
 namespace xattn::runtime {
@@ -157,8 +158,7 @@ struct CaptureReader::Impl {
 };
 
 void CaptureReader::Impl::open() {
-  if (!io::path_exists(path)) throw bad_input(path, "no such file");
-  if (!io::is_regular_file(path)) throw bad_input(path, "not a regular file");
+  io::check_readable_file(path, "capture");
   if (!H5::H5File::isHdf5(path)) {
     throw bad_input(path, "not an HDF5 file (no HDF5 signature); expected an xattn capture");
   }

@@ -6,6 +6,7 @@
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 #include "xattn/paths.h"
 
 namespace xattn::runtime {
@@ -178,7 +179,7 @@ H5::DataSet EstimateReader::Impl::dataset(const H5::Group& group, const std::str
 }
 
 void EstimateReader::Impl::load() {
-  if (!io::path_exists(path)) throw bad_input(path, "no such file");
+  io::check_readable_file(path, "estimate file");
   if (!H5::H5File::isHdf5(path)) throw bad_input(path, "not an HDF5 file (no HDF5 signature)");
   file = std::make_unique<H5::H5File>(path, H5F_ACC_RDONLY);
   h5io::AttributeReader attrs(*file, path, "");

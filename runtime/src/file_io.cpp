@@ -25,7 +25,62 @@ std::string exists_message(const std::string& path) {
   return detail::concat(path, " already exists; pass --force to overwrite it");
 }
 
+// Temporary files in flight, in fixed storage a signal handler can read: a slot is free (0),
+// being filled (1) or holds a path (2).
+constexpr int kMaxTemporaries = 64;
+constexpr size_t kMaxTemporaryPath = 4096;
+struct TemporarySlot {
+  std::atomic<int> state{0};
+  char path[kMaxTemporaryPath];
+};
+TemporarySlot temporaries[kMaxTemporaries];
+static_assert(std::atomic<int>::is_always_lock_free, "the signal handler reads these");
+
+void remember_temporary(const std::string& temp) {
+  if (temp.size() >= kMaxTemporaryPath) return;
+  for (TemporarySlot& slot : temporaries) {
+    int expected = 0;
+    if (!slot.state.compare_exchange_strong(expected, 1)) continue;
+    std::memcpy(slot.path, temp.c_str(), temp.size() + 1);
+    slot.state.store(2);
+    return;
+  }
+}
+
+void forget_temporary(const std::string& temp) {
+  for (TemporarySlot& slot : temporaries) {
+    if (slot.state.load() == 2 && temp == slot.path) {
+      slot.state.store(0);
+      return;
+    }
+  }
+}
+
 }  // namespace
+
+void discard_temporary(const std::string& temp) {
+  ::unlink(temp.c_str());
+  forget_temporary(temp);
+}
+
+void remove_temporaries() noexcept {
+  for (TemporarySlot& slot : temporaries)
+    if (slot.state.load() == 2) ::unlink(slot.path);
+}
+
+void check_readable_file(const std::string& path, const std::string& what) {
+  XATTN_CHECK_ARG(!path.empty(), what, ": the path is empty");
+  struct stat info;
+  XATTN_CHECK(::stat(path.c_str(), &info) == 0, ErrorKind::kIo, what, " ", path, ": ",
+              errno == ENOENT ? "no such file" : std::strerror(errno));
+  XATTN_CHECK(!S_ISDIR(info.st_mode), ErrorKind::kIo, what, " ", path,
+              " is a folder; give the file itself");
+  XATTN_CHECK(S_ISREG(info.st_mode), ErrorKind::kIo, what, " ", path,
+              " is not a regular file; give a file");
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  XATTN_CHECK(fd >= 0, ErrorKind::kIo, what, " ", path, " cannot be read: ", std::strerror(errno));
+  ::close(fd);
+}
 
 void check_writable(const std::string& path, bool overwrite) {
   XATTN_CHECK_ARG(!path.empty(), "output path is empty");
@@ -41,6 +96,18 @@ void check_writable(const std::string& path, bool overwrite) {
   const std::string folder = parent_folder(path);
   XATTN_CHECK(::stat(folder.c_str(), &info) == 0 && S_ISDIR(info.st_mode), ErrorKind::kIo,
               "cannot write ", path, ": folder ", folder, " does not exist; create it first");
+  // A folder may exist and still take no new files (read-only, no permission, /proc): try one.
+  const std::string probe = detail::concat(folder, "/.xattn-probe-", ::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return;
+  }
+  const int error = errno;
+  XATTN_CHECK(error == EEXIST, ErrorKind::kIo, "cannot write ", path, ": folder ", folder,
+              " does not accept new files (",
+              error == ENOENT ? "a virtual file system such as /proc" : std::strerror(error), ")");
 }
 
 std::string temporary_path_for(const std::string& path) {
@@ -48,7 +115,9 @@ std::string temporary_path_for(const std::string& path) {
   const size_t slash = path.find_last_of('/');
   const std::string folder = slash == std::string::npos ? "" : path.substr(0, slash + 1);
   const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  return detail::concat(folder, ".", name, ".tmp-", ::getpid(), "-", counter++);
+  std::string temp = detail::concat(folder, ".", name, ".tmp-", ::getpid(), "-", counter++);
+  remember_temporary(temp);
+  return temp;
 }
 
 void move_into_place(const std::string& temp, const std::string& path, bool overwrite) {
@@ -66,9 +135,10 @@ void move_into_place(const std::string& temp, const std::string& path, bool over
                   ": ", std::strerror(errno));
     }
   } catch (...) {
-    ::unlink(temp.c_str());
+    discard_temporary(temp);
     throw;
   }
+  forget_temporary(temp);
   sync(parent_folder(path), true);
 }
 
@@ -79,7 +149,7 @@ void write_file_atomically(const std::string& path, bool overwrite,
   try {
     write_temp(temp);
   } catch (...) {
-    ::unlink(temp.c_str());
+    discard_temporary(temp);
     throw;
   }
   move_into_place(temp, path, overwrite);

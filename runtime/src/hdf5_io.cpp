@@ -270,9 +270,7 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
 }
 
 AtomicOutput::~AtomicOutput() {
-  if (!committed_) {
-    ::unlink(temp_path_.c_str());
-  }
+  if (!committed_) io::discard_temporary(temp_path_);
 }
 
 void AtomicOutput::commit() {

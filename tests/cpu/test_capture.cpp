@@ -246,12 +246,14 @@ class BadCaptureTest : public CaptureFileTest {
   }
 };
 
+// A file that cannot be read is an I/O error (exit 4), one whose content is wrong bad input (3).
 TEST_F(BadCaptureTest, MissingFileAndNotHdf5) {
-  expect_bad_capture(file("absent.h5"), {"no such file"});
+  const std::string absent = file("absent.h5");
+  expect_error([&] { CaptureReader reader(absent); }, ErrorKind::kIo, {"no such file", absent});
   const std::string text = file("text.h5");
   std::ofstream(text) << "q,k,v\n1,2,3\n";
   expect_bad_capture(text, {"not an HDF5 file"});
-  expect_bad_capture(folder(), {"not a regular file"});
+  expect_error([&] { CaptureReader reader(folder()); }, ErrorKind::kIo, {"is a folder"});
 }
 
 TEST_F(BadCaptureTest, TruncatedFile) {

@@ -275,7 +275,9 @@ TEST_F(ProfileFile, UnknownMajorVersionIsRejectedNewerMinorAccepted) {
 TEST_F(ProfileFile, ForeignAndDamagedFilesAreRejected) {
   write_bytes(path("text.h5"), "not hdf5 at all\n");
   expect_error([&] { read_profile(path("text.h5")); }, ErrorKind::kBadInput, {"not an HDF5 file"});
-  expect_error([&] { read_profile(path("absent.h5")); }, ErrorKind::kIo, {"does not exist"});
+  expect_error([&] { read_profile(path("absent.h5")); }, ErrorKind::kIo, {"no such file"});
+  // A folder is not called a damaged file (issue 11).
+  expect_error([&] { read_profile(dir_); }, ErrorKind::kIo, {"is a folder"});
 
   // An HDF5 file that is not a profile.
   {

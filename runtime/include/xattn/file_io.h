@@ -20,12 +20,26 @@ namespace xattn::io {
 // write_file_atomically for the one-call form):
 // 1. check_writable: `path` may be written (absent, or overwrite), its folder exists;
 //    xattn::Error kIo otherwise, saying to pass --force or to create the folder.
-// 2. temporary_path_for: a fresh name in the same folder (same file system: rename is atomic).
+//    check_writable also creates and removes a probe file in the folder, so a folder that takes
+//    no new files (read-only, no permission, /proc) is reported before any work.
+// 2. temporary_path_for: a fresh name in the same folder (same file system: rename is atomic),
+//    recorded until move_into_place or discard_temporary (see remove_temporaries).
 // 3. move_into_place: the finished temporary file becomes `path` (without overwrite, never
 //    replacing a file that appeared meanwhile); the temporary file is removed on failure.
 void check_writable(const std::string& path, bool overwrite);
 std::string temporary_path_for(const std::string& path);
 void move_into_place(const std::string& temp, const std::string& path, bool overwrite);
+// Removes an unfinished temporary file and forgets it.
+void discard_temporary(const std::string& temp);
+
+// Unlinks every temporary file still recorded (up to 64 at once). Async-signal-safe: the CLI's
+// SIGINT / SIGTERM handler calls it, so an interrupted run leaves no temporary files behind and,
+// since outputs are only ever renamed into place, every existing output untouched.
+void remove_temporaries() noexcept;
+
+// An input file that can be read: xattn::Error kIo naming `what` and the path when it is
+// missing, a folder (or anything but a regular file) or cannot be opened (the system's reason).
+void check_readable_file(const std::string& path, const std::string& what);
 
 // Runs write_temp(temporary path), then moves the temporary file to `path`. Without `overwrite`
 // an existing `path` is never replaced (xattn::Error kIo saying to pass --force). On failure the

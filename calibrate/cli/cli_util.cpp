@@ -4,11 +4,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
-#include "xattn/paths.h"
 #include "xattn/error.h"
+#include "xattn/file_io.h"
+#include "xattn/paths.h"
 
 namespace xattn::cli {
 
@@ -88,10 +90,76 @@ std::vector<double> parse_number_list(const std::string& text, const char* optio
     }
     XATTN_CHECK_ARG(!item.empty() && used == item.size(), option, ": '", item,
                     "' is not a number (give a comma-separated list, e.g. 0.5,0.9,1)");
+    XATTN_CHECK_ARG(std::isfinite(value), option, ": '", item, "' is not a finite number");
     values.push_back(value);
   }
   XATTN_CHECK_ARG(!values.empty(), option, ": empty list");
   return values;
+}
+
+void check_block_settings(int64_t stride, int64_t block_size) {
+  XATTN_CHECK_ARG(block_size >= 1 && block_size <= (int64_t(1) << 20) &&
+                      (block_size & (block_size - 1)) == 0,
+                  "--block-size ", block_size, " must be a power of two (64, 128 or 256)");
+  XATTN_CHECK_ARG(stride >= 1 && block_size % stride == 0, "--stride ", stride,
+                  " must be a positive divisor of --block-size ", block_size, " (e.g. 8 or 16)");
+}
+
+void check_thresholds(const std::vector<double>& taus, const char* option) {
+  for (double tau : taus)
+    XATTN_CHECK_ARG(std::isfinite(tau) && tau >= 0.0 && tau <= 1.0, option, ": ", tau,
+                    " is not a threshold; τ lies in [0, 1] (1 keeps every block)");
+}
+
+void check_finite_at_least(double value, double minimum, const char* option) {
+  XATTN_CHECK_ARG(std::isfinite(value) && value >= minimum, option, " ", value,
+                  " must be a finite number >= ", minimum);
+}
+
+namespace {
+
+// The file a path names, for comparing two paths: the real path of an existing file, else the
+// real path of its folder plus its name (the same file whatever the spelling: ./a, a, dir/../a).
+std::string identity(const std::string& path) {
+  if (char* real = ::realpath(path.c_str(), nullptr)) {
+    std::string out = real;
+    std::free(real);
+    return out;
+  }
+  const std::string folder = io::parent_folder(path);
+  if (char* real = ::realpath(folder.c_str(), nullptr)) {
+    std::string out = io::join_path(real, io::file_name(path));
+    std::free(real);
+    return out;
+  }
+  return path;
+}
+
+}  // namespace
+
+void check_outputs(const std::vector<PathOption>& outputs, const std::vector<PathOption>& inputs,
+                   bool force) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const PathOption& out = outputs[i];
+    if (out.path.empty()) continue;
+    for (const PathOption& in : inputs) {
+      if (in.path.empty() || identity(in.path) != identity(out.path)) continue;
+      XATTN_CHECK_ARG(false, out.option, " ", out.path, " is also an input (", in.option, " ",
+                      in.path, "); writing it would destroy the input: choose another ",
+                      out.option);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (outputs[j].path.empty() || identity(outputs[j].path) != identity(out.path)) continue;
+      XATTN_CHECK_ARG(false, outputs[j].option, " and ", out.option, " name the same file ",
+                      out.path, "; give two different paths");
+    }
+    io::check_writable(out.path, force);
+  }
+}
+
+void check_inputs(const std::vector<PathOption>& inputs) {
+  for (const PathOption& in : inputs)
+    if (!in.path.empty()) io::check_readable_file(in.path, in.option);
 }
 
 }  // namespace xattn::cli

@@ -38,7 +38,32 @@ bool parse_or_help(const std::vector<std::string>& args,
                    const boost::program_options::options_description& options,
                    boost::program_options::variables_map& vm, const char* usage = "");
 
-// "0.5,0.9,1" -> {0.5, 0.9, 1}; a malformed item throws xattn::Error naming `option`.
+// "0.5,0.9,1" -> {0.5, 0.9, 1}; a malformed or non-finite item (nan, inf) throws xattn::Error
+// naming `option`.
 std::vector<double> parse_number_list(const std::string& text, const char* option);
+
+// Checks done before any work, so that a mistake costs no time. Each throws xattn::Error with the
+// exit code of docs/cli-errors.md.
+
+// --stride / --block-size as the kernels take them: block size a power of two, the stride a
+// positive divisor of it (kInvalidArgument naming the option and the value).
+void check_block_settings(int64_t stride, int64_t block_size);
+// τ values of `option`: finite, in [0, 1] (kInvalidArgument).
+void check_thresholds(const std::vector<double>& taus, const char* option);
+// A number option that must be finite and at least `minimum` (kInvalidArgument).
+void check_finite_at_least(double value, double minimum, const char* option);
+
+// A path given on the command line, with the option that gave it ("--out").
+struct PathOption {
+  std::string option;
+  std::string path;
+};
+// Outputs (empty paths skipped) must be writable now: absent or --force, not a folder, in an
+// existing folder that takes new files (kIo); no two outputs may name one file, and no output may
+// name one of the inputs, even with --force (kInvalidArgument: writing would destroy the input).
+void check_outputs(const std::vector<PathOption>& outputs, const std::vector<PathOption>& inputs,
+                   bool force);
+// Inputs (empty paths skipped) must be readable regular files (kIo, io::check_readable_file).
+void check_inputs(const std::vector<PathOption>& inputs);
 
 }  // namespace xattn::cli

@@ -66,8 +66,11 @@ int run_capture(const Args& args) {
   const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
   const std::string out = model_cli::require(vm, "out", "--out capture.h5");
   const bool force = vm.count("force") > 0;
-  XATTN_CHECK(force || !io::path_exists(out), ErrorKind::kIo, "'", out,
-              "' already exists; pass --force to overwrite it");
+  const std::vector<PathOption> inputs = {
+      {"--input", vm.count("input") ? vm["input"].as<std::string>() : ""},
+      {"--text", vm.count("text") ? vm["text"].as<std::string>() : ""}};
+  check_inputs(inputs);
+  check_outputs({{"--out", out}}, inputs, force);
   const at::ScalarType store = runtime::capture_dtype_from_name(vm["store-dtype"].as<std::string>());
   const int deflate = vm["deflate"].as<int>();
   XATTN_CHECK_ARG(deflate >= 0 && deflate <= 9, "--deflate must lie in 0..9");

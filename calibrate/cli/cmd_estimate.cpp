@@ -2,6 +2,7 @@
 // a per-layer / per-head density table; the masks can be written to an HDF5 estimate file.
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <cmath>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -43,13 +44,23 @@ int run_estimate(const Args& args) {
   po::variables_map vm;
   if (parse_or_help(args, options, vm)) return 0;
   XATTN_CHECK_ARG(vm.count("capture"), "give the capture: xattn estimate --capture FILE");
+  // Every option before any work (issue 11: --block-size 0 divided by zero).
+  runtime::EstimateOptions estimate;
+  estimate.stride = vm["stride"].as<int64_t>();
+  estimate.block_size = vm["block-size"].as<int64_t>();
+  check_block_settings(estimate.stride, estimate.block_size);
+  std::vector<double> taus = parse_number_list(vm["threshold"].as<std::string>(), "--threshold");
+  check_thresholds(taus, "--threshold");
+  if (vm.count("scale"))
+    XATTN_CHECK_ARG(std::isfinite(vm["scale"].as<double>()) && vm["scale"].as<double>() > 0,
+                    "--scale ", vm["scale"].as<double>(), " must be a finite positive number");
+  const std::string out_path = vm.count("out") ? vm["out"].as<std::string>() : "";
+  check_outputs({{"--out", out_path}}, {{"--capture", vm["capture"].as<std::string>()}},
+                vm.count("force") > 0);
 
   const auto start = std::chrono::steady_clock::now();
   const runtime::CaptureReader reader(vm["capture"].as<std::string>());
   const runtime::CaptureInfo& info = reader.info();
-  runtime::EstimateOptions estimate;
-  estimate.stride = vm["stride"].as<int64_t>();
-  estimate.block_size = vm["block-size"].as<int64_t>();
   estimate.dense_last_query_block = !vm.count("sparse-last-block");
   const std::string causal = vm["causal"].as<std::string>();
   XATTN_CHECK_ARG(causal == "auto" || causal == "true" || causal == "false",
@@ -57,7 +68,6 @@ int run_estimate(const Args& args) {
   estimate.causal = causal == "auto" ? info.causal : causal == "true";
   if (vm.count("scale")) estimate.scale = vm["scale"].as<double>();
 
-  std::vector<double> taus = parse_number_list(vm["threshold"].as<std::string>(), "--threshold");
   if (taus.size() == 1) taus.assign(size_t(info.heads_q), taus[0]);
   XATTN_CHECK_ARG(int64_t(taus.size()) == info.heads_q, "--threshold has ", taus.size(),
                   " values; give one, or one per query head (", info.heads_q, ")");

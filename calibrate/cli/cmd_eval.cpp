@@ -94,8 +94,9 @@ int run_niah(const Args& args) {
               haystack_path, "' not found: run from the repository root or pass --haystack FILE");
   const std::string haystack = model::read_text_file(haystack_path);
   const std::string json_path = vm.count("json") ? vm["json"].as<std::string>() : "";
-  XATTN_CHECK(json_path.empty() || vm.count("force") || !io::path_exists(json_path),
-              ErrorKind::kIo, "'", json_path, "' already exists; pass --force to overwrite it");
+  // Before minutes of prompts, not after (issue 11).
+  check_outputs({{"--json", json_path}}, {{"--haystack", haystack_path}}, vm.count("force") > 0);
+  model_cli::check_attention_options(vm);
 
   const model::Model model(dir, model_cli::load_options(vm));
   const model::ModelConfig& c = model.config();

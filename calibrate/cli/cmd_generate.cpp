@@ -44,6 +44,9 @@ int run_generate(const Args& args) {
   const std::string dir = model_cli::require(vm, "model", "--model examples/models/xattn-byte");
   const int64_t n_new = vm["tokens"].as<int64_t>();
   XATTN_CHECK_ARG(n_new >= 1, "--tokens must be at least 1");
+  model_cli::check_attention_options(vm);
+  check_inputs({{"--input", vm.count("input") ? vm["input"].as<std::string>() : ""},
+                {"--text", vm.count("text") ? vm["text"].as<std::string>() : ""}});
 
   const model::Model model(dir, model_cli::load_options(vm));
   const model::ModelConfig& c = model.config();

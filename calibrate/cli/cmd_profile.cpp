@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
@@ -41,7 +42,8 @@ int run_show(const Args& args) {
   }
   XATTN_CHECK_ARG(vm.count("file"), "give the profile to show: xattn profile show FILE");
   const std::string file = vm["file"].as<std::string>();
-  std::cout << file << "\n" << calibrate::format_profile_summary(calibrate::read_profile(file));
+  const calibrate::Profile profile = calibrate::read_profile(file);  // errors before any output
+  std::cout << file << "\n" << calibrate::format_profile_summary(profile);
   return 0;
 }
 
@@ -58,6 +60,7 @@ int run_export(const Args& args) {
   XATTN_CHECK_ARG(vm.count("file"), "give the profile to export: xattn profile export --json OUT FILE");
   const std::string out = vm["json"].as<std::string>();
   const std::string file = vm["file"].as<std::string>();
+  check_outputs({{"--json", out}}, {{"FILE", file}}, vm.count("force") > 0);
   calibrate::write_profile_json(out, calibrate::read_profile(file), vm.count("force") > 0);
   std::cout << "wrote " << out << "\n";
   return 0;

@@ -6,8 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "xattn/calibrate/report.h"
+#include "xattn/calibrate/statistics.h"
+#include "xattn/calibrate/statistics_checks.h"
 #include "xattn/error.h"
 #include "xattn/file_io.h"
 
@@ -64,16 +67,17 @@ int run_report(const Args& args) {
                   "): xattn report PROFILE [--stats FILE] [--html OUT.html]");
   const std::string html_path = vm.count("html") ? vm["html"].as<std::string>() : "";
   const bool force = vm.count("force") > 0;
+  XATTN_CHECK_ARG(profiles.size() == 1 || !vm.count("stats"),
+                  "--stats applies to one profile; compare two profiles without it");
   // Refuse before the work, not after it (write_report_html checks again when writing).
-  XATTN_CHECK(html_path.empty() || force || !io::path_exists(html_path), ErrorKind::kIo, html_path,
-              " exists; pass --force to replace it, or choose another --html path");
-  XATTN_CHECK(html_path.empty() || !io::path_exists(html_path) || io::is_regular_file(html_path),
-              ErrorKind::kIo, html_path, " is not a regular file; give a file path for --html");
+  std::vector<PathOption> inputs;
+  for (const std::string& profile : profiles) inputs.push_back({"PROFILE", profile});
+  if (vm.count("stats")) inputs.push_back({"--stats", vm["stats"].as<std::string>()});
+  check_inputs(inputs);
+  check_outputs({{"--html", html_path}}, inputs, force);
 
   std::string text, html;
   if (profiles.size() == 2) {
-    XATTN_CHECK_ARG(!vm.count("stats"),
-                    "--stats applies to one profile; compare two profiles without it");
     calibrate::ProfileComparison comparison{profiles[0], profiles[1],
                                             calibrate::read_profile(profiles[0]),
                                             calibrate::read_profile(profiles[1])};
@@ -89,8 +93,9 @@ int run_report(const Args& args) {
       report.statistics_name = statistics_beside(profiles[0]);
     }
     if (!report.statistics_name.empty()) {
-      report.measured = calibrate::measure_profile(
-          report.profile, calibrate::read_statistics(report.statistics_name));
+      const calibrate::Statistics statistics = calibrate::read_statistics(report.statistics_name);
+      calibrate::check_statistics_values(statistics, report.statistics_name);
+      report.measured = calibrate::measure_profile(report.profile, statistics);
     }
     text = calibrate::format_report_text(report);
     if (!html_path.empty()) html = calibrate::format_report_html(report);

@@ -50,6 +50,7 @@ int run_synth(const Args& args) {
   if (parse_or_help(args, options, vm, kUsage)) return 0;
   XATTN_CHECK_ARG(vm.count("out"), "--out FILE is required (e.g. --out sample_capture.h5)");
   const std::string out = vm["out"].as<std::string>();
+  check_outputs({{"--out", out}}, {}, vm.count("force") > 0);
   o.dtype = runtime::capture_dtype_from_name(vm["dtype"].as<std::string>());
   o.with_v = !vm.count("no-v");
   runtime::OutputOptions output;

@@ -1,12 +1,19 @@
 // `xattn`: one executable, one subcommand per job. Errors end as one line on stderr and an exit
-// code by category (2 usage, 3 bad input, 4 I/O, 5 CUDA, 6 internal).
+// code by category (docs/cli-errors.md: 2 usage, 3 bad input, 4 I/O, 5 CUDA, 6 internal; 130 and
+// 143 after SIGINT and SIGTERM).
+#include <c10/util/Exception.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 
 #include "commands.h"
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 
 namespace xattn::cli {
 
@@ -41,6 +48,49 @@ void print_usage(std::ostream& out) {
   }
 }
 
+bool stderr_is_terminal = false;
+
+// SIGINT / SIGTERM: remove the temporary files of the writes in flight (outputs are only ever
+// renamed into place, so existing ones stay untouched), say so in one line, exit 128 + signal.
+// Only async-signal-safe calls here.
+void on_stop_signal(int signal_number) {
+  io::remove_temporaries();
+  const char* text = signal_number == SIGINT
+                         ? "xattn: interrupted (SIGINT); temporary files removed, existing "
+                           "outputs untouched\n"
+                         : "xattn: terminated (SIGTERM); temporary files removed, existing "
+                           "outputs untouched\n";
+  if (stderr_is_terminal) (void)!::write(2, "\n", 1);  // end a progress bar's line
+  (void)!::write(2, text, std::strlen(text));
+  ::_exit(128 + signal_number);
+}
+
+void install_stop_handlers() {
+  stderr_is_terminal = ::isatty(2) == 1;
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaddset(&action.sa_mask, SIGINT);
+  sigaddset(&action.sa_mask, SIGTERM);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// One line, no control bytes: a message quoting a file's bytes must not drive the terminal.
+std::string one_line(const std::string& message) {
+  std::string out;
+  for (unsigned char c : message) {
+    if (c == '\n' || c == '\r' || c == '\t') {
+      out.push_back(' ');
+    } else if (c < 32 || c == 127) {
+      out.push_back('?');
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace xattn::cli
 
@@ -58,17 +108,24 @@ int main(int argc, char** argv) {
   for (const auto& c : commands()) {
     if (name != c.name) continue;
     Args args(argv + 2, argv + argc);
+    install_stop_handlers();
     try {
       return c.run(args);
     } catch (const xattn::Error& e) {
-      std::cerr << "xattn " << name << ": error: " << e.what() << "\n";
+      std::cerr << "xattn " << name << ": error: " << one_line(e.what()) << "\n";
       return static_cast<int>(e.kind());
     } catch (const boost::program_options::error& e) {
-      std::cerr << "xattn " << name << ": usage error: " << e.what()
+      std::cerr << "xattn " << name << ": usage error: " << one_line(e.what())
                 << " (see xattn " << name << " --help)\n";
       return 2;
+    } catch (const c10::Error& e) {
+      // LibTorch's own errors: the message's first line, without LibTorch's backtrace.
+      const std::string message = e.what_without_backtrace();
+      std::cerr << "xattn " << name << ": internal error: "
+                << one_line(message.substr(0, message.find('\n'))) << "\n";
+      return 6;
     } catch (const std::exception& e) {
-      std::cerr << "xattn " << name << ": internal error: " << e.what() << "\n";
+      std::cerr << "xattn " << name << ": internal error: " << one_line(e.what()) << "\n";
       return 6;
     }
   }

@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokens.h"
 
@@ -44,9 +46,15 @@ inline void add_input_options(po::options_description& o) {
 inline at::Device parse_device(const std::string& text) {
   if (text == "cpu") return at::Device(at::kCPU);
   if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    std::optional<at::Device> device;
+    try {
+      device = at::Device(text);
+    } catch (const c10::Error&) {
+    }
+    XATTN_CHECK_ARG(device.has_value(), "--device '", text, "': use cpu, cuda or cuda:N");
     XATTN_CHECK(at::hasCUDA(), ErrorKind::kCuda, "--device ", text,
                 ": this build's LibTorch has no CUDA or no GPU is visible; use --device cpu");
-    return at::Device(text);
+    return *device;
   }
   throw Error(ErrorKind::kInvalidArgument,
               detail::concat("--device '", text, "': use cpu, cuda or cuda:N"));
@@ -106,6 +114,16 @@ inline void add_attention_options(po::options_description& o) {
       "stride", po::value<int64_t>()->default_value(8), "XAttention scoring stride S (--threshold)")(
       "block-size", po::value<int64_t>()->default_value(128), "XAttention block size (--threshold)")(
       "sparse-last-block", "--threshold: select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys");
+}
+
+// The attention options checked before the model loads: not both --profile and --threshold,
+// --threshold in [0, 1], --stride / --block-size as the kernels take them, the profile readable.
+inline void check_attention_options(const po::variables_map& vm) {
+  XATTN_CHECK_ARG(!(vm.count("profile") && vm.count("threshold")),
+                  "give --profile or --threshold, not both");
+  if (vm.count("threshold")) check_thresholds({vm["threshold"].as<double>()}, "--threshold");
+  check_block_settings(vm["stride"].as<int64_t>(), vm["block-size"].as<int64_t>());
+  if (vm.count("profile")) io::check_readable_file(vm["profile"].as<std::string>(), "--profile");
 }
 
 // XAttention from --profile or --threshold; with neither, one τ = default_tau for every head,

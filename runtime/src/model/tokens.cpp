@@ -5,6 +5,7 @@
 #include <hdf5.h>
 
 #include <cctype>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -66,6 +67,25 @@ std::vector<int64_t> read_hdf5_ids(const std::string& path, const std::string& d
   return ids;
 }
 
+// A word of an input file as it may appear in a one-line message: printable ASCII as is, any
+// other byte as \xNN (no control bytes reach the terminal, no NUL cuts the message), at most 40
+// bytes.
+std::string shown(const std::string& word) {
+  std::string out;
+  for (size_t i = 0; i < word.size() && i < 40; ++i) {
+    const unsigned char c = static_cast<unsigned char>(word[i]);
+    if (c >= 32 && c < 127 && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char code[8];
+      std::snprintf(code, sizeof code, "\\x%02X", c);
+      out += code;
+    }
+  }
+  if (word.size() > 40) out += "...";
+  return out;
+}
+
 }  // namespace
 
 std::vector<int64_t> byte_encode(const std::string& text, bool add_bos) {
@@ -94,6 +114,9 @@ std::string read_text_file(const std::string& path) {
 std::vector<int64_t> read_token_ids(const std::string& path, const std::string& dataset) {
   if (has_hdf5_extension(path)) return read_hdf5_ids(path, dataset);
   const std::string text = read_text_file(path);
+  XATTN_CHECK_INPUT(text.find('\0') == std::string::npos, "'", path, "' is a binary file (it ",
+                    "holds NUL bytes), not token ids; give a text file of integers, an HDF5 ",
+                    "file (*.h5), or --text for raw text");
   std::vector<int64_t> ids;
   size_t i = 0, line = 1;
   while (i < text.size()) {
@@ -114,7 +137,8 @@ std::vector<int64_t> read_token_ids(const std::string& path, const std::string& 
     } catch (const std::exception&) {
       used = 0;
     }
-    XATTN_CHECK_INPUT(used == word.size() && value >= 0, "'", path, "' line ", line, ": '", word,
+    XATTN_CHECK_INPUT(used == word.size() && value >= 0, "'", path, "' line ", line, ": '",
+                      shown(word),
                       "' is not a token id (expected non-negative integers separated by spaces, "
                       "newlines or commas; for raw text use --text)");
     ids.push_back(value);

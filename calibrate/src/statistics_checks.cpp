@@ -1,0 +1,56 @@
+#include "xattn/calibrate/statistics_checks.h"
+
+#include <cmath>
+#include <vector>
+
+#include "xattn/error.h"
+
+namespace xattn::calibrate {
+namespace {
+
+// Rounding slack above 1 for shares computed in float32.
+constexpr double kShareSlack = 1e-3;
+
+void check_array(const Statistics& s, const std::vector<float>& values, const char* name,
+                 bool is_share, const std::string& source) {
+  const int64_t layers = int64_t(s.layers.size()), heads = s.heads_q, taus = s.num_taus();
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double x = values[i];
+    const bool ok = is_share ? std::isfinite(x) && x >= 0.0 && x <= 1.0 + kShareSlack
+                             : std::isnan(x) || (std::isfinite(x) && x >= 0.0);
+    if (ok) continue;
+    const int64_t tau = int64_t(i) % taus, head = int64_t(i) / taus % heads,
+                  layer = int64_t(i) / (taus * heads) % layers,
+                  sample = int64_t(i) / (taus * heads * layers);
+    XATTN_CHECK_INPUT(false, source, ": ", name, " of sample ", sample, ", layer ",
+                      s.layers[size_t(layer)], ", head ", head, ", τ ",
+                      s.settings.taus[size_t(tau)], " is ", x, "; ",
+                      is_share ? "it must be a share in [0, 1]"
+                               : "an error must be >= 0 (or NaN: not measured)",
+                      ". The file is damaged or was not written by xattn; recompute it");
+  }
+}
+
+}  // namespace
+
+void check_statistics_values(const Statistics& s, const std::string& source) {
+  for (size_t m = 0; m < s.settings.taus.size(); ++m) {
+    const double tau = s.settings.taus[m];
+    XATTN_CHECK_INPUT(std::isfinite(tau) && tau > 0.0 && tau <= 1.0 &&
+                          (m == 0 || tau > s.settings.taus[m - 1]),
+                      source, ": candidate τ ", tau, " (entry ", m,
+                      ") is not in (0, 1] or not ascending");
+  }
+  for (size_t i = 0; i < s.samples.size(); ++i)
+    XATTN_CHECK_INPUT(s.samples[i].len_q >= 1 && s.samples[i].len_q <= s.samples[i].len_k, source,
+                      ": sample ", i, " has len_q ", s.samples[i].len_q, " and len_k ",
+                      s.samples[i].len_k, "; each sample needs 1 <= len_q <= len_k");
+  if (s.layers.empty() || s.heads_q <= 0 || s.settings.taus.empty()) return;
+  check_array(s, s.density, "density", true, source);
+  check_array(s, s.recall_mean, "recall_mean", true, source);
+  check_array(s, s.recall_min, "recall_min", true, source);
+  check_array(s, s.output_error, "output_error", false, source);
+  check_array(s, s.projected_error, "projected_error", false, source);
+}
+
+}  // namespace xattn::calibrate

@@ -1,12 +1,14 @@
 // `xattn calibrate`: statistics -> per-head threshold search -> held-out validation -> profile.
 // With no arguments it calibrates the bundled model on the bundled text.
 #include <boost/program_options.hpp>
+#include <cmath>
 #include <ctime>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
+#include "calibrate_checks.h"
 #include "cli_util.h"
 #include "xattn/paths.h"
 #include "xattn/calibrate/calibration.h"
@@ -42,50 +44,51 @@ void print_summary(const calibrate::CalibrationConfig& config,
   std::cout << calibrate::format_profile_summary(p) << "\n";
   std::cout << std::fixed << std::setprecision(4);
   std::cout << "samples: " << r.fit_samples.size() << " fit, " << r.holdout_samples.size()
-            << " held out; metric " << calibrate::error_metric_name(config.metric)
-            << ", budget epsilon " << r.epsilon_used << "\n";
-  std::cout << "per-head thresholds: density " << percent(opt.mean_density)
-            << ", predicted error " << opt.error;
-  if (r.holdout)
-    std::cout << "; held out: density " << percent(r.holdout->measured_mean_density)
-              << ", error " << r.holdout->measured_mean_error;
-  std::cout << "\n";
-  if (r.search.uniform) {
-    const auto& u = r.search.uniform->assignment;
-    std::cout << "best uniform tau " << r.search.uniform->tau << ": density "
-              << percent(u.mean_density) << ", predicted error " << u.error;
-    if (u.mean_density > 0)
-      std::cout << "  -> per-head calibration keeps " << percent(1.0 - opt.mean_density / u.mean_density)
-                << " fewer blocks";
-    std::cout << "\n";
-  } else {
-    std::cout << "no uniform tau meets this budget\n";
+            << " held out; metric " << calibrate::error_metric_name(r.metric) << " ("
+            << (r.worst_case_error ? "worst" : "mean") << " over samples), budget "
+            << std::setprecision(4) << std::defaultfloat << r.epsilon_used << std::fixed << "\n";
+  if (!r.statistics.layer_kl_sensitivity.empty()) {
+    std::cout << "layer KL sensitivity (measured on " << r.statistics.sensitivity_samples
+              << " fitting samples):";
+    for (double c : r.statistics.layer_kl_sensitivity)
+      std::cout << " " << std::setprecision(3) << std::defaultfloat << c;
+    std::cout << std::fixed << "\n";
   }
+  std::cout << "per-head thresholds: predicted density " << percent(opt.mean_density)
+            << ", predicted error " << std::defaultfloat << std::setprecision(4) << opt.error
+            << std::fixed;
+  if (r.holdout)
+    std::cout << "; held out: density " << percent(r.holdout->measured_mean_density);
+  std::cout << "\n";
+  if (!p.frontier.empty()) std::cout << calibrate::format_frontier(p.frontier);
   if (r.end_to_end) {
     const auto& e = *r.end_to_end;
-    std::cout << "end to end on held-out samples (" << e.tokens << " tokens): NLL dense "
-              << e.nll_dense << ", XAttention " << e.nll_sparse << " (+" << e.nll_sparse - e.nll_dense
-              << "), KL " << e.kl_mean << ", density " << percent(e.density) << "\n";
+    std::cout << std::setprecision(4) << "end to end on held-out samples (" << e.tokens
+              << " tokens): density " << percent(e.density) << ", KL " << std::defaultfloat
+              << std::setprecision(3) << e.kl_mean << std::fixed << std::setprecision(4)
+              << ", NLL " << e.nll_dense << " -> " << e.nll_sparse << " ("
+              << std::showpos << e.nll_sparse - e.nll_dense << std::noshowpos << ")\n";
+    if (r.comparison) {
+      // The headline: against one uniform τ at the same density, and at the same quality.
+      std::cout << "per-head vs uniform tau (held out, interpolated on the uniform curve):";
+      if (r.comparison->uniform_kl_at_equal_density && e.kl_mean > 0)
+        std::cout << " at equal density uniform has KL " << std::defaultfloat
+                  << std::setprecision(3) << *r.comparison->uniform_kl_at_equal_density << " ("
+                  << *r.comparison->uniform_kl_at_equal_density / e.kl_mean << "x per-head's)";
+      else
+        std::cout << " density " << percent(e.density) << " is outside the uniform curve";
+      if (r.comparison->uniform_density_at_equal_kl)
+        std::cout << "; at equal KL uniform keeps " << percent(*r.comparison->uniform_density_at_equal_kl)
+                  << " of blocks, per-head " << percent(e.density);
+      std::cout << std::fixed << "\n";
+    }
   }
-  if (r.end_to_end_equal_density) {
-    const auto& e = *r.end_to_end_equal_density;
-    std::cout << "     uniform tau " << *r.equal_density_tau << " (equal density): NLL "
-              << e.nll_sparse << " (+" << e.nll_sparse - e.nll_dense << "), KL " << e.kl_mean
-              << ", density " << percent(e.density) << ", predicted error "
-              << r.equal_density_predicted_error << "\n";
-  }
-  if (r.end_to_end_uniform) {
-    const auto& e = *r.end_to_end_uniform;
-    std::cout << "                     uniform tau: NLL " << e.nll_sparse << " (+"
-              << e.nll_sparse - e.nll_dense << "), KL " << e.kl_mean << ", density "
-              << percent(e.density) << "\n";
-  }
-  std::cout << "search: cost " << opt.cost << ", Lagrangian bound " << r.search.lower_bound
-            << " (gap " << percent(r.search.relative_gap) << "), greedy " << r.search.greedy.cost
-            << "\n";
-  std::cout << std::setprecision(2) << "time: statistics " << r.seconds_statistics << " s, search "
-            << r.seconds_search << " s, validation " << r.seconds_validation << " s, total "
-            << seconds << " s\n";
+  std::cout << std::setprecision(4) << "search: cost " << opt.cost << ", Lagrangian bound "
+            << r.search.lower_bound << " (gap " << percent(r.search.relative_gap) << "), greedy "
+            << r.search.greedy.cost << "\n";
+  std::cout << std::setprecision(2) << "time: statistics " << r.seconds_statistics
+            << " s, sensitivity " << r.seconds_sensitivity << " s, search " << r.seconds_search
+            << " s, validation " << r.seconds_validation << " s, total " << seconds << " s\n";
 }
 
 }  // namespace
@@ -112,16 +115,19 @@ int run_calibrate(const Args& args) {
       ("block-size", po::value<int64_t>()->default_value(128), "block size")
       ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
       ("taus", po::value<std::string>(), "candidate ladder, comma-separated (default: 0.9*0.9^m, 0.95, 0.99, 1)")
-      ("metric", po::value<std::string>()->default_value("output_error"), "error metric: output_error or recall_loss")
-      ("epsilon", po::value<double>()->default_value(0.05), "budget on the mean per-head error")
+      ("target-kl", po::value<double>(), "what you want: the end-to-end KL to dense attention (nats per position) the profile may cost; the kl objective uses it as its budget, then tightens it until fitting samples measure no more")
+      ("target-nll-increase", po::value<double>(), "tighten the budget until the NLL increase on fitting samples meets this")
+      ("metric", po::value<std::string>()->default_value("kl"), "objective: kl (predicted end-to-end KL: each head's error through its o_proj slice times its layer's measured sensitivity), projected_error, output_error or recall_loss")
+      ("epsilon", po::value<double>(), "budget of the metric when no --target-kl is given (default: kl 0.005 nats, otherwise 0.05)")
       ("cap", po::value<double>(), "cap on any single head's error")
-      ("error-aggregate", po::value<std::string>()->default_value("worst"),
-       "a head's error over the samples: worst (its worst sample; protects heads that matter on few samples, such as retrieval heads) or mean")
+      ("error-aggregate", po::value<std::string>(),
+       "a head's error over the samples: mean (default for kl) or worst (its worst sample; default for the proxy metrics)")
       ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
-      ("target-kl", po::value<double>(), "tighten the budget until the held-out KL meets this")
-      ("target-nll-increase", po::value<double>(), "tighten until the held-out NLL increase meets this");
+      ("sensitivity-samples", po::value<int64_t>()->default_value(2), "fitting samples on which each layer's KL sensitivity is measured (kl metric)")
+      ("frontier-points", po::value<int64_t>()->default_value(8), "uniform and per-head points of the held-out quality frontier (0: none)");
   po::variables_map vm;
   if (parse_or_help(args, options, vm)) return 0;
+  check_calibrate_arguments(vm);  // every value, input and statistics setting, before any work
 
   calibrate::CalibrationConfig config;
   if (vm.count("model")) config.model_dir = vm["model"].as<std::string>();
@@ -148,14 +154,25 @@ int run_calibrate(const Args& args) {
     std::sort(config.settings.taus.begin(), config.settings.taus.end());
   }
   config.metric = calibrate::parse_error_metric(vm["metric"].as<std::string>());
-  config.settings.output_error = config.metric == calibrate::ErrorMetric::kOutputError;
-  config.epsilon = vm["epsilon"].as<double>();
+  config.metric_is_default = vm["metric"].defaulted();
+  config.settings.output_error = config.metric != calibrate::ErrorMetric::kRecallLoss;
+  if (vm.count("epsilon")) {
+    config.epsilon = vm["epsilon"].as<double>();
+    XATTN_CHECK_ARG(std::isfinite(*config.epsilon) && *config.epsilon >= 0,
+                    "--epsilon must be a finite number >= 0, got ", *config.epsilon);
+  }
   if (vm.count("cap")) config.per_head_cap = vm["cap"].as<double>();
-  const std::string aggregate = vm["error-aggregate"].as<std::string>();
-  XATTN_CHECK_ARG(aggregate == "worst" || aggregate == "mean",
-                  "--error-aggregate must be worst or mean, got '", aggregate, "'");
-  config.worst_case_error = aggregate == "worst";
+  if (vm.count("error-aggregate")) {
+    const std::string aggregate = vm["error-aggregate"].as<std::string>();
+    XATTN_CHECK_ARG(aggregate == "worst" || aggregate == "mean",
+                    "--error-aggregate must be worst or mean, got '", aggregate, "'");
+    config.worst_case_error = aggregate == "worst";
+  }
   config.holdout_fraction = vm["holdout"].as<double>();
+  config.sensitivity_samples = vm["sensitivity-samples"].as<int64_t>();
+  XATTN_CHECK_ARG(config.sensitivity_samples >= 1, "--sensitivity-samples must be >= 1");
+  config.frontier_points = vm["frontier-points"].as<int64_t>();
+  XATTN_CHECK_ARG(config.frontier_points >= 0, "--frontier-points must be >= 0");
   if (vm.count("target-kl")) config.target_kl = vm["target-kl"].as<double>();
   if (vm.count("target-nll-increase"))
     config.target_nll_increase = vm["target-nll-increase"].as<double>();
@@ -170,6 +187,7 @@ int run_calibrate(const Args& args) {
     stats_out = out.substr(0, slash + 1) + "stats-" + out.substr(slash + 1);
   }
   if (!vm.count("out")) io::make_folders("out");
+  check_calibrate_outputs(vm, out, stats_out);
   // Refuse before hours of work, not after.
   for (const auto& path : {out, stats_out})
     XATTN_CHECK(path.empty() || force || !io::path_exists(path), ErrorKind::kIo, path,

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "xattn/calibrate/version.h"
@@ -160,14 +161,16 @@ ModelSignature parse_signature_key(const std::string& key) {
   return s;
 }
 
-CalibrationResult run_calibration(const CalibrationConfig& config, const ProgressFn& progress) {
+CalibrationResult run_calibration(const CalibrationConfig& requested, const ProgressFn& progress) {
+  CalibrationConfig config = requested;  // defaults resolved below
   CalibrationResult result;
   const bool from_model = !config.model_dir.empty();
   XATTN_CHECK_ARG(from_model || !config.capture_files.empty() || !config.statistics_files.empty(),
                   "nothing to calibrate on: give --model with --data, --capture or --stats");
   XATTN_CHECK_ARG(!from_model || !config.data_files.empty(),
                   "--model needs --data FILE (text or token ids) to run on");
-  XATTN_CHECK_ARG(config.epsilon >= 0, "--epsilon must be >= 0");
+  XATTN_CHECK_ARG(!config.epsilon || (std::isfinite(*config.epsilon) && *config.epsilon >= 0),
+                  "--epsilon must be a finite number >= 0");
   XATTN_CHECK_ARG(config.holdout_fraction >= 0 && config.holdout_fraction < 1,
                   "--holdout must be in [0, 1)");
 
@@ -197,7 +200,10 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
         if (progress)
           progress(int64_t(i) * layers + layer, total,
                    "sample " + std::to_string(i + 1) + " layer " + std::to_string(layer));
-        measured[layer] = measure_layer(q, k, v, config.settings);
+        measured[layer] = measure_layer(q, k, v, config.settings,
+                                        config.settings.output_error
+                                            ? model->output_projection(layer)
+                                            : at::Tensor());
       });
       model->forward(model_samples[i], capture);
       const int64_t len = int64_t(model_samples[i].size());
@@ -253,6 +259,14 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   result.statistics = merge_statistics(parts);
   const Statistics& stats = result.statistics;
   result.seconds_statistics = seconds_since(start);
+  if (config.metric == ErrorMetric::kKL && config.metric_is_default && !from_model &&
+      stats.layer_kl_sensitivity.empty())
+    config.metric = ErrorMetric::kOutputError;  // kl needs a model run to measure sensitivity
+  const bool kl_metric = config.metric == ErrorMetric::kKL;
+  if (!config.epsilon) config.epsilon = kl_metric ? 0.005 : 0.05;
+  if (!config.worst_case_error) config.worst_case_error = !kl_metric;
+  result.metric = config.metric;
+  result.worst_case_error = *config.worst_case_error;
 
   // 2. Fit / held-out split: every k-th sample is held out.
   const int64_t n = int64_t(stats.samples.size());
@@ -263,25 +277,14 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     const bool held_out = every > 0 && n >= 2 && (i % every) == every - 1;
     (held_out ? result.holdout_samples : result.fit_samples).push_back(i);
   }
-
-  // 3. Search (and, with an end-to-end target, bisection on epsilon).
-  const int64_t num_heads = int64_t(stats.layers.size()) * stats.heads_q;
-  // Predicted density and error of the fitting samples; only the budget changes between searches.
-  SearchProblem fit = search_problem_from(stats, result.fit_samples, config.metric, config.epsilon,
-                                          config.per_head_cap, config.worst_case_error);
-  auto search_at = [&](double epsilon) {
-    const auto t0 = Clock::now();
-    fit.epsilon = epsilon;
-    SearchResult r = search_thresholds(fit);
-    result.seconds_search += seconds_since(t0);
-    return r;
-  };
-
-  // End-to-end on held-out model samples: dense runs once, sparse per candidate table.
-  std::vector<int64_t> e2e_samples;
+  // Model samples (indices into model_samples) on each side; only these can run end to end.
+  std::vector<int64_t> e2e_samples, fit_model_samples;
   for (int64_t i : result.holdout_samples)
     if (from_model && i >= first_model_sample) e2e_samples.push_back(i - first_model_sample);
-  std::vector<model::ForwardResult> dense_runs;
+  for (int64_t i : result.fit_samples)
+    if (from_model && i >= first_model_sample) fit_model_samples.push_back(i - first_model_sample);
+
+  // End-to-end runs: dense once per sample, sparse per thresholds table.
   auto forward_options = [&]() {
     model::ForwardOptions options;
     options.nll = true;
@@ -290,32 +293,147 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
       for (int64_t p = 0; p < config.sample_len; p += 16) options.logit_positions.push_back(p);
     return options;
   };
-  auto end_to_end = [&](const std::vector<float>& table) {
-    const auto t0 = Clock::now();
-    if (dense_runs.empty()) {
-      model::DenseBackend dense;
-      for (int64_t i : e2e_samples)
-        dense_runs.push_back(model->forward(model_samples[i], dense, forward_options()));
+  std::map<int64_t, model::ForwardResult> dense_cache;
+  // Dense layer inputs of the sensitivity samples: a run sparse from layer l on resumes there.
+  std::map<int64_t, std::vector<at::Tensor>> dense_layer_inputs;
+  auto dense_runs_of = [&](const std::vector<int64_t>& samples, bool keep_layer_inputs = false) {
+    std::vector<model::ForwardResult> runs;
+    for (int64_t i : samples) {
+      if (!dense_cache.count(i) || (keep_layer_inputs && !dense_layer_inputs.count(i))) {
+        model::DenseBackend dense;
+        model::ForwardOptions options = forward_options();
+        if (keep_layer_inputs) options.layer_inputs = &dense_layer_inputs[i];
+        dense_cache[i] = model->forward(model_samples[i], dense, options);
+      }
+      runs.push_back(dense_cache[i]);
     }
-    if (std::all_of(table.begin(), table.end(), [](float tau) { return tau >= 1.f; }))
-      return compare_runs(dense_runs, dense_runs, 1.0);  // every block kept: dense exactly
+    return runs;
+  };
+  runtime::EstimateOptions estimate;
+  estimate.stride = config.settings.stride;
+  estimate.block_size = config.settings.block_size;
+  estimate.causal = config.settings.causal;
+  estimate.dense_last_query_block = config.settings.dense_last_query_block;
+  // Sparse runs of `table` on `samples`: one EndToEnd per sample. With first_sparse_layer > 0
+  // (layers before it dense in `table`) the run resumes from the recorded dense layer input.
+  auto sparse_runs = [&](const std::vector<float>& table, const std::vector<int64_t>& samples,
+                         int64_t first_sparse_layer = 0) {
+    const std::vector<model::ForwardResult> dense = dense_runs_of(samples, first_sparse_layer > 0);
+    std::vector<EndToEnd> per_sample;
+    const bool all_dense =
+        std::all_of(table.begin(), table.end(), [](float tau) { return tau >= 1.f; });
     at::Tensor thresholds = at::from_blob(const_cast<float*>(table.data()),
                                           {signature.num_layers, signature.heads_q}, at::kFloat)
                                 .clone();
-    runtime::EstimateOptions options;
-    options.stride = config.settings.stride;
-    options.block_size = config.settings.block_size;
-    options.causal = config.settings.causal;
-    options.dense_last_query_block = config.settings.dense_last_query_block;
-    model::XAttentionBackend sparse(thresholds, options);
-    std::vector<model::ForwardResult> runs;
-    double density = 0;
-    for (int64_t i : e2e_samples) {
-      runs.push_back(model->forward(model_samples[i], sparse, forward_options()));
-      density += sparse.mean_density() / double(e2e_samples.size());
+    model::XAttentionBackend sparse(thresholds, estimate);
+    for (size_t j = 0; j < samples.size(); ++j) {
+      if (all_dense) {  // every block kept: dense exactly
+        per_sample.push_back(compare_runs({dense[j]}, {dense[j]}, 1.0));
+        continue;
+      }
+      sparse.clear_density();
+      model::ForwardOptions options = forward_options();
+      if (first_sparse_layer > 0) {
+        options.start_layer = first_sparse_layer;
+        options.start_hidden = dense_layer_inputs.at(samples[j])[size_t(first_sparse_layer)];
+      }
+      const model::ForwardResult run = model->forward(model_samples[samples[j]], sparse, options);
+      per_sample.push_back(compare_runs({dense[j]}, {run}, sparse.mean_density()));
     }
+    return per_sample;
+  };
+  // Token-weighted mean of per-sample results.
+  auto pooled = [](const std::vector<EndToEnd>& parts) {
+    EndToEnd e;
+    double tokens = 0;
+    for (const auto& p : parts) tokens += double(p.tokens);
+    for (const auto& p : parts) {
+      const double w = double(p.tokens) / std::max(tokens, 1.0);
+      e.nll_dense += w * p.nll_dense;
+      e.nll_sparse += w * p.nll_sparse;
+      e.kl_mean += w * p.kl_mean;
+      e.density += w * p.density;
+      e.tokens += p.tokens;
+    }
+    return e;
+  };
+  auto end_to_end = [&](const std::vector<float>& table,
+                        const std::vector<int64_t>& samples) {
+    const auto t0 = Clock::now();
+    EndToEnd e = pooled(sparse_runs(table, samples));
     result.seconds_validation += seconds_since(t0);
-    return compare_runs(dense_runs, runs, density);
+    return e;
+  };
+
+  // 3. Layer sensitivity of the kl metric: each layer alone made sparse, measured KL against the
+  // sum of its heads' projected errors; the least-squares scale through the origin.
+  Statistics& mutable_stats = result.statistics;
+  const bool needs_sensitivity = config.metric == ErrorMetric::kKL;
+  if (needs_sensitivity && from_model) {
+    XATTN_CHECK_INPUT(!fit_model_samples.empty(), "the kl metric needs fitting samples from the "
+                      "model run; lower --holdout or give more --samples");
+    const auto t0 = Clock::now();
+    std::vector<int64_t> probe_samples(
+        fit_model_samples.begin(),
+        fit_model_samples.begin() +
+            std::min<int64_t>(std::max<int64_t>(1, config.sensitivity_samples),
+                              int64_t(fit_model_samples.size())));
+    std::vector<int64_t> probe_taus;
+    for (double tau : config.sensitivity_taus) {
+      int64_t best = 0;
+      for (int64_t t = 1; t < stats.num_taus(); ++t)
+        if (std::abs(stats.settings.taus[t] - tau) < std::abs(stats.settings.taus[best] - tau))
+          best = t;
+      if (std::find(probe_taus.begin(), probe_taus.end(), best) == probe_taus.end())
+        probe_taus.push_back(best);
+    }
+    const int64_t slots = int64_t(stats.layers.size());
+    std::vector<double> sensitivity(slots, 0.0);
+    const int64_t steps = slots * int64_t(probe_taus.size());
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      double kl_times_predicted = 0, predicted_sq = 0;
+      for (size_t pt = 0; pt < probe_taus.size(); ++pt) {
+        if (progress)
+          progress(slot * int64_t(probe_taus.size()) + int64_t(pt), steps,
+                   "sensitivity of layer " + std::to_string(stats.layers[slot]));
+        const int64_t t = probe_taus[pt];
+        std::vector<float> table(signature.num_layers * stats.heads_q, 1.f);
+        for (int64_t h = 0; h < stats.heads_q; ++h)
+          table[stats.layers[slot] * stats.heads_q + h] = float(stats.settings.taus[t]);
+        const std::vector<EndToEnd> measured = sparse_runs(table, probe_samples, stats.layers[slot]);
+        for (size_t j = 0; j < probe_samples.size(); ++j) {
+          const int64_t sample = probe_samples[j] + first_model_sample;
+          double predicted = 0;
+          for (int64_t h = 0; h < stats.heads_q; ++h)
+            predicted += double(stats.projected_error[stats.entry(sample, slot, h, t)]);
+          kl_times_predicted += measured[j].kl_mean * predicted;
+          predicted_sq += predicted * predicted;
+        }
+      }
+      sensitivity[slot] = predicted_sq > 0 ? std::max(0.0, kl_times_predicted / predicted_sq) : 0.0;
+    }
+    if (progress) progress(steps, steps, "sensitivity done");
+    mutable_stats.layer_kl_sensitivity = sensitivity;
+    mutable_stats.sensitivity_samples = int64_t(probe_samples.size());
+    result.seconds_sensitivity = seconds_since(t0);
+  }
+
+  // 4. Search (and, with an end-to-end target, bisection on epsilon on the fitting samples).
+  const int64_t num_heads = int64_t(stats.layers.size()) * stats.heads_q;
+  double epsilon = *config.epsilon;
+  if (config.metric == ErrorMetric::kKL && config.target_kl) epsilon = *config.target_kl;
+  // Predicted density and error of the fitting samples; only the budget changes between searches.
+  SearchProblem fit = search_problem_from(stats, result.fit_samples, config.metric, epsilon,
+                                          config.per_head_cap, *config.worst_case_error);
+  auto search_at = [&](double budget) {
+    const auto t0 = Clock::now();
+    fit.epsilon = budget;
+    SearchResult r = search_thresholds(fit);
+    result.seconds_search += seconds_since(t0);
+    return r;
+  };
+  auto table_of = [&](const Assignment& a) {
+    return thresholds_table(stats, signature.num_layers, a.tau);
   };
   auto meets_targets = [&](const EndToEnd& e) {
     return (!config.target_kl || e.kl_mean <= *config.target_kl) &&
@@ -323,28 +441,27 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
             e.nll_sparse - e.nll_dense <= *config.target_nll_increase);
   };
 
-  double epsilon = config.epsilon;
   result.search = search_at(epsilon);
   const bool closed_loop = config.target_kl || config.target_nll_increase;
-  XATTN_CHECK_ARG(!closed_loop || !e2e_samples.empty(),
-                  "--target-kl / --target-nll-increase need held-out samples of a model run "
-                  "(--model, --data, and --holdout > 0 with at least 2 samples)");
-  if (!e2e_samples.empty()) {
-    auto table_of = [&](const SearchResult& r) { return thresholds_table(stats, signature.num_layers, r.optimal.tau); };
-    EndToEnd e = end_to_end(table_of(result.search));
-    if (closed_loop && !meets_targets(e)) {
-      // Bisection between a budget that meets the target (0: dense) and one that does not.
+  XATTN_CHECK_ARG(!closed_loop || (from_model && !fit_model_samples.empty()),
+                  "--target-kl / --target-nll-increase need fitting samples of a model run "
+                  "(--model and --data)");
+  if (closed_loop) {
+    std::vector<int64_t> loop_samples(
+        fit_model_samples.begin(),
+        fit_model_samples.begin() + std::min<int64_t>(std::max<int64_t>(1, config.sensitivity_samples),
+                                                      int64_t(fit_model_samples.size())));
+    EndToEnd e = end_to_end(table_of(result.search.optimal), loop_samples);
+    if (!meets_targets(e)) {
+      // Bisection between a budget that meets the target (0: no error) and one that does not.
       double good = 0.0, bad = epsilon;
       SearchResult good_result = search_at(0.0);
-      EndToEnd good_e = end_to_end(table_of(good_result));
       for (int64_t step = 0; step < config.bisection_steps; ++step) {
         const double middle = 0.5 * (good + bad);
         SearchResult r = search_at(middle);
-        EndToEnd m = end_to_end(table_of(r));
-        if (meets_targets(m)) {
+        if (meets_targets(end_to_end(table_of(r.optimal), loop_samples))) {
           good = middle;
           good_result = std::move(r);
-          good_e = m;
         } else {
           bad = middle;
         }
@@ -352,36 +469,72 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
       }
       epsilon = good;
       result.search = std::move(good_result);
-      e = good_e;
-    }
-    result.end_to_end = e;
-    {
-      // Uniform τ at (nearly) the same predicted density as the per-head thresholds.
-      double best_gap = 1e300;
-      for (int64_t t = 0; t < stats.num_taus(); ++t) {
-        const Assignment uniform = evaluate_assignment(fit, std::vector<int32_t>(num_heads, int32_t(t)));
-        const double gap = std::abs(uniform.mean_density - result.search.optimal.mean_density);
-        if (gap < best_gap) {
-          best_gap = gap;
-          result.equal_density_tau = stats.settings.taus[t];
-          result.equal_density_predicted_error = uniform.error;
-        }
-      }
-      std::vector<double> uniform_tau(num_heads, *result.equal_density_tau);
-      result.end_to_end_equal_density =
-          end_to_end(thresholds_table(stats, signature.num_layers, uniform_tau));
-    }
-    if (result.search.uniform) {
-      std::vector<double> uniform_tau(num_heads, result.search.uniform->tau);
-      result.end_to_end_uniform = end_to_end(thresholds_table(stats, signature.num_layers, uniform_tau));
     }
   }
   result.epsilon_used = epsilon;
 
-  // 4. Per-head held-out figures at the chosen τ.
+  // 5. Held-out: the chosen profile and the frontier (uniform τ over the ladder, per-head at the
+  // same predicted errors).
+  if (!e2e_samples.empty()) {
+    result.end_to_end = end_to_end(table_of(result.search.optimal), e2e_samples);
+    Frontier& frontier = result.profile.frontier;
+    frontier.holdout_tokens = result.end_to_end->tokens;
+    if (config.frontier_points > 0) {
+      std::vector<int64_t> steps;  // ladder steps whose predicted density is in a useful range
+      std::vector<Assignment> uniform;
+      for (int64_t t = 0; t < stats.num_taus(); ++t) {
+        Assignment a = evaluate_assignment(fit, std::vector<int32_t>(num_heads, int32_t(t)));
+        if (stats.settings.taus[t] < 1.0 && a.mean_density >= 0.02 && a.mean_density <= 0.9) {
+          steps.push_back(t);
+          uniform.push_back(std::move(a));
+        }
+      }
+      // Steps nearest to evenly spaced predicted densities (low τ often crowd at one density).
+      std::vector<size_t> chosen;
+      if (!steps.empty()) {
+        const double d_lo = uniform.front().mean_density, d_hi = uniform.back().mean_density;
+        const int64_t want = std::max<int64_t>(1, config.frontier_points);
+        for (int64_t c = 0; c < want; ++c) {
+          const double target = want == 1 ? d_hi : d_lo + (d_hi - d_lo) * double(c) / double(want - 1);
+          size_t best = 0;
+          for (size_t i = 1; i < uniform.size(); ++i)
+            if (std::abs(uniform[i].mean_density - target) <
+                std::abs(uniform[best].mean_density - target))
+              best = i;
+          if (std::find(chosen.begin(), chosen.end(), best) == chosen.end()) chosen.push_back(best);
+        }
+      }
+      const int64_t count = int64_t(chosen.size());
+      const double floor_error = min_achievable_error(fit);
+      for (int64_t c = 0; c < count; ++c) {
+        const size_t i = chosen[c];
+        const double tau = stats.settings.taus[steps[i]];
+        if (progress) progress(c, count, "frontier");
+        const EndToEnd u = end_to_end(
+            thresholds_table(stats, signature.num_layers, std::vector<double>(num_heads, tau)),
+            e2e_samples);
+        frontier.uniform.push_back({tau, uniform[i].mean_density, u.density, u.kl_mean,
+                                    u.nll_sparse - u.nll_dense});
+        const double budget = uniform[i].error;
+        if (budget < floor_error) continue;
+        const SearchResult r = search_at(budget);
+        const EndToEnd e = end_to_end(table_of(r.optimal), e2e_samples);
+        frontier.per_head.push_back({budget, r.optimal.mean_density, e.density, e.kl_mean,
+                                     e.nll_sparse - e.nll_dense});
+      }
+      if (progress) progress(count, count, "frontier done");
+      const EndToEnd& e = *result.end_to_end;
+      result.comparison = compare_with_uniform(
+          {epsilon, result.search.optimal.mean_density, e.density, e.kl_mean,
+           e.nll_sparse - e.nll_dense},
+          frontier.uniform);
+    }
+  }
+
+  // 6. Per-head held-out figures at the chosen τ.
   if (!result.holdout_samples.empty()) {
     const SearchProblem held = search_problem_from(stats, result.holdout_samples, config.metric,
-                                                   epsilon, config.per_head_cap, config.worst_case_error);
+                                                   epsilon, config.per_head_cap, *config.worst_case_error);
     HeadValidation v;
     const int64_t taus = stats.num_taus();
     for (int64_t h = 0; h < num_heads; ++h) {
@@ -396,7 +549,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     result.holdout = v;
   }
 
-  // 5. Profile.
+  // 7. Profile.
   Profile& p = result.profile;
   p.model = signature;
   p.kernel.block_size = config.settings.block_size;
@@ -416,7 +569,7 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
   p.predicted_mean_density = result.search.optimal.mean_density;
   p.predicted_mean_error = result.search.optimal.error;
   p.budget.epsilon = epsilon;
-  p.budget.metric = budget_metric_name({config.metric, config.worst_case_error});
+  p.budget.metric = budget_metric_name({config.metric, *config.worst_case_error});
   p.budget.per_head_cap = config.per_head_cap;
   p.budget.candidates = stats.settings.taus;
   if (result.search.uniform)
@@ -433,16 +586,11 @@ CalibrationResult run_calibration(const CalibrationConfig& config, const Progres
     p.validation["kl_mean"] = result.end_to_end->kl_mean;
     p.validation["e2e_density"] = result.end_to_end->density;
   }
-  if (result.end_to_end_equal_density) {
-    p.validation["equal_density_uniform_tau"] = *result.equal_density_tau;
-    p.validation["equal_density_uniform_kl_mean"] = result.end_to_end_equal_density->kl_mean;
-    p.validation["equal_density_uniform_nll_xattn"] = result.end_to_end_equal_density->nll_sparse;
-    p.validation["equal_density_uniform_e2e_density"] = result.end_to_end_equal_density->density;
-  }
-  if (result.end_to_end_uniform) {
-    p.validation["uniform_nll_xattn"] = result.end_to_end_uniform->nll_sparse;
-    p.validation["uniform_kl_mean"] = result.end_to_end_uniform->kl_mean;
-    p.validation["uniform_e2e_density"] = result.end_to_end_uniform->density;
+  if (result.comparison) {
+    if (result.comparison->uniform_kl_at_equal_density)
+      p.validation["equal_density_uniform_kl_mean"] = *result.comparison->uniform_kl_at_equal_density;
+    if (result.comparison->uniform_density_at_equal_kl)
+      p.validation["equal_kl_uniform_density"] = *result.comparison->uniform_density_at_equal_kl;
   }
   std::string sources;
   for (const auto& sample : stats.samples) {

@@ -327,6 +327,26 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
         for (const auto& [name, value] : p.validation) put(validation, name.c_str(), value);
       }
 
+      if (!p.frontier.empty()) {
+        H5::Group frontier = file.createGroup("frontier");
+        put(frontier, "holdout_tokens", p.frontier.holdout_tokens);
+        for (const auto& [name, curve] : {std::make_pair("uniform", &p.frontier.uniform),
+                                          std::make_pair("per_head", &p.frontier.per_head)}) {
+          H5::Group g = frontier.createGroup(name);
+          const hsize_t n = curve->size();
+          auto column = [&](const char* field, double FrontierPoint::*member) {
+            std::vector<double> values;
+            for (const auto& point : *curve) values.push_back(point.*member);
+            put_array(g, field, values, {n}, H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE);
+          };
+          column("parameter", &FrontierPoint::parameter);
+          column("predicted_density", &FrontierPoint::predicted_density);
+          column("density", &FrontierPoint::density);
+          column("kl", &FrontierPoint::kl);
+          column("nll_increase", &FrontierPoint::nll_increase);
+        }
+      }
+
       H5::Group data = file.createGroup("calibration_data");
       put(data, "hash", p.data.hash);
       put(data, "sample_count", p.data.sample_count);
@@ -421,6 +441,32 @@ Profile read_profile(const std::string& path) {
       for (int i = 0; i < validation.getNumAttrs(); ++i) {
         const std::string name = validation.openAttribute(static_cast<unsigned>(i)).getName();
         p.validation[name] = rd.get_double(validation, "/validation", name.c_str());
+      }
+    }
+
+    if (has_link(root, "frontier")) {  // format 1.3
+      const H5::Group frontier = rd.group(root, "", "frontier");
+      p.frontier.holdout_tokens = rd.get_int(frontier, "/frontier", "holdout_tokens");
+      for (const auto& [name, curve] : {std::make_pair("uniform", &p.frontier.uniform),
+                                        std::make_pair("per_head", &p.frontier.per_head)}) {
+        const std::string where = std::string("/frontier/") + name;
+        const H5::Group g = rd.group(frontier, "/frontier", name);
+        const std::vector<double> parameter = rd.get_vector(g, where, "parameter");
+        const size_t n = parameter.size();
+        curve->assign(n, FrontierPoint{});
+        auto column = [&](const char* field, double FrontierPoint::*member) {
+          const std::vector<double> values = rd.get_vector(g, where, field);
+          if (values.size() != n) rd.fail(where + "/" + field, "differs in length from parameter");
+          for (size_t i = 0; i < n; ++i) {
+            if (!std::isfinite(values[i])) rd.fail(where + "/" + field, "holds a non-finite value");
+            (*curve)[i].*member = values[i];
+          }
+        };
+        column("parameter", &FrontierPoint::parameter);
+        column("predicted_density", &FrontierPoint::predicted_density);
+        column("density", &FrontierPoint::density);
+        column("kl", &FrontierPoint::kl);
+        column("nll_increase", &FrontierPoint::nll_increase);
       }
     }
 
@@ -529,6 +575,22 @@ std::string profile_to_json(const Profile& p) {
     validation[name] = std::isfinite(value) ? json(value) : json();  // JSON has no NaN
   }
   j["validation"] = validation;
+  if (!p.frontier.empty()) {
+    json frontier = json::object();
+    frontier["holdout_tokens"] = p.frontier.holdout_tokens;
+    for (const auto& [name, curve] : {std::make_pair("uniform", &p.frontier.uniform),
+                                      std::make_pair("per_head", &p.frontier.per_head)}) {
+      json points = json::array();
+      for (const auto& point : *curve)
+        points.push_back({{"parameter", point.parameter},
+                          {"predicted_density", point.predicted_density},
+                          {"density", point.density},
+                          {"kl", point.kl},
+                          {"nll_increase", point.nll_increase}});
+      frontier[name] = points;
+    }
+    j["frontier"] = frontier;
+  }
   j["calibration_data"] = {{"hash", p.data.hash},
                            {"sample_count", p.data.sample_count},
                            {"lengths", p.data.lengths},

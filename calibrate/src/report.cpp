@@ -473,6 +473,61 @@ std::string scatter_svg(const std::string& id, const std::string& title, const s
   return svg.str();
 }
 
+// Held-out KL against density: uniform τ over the ladder and per-head profiles at several budgets,
+// the profile's own point marked. Log KL axis.
+std::string frontier_svg(const Profile& p) {
+  const Frontier& f = p.frontier;
+  const double left = 70, top = 14, plot_w = 420, plot_h = 300;
+  Svg svg("fig-frontier", left + plot_w + 150, top + plot_h + 48,
+          "Held-out KL against density: per-head profiles and uniform thresholds");
+  double kl_lo = 1e300, kl_hi = 0, d_hi = 0;
+  auto extend = [&](double d, double kl) {
+    if (kl > 0) kl_lo = std::min(kl_lo, kl), kl_hi = std::max(kl_hi, kl);
+    d_hi = std::max(d_hi, d);
+  };
+  for (const auto* curve : {&f.uniform, &f.per_head})
+    for (const auto& point : *curve) extend(point.density, point.kl);
+  const auto chosen_kl = p.validation.find("kl_mean"), chosen_d = p.validation.find("e2e_density");
+  const bool has_chosen = chosen_kl != p.validation.end() && chosen_d != p.validation.end();
+  if (has_chosen) extend(chosen_d->second, chosen_kl->second);
+  if (kl_hi <= 0) kl_lo = 1e-4, kl_hi = 1;
+  const double lo = std::pow(10.0, std::floor(std::log10(kl_lo)));
+  const double hi = std::pow(10.0, std::ceil(std::log10(kl_hi * 1.0001)));
+  const Scale x{0, std::min(1.0, std::max(0.1, d_hi * 1.05)), left, left + plot_w};
+  const Scale y{lo, hi, top + plot_h, top, true};
+  std::vector<double> decades;
+  for (double v = lo; v <= hi * 1.0001; v *= 10) decades.push_back(v);
+  draw_axes(svg, x, y, nice_ticks(0, x.hi, 5), decades, "density (held out)",
+            "KL to dense (nats/position)", true);
+  const struct { const std::vector<FrontierPoint>* curve; const char* colour; const char* name; }
+      series[] = {{&f.uniform, "#c0392b", "uniform τ"}, {&f.per_head, "#2c6fb6", "per-head"}};
+  double key_y = top + 10;
+  for (const auto& s : series) {
+    std::vector<FrontierPoint> sorted = *s.curve;
+    std::sort(sorted.begin(), sorted.end(),
+              [](const FrontierPoint& a, const FrontierPoint& b) { return a.density < b.density; });
+    std::vector<std::pair<double, double>> points;
+    for (const auto& q : sorted) points.emplace_back(x(q.density), y(q.kl));
+    svg.polyline(points, s.colour, 2, s.name);
+    for (const auto& q : sorted)
+      svg.circle(x(q.density), y(q.kl), 3.5, s.colour, "#fff",
+                 std::string(s.name) + (s.curve == &f.uniform ? " τ " : " budget ") +
+                     general(q.parameter, 4) + ": density " + fixed(100 * q.density, 1) +
+                     " %, KL " + general(q.kl, 3) + ", ΔNLL " + signed_fixed(q.nll_increase, 4));
+    svg.line(left + plot_w + 16, key_y, left + plot_w + 36, key_y, s.colour, 2);
+    svg.text(left + plot_w + 42, key_y + 4, s.name, "start", 11);
+    key_y += 18;
+  }
+  if (has_chosen) {
+    svg.circle(x(chosen_d->second), y(chosen_kl->second), 7, "none", "#111",
+               "this profile: density " + fixed(100 * chosen_d->second, 1) + " %, KL " +
+                   general(chosen_kl->second, 3));
+    svg.circle(left + plot_w + 26, key_y, 6, "none", "#111");
+    svg.text(left + plot_w + 42, key_y + 4, "this profile", "start", 11);
+  }
+  return svg.str();
+}
+
 std::string figure(const std::string& svg, const std::string& caption) {
   return "<figure>" + svg + "<figcaption>" + caption + "</figcaption></figure>\n";
 }
@@ -1027,6 +1082,7 @@ std::string format_report_text(const ProfileReport& r) {
   }
   out << "uniform      " << uniform_line(p) << "\n";
   if (!p.validation.empty()) out << "validation   " << validation_line(p) << "\n";
+  if (!p.frontier.empty()) out << format_frontier(p.frontier);
   if (r.measured) {
     out << "statistics   " << r.statistics_name << ": " << r.measured->note;
     if (!r.measured->same_data)
@@ -1108,6 +1164,16 @@ std::string format_report_html(const ProfileReport& r) {
     body << note("note-other-data",
                  "The statistics' samples are not the profile's calibration data (their hash "
                  "differs): the curves describe those samples.");
+
+  if (!p.frontier.empty()) {
+    body << "<h2>Quality frontier: per-head against uniform</h2>\n"
+         << figure(frontier_svg(p),
+                   "Measured on the " + std::to_string(p.frontier.holdout_tokens) +
+                       " held-out tokens (never used to fit): KL of the next-token "
+                       "distributions against dense attention, for one τ shared by every head "
+                       "(red) and per-head profiles at the same predicted errors (blue). Lower "
+                       "and further left is better; the ring is this profile.");
+  }
 
   body << "<h2>Per layer</h2>\n<table id=\"layer-table\">\n";
   std::vector<std::string> header = {"layer", "mean τ", "density", "predicted error"};

@@ -316,7 +316,7 @@ void lagrangian_bound(const Prepared& q, double* bound, double* multiplier) {
 }  // namespace
 
 std::vector<double> default_tau_ladder() {
-  std::vector<double> taus = {0.95, 0.99, 1.0};
+  std::vector<double> taus = {0.95, 0.99, 0.995, 0.998, 0.999, 0.9995, 1.0};
   double tau = 0.9;
   for (int m = 0; m <= 20; ++m) {
     taus.push_back(tau);

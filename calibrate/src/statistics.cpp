@@ -40,7 +40,8 @@ int64_t query_rows_per_chunk(int64_t len_k, int64_t head_dim, int64_t block_size
 // l_j / sum l, the dense output sum N / sum l, and the output of ANY block selection
 // sum_kept N_j / sum_kept l_j — so every candidate τ costs O(rows * blocks * d), not an attention.
 LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const StatisticsSettings& settings) {
+                               const StatisticsSettings& settings,
+                               const at::Tensor& output_projection) {
   XATTN_CHECK_ARG(q.dim() == 4 && q.size(0) == 1, "measure_layer takes one sample: q must be [1, "
                   "heads_q, len, head_dim], got ", q.sizes());
   XATTN_CHECK_ARG(k.dim() == 4 && k.size(0) == 1 && q.size(1) % k.size(1) == 0,
@@ -64,6 +65,7 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   m.recall_mean.assign(heads * num_taus, 0.f);
   m.recall_min.assign(heads * num_taus, 0.f);
   m.output_error.assign(heads * num_taus, std::numeric_limits<float>::quiet_NaN());
+  m.projected_error.assign(heads * num_taus, std::numeric_limits<float>::quiet_NaN());
   for (int64_t t = 0; t < num_taus; ++t) {
     auto [mask, count, index] = runtime::select_blocks(
         scores, at::full({heads}, float(settings.taus[t])), len_q, len_k, options);
@@ -74,6 +76,13 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   const at::Tensor all_masks = at::stack(masks);  // [taus, heads, nQB, nKB]
 
   const bool with_output = settings.output_error && v.defined();
+  const bool with_projection = with_output && output_projection.defined();
+  if (with_projection)
+    XATTN_CHECK_ARG(output_projection.dim() == 2 && output_projection.size(1) == heads * head_dim,
+                    "measure_layer: the output projection must be [hidden, heads_q * head_dim] = "
+                    "[*, ", heads * head_dim, "], got ", output_projection.sizes());
+  // Output columns per head: d for the plain output, plus d for the projected one.
+  const int64_t out_dim = with_projection ? 2 * head_dim : head_dim;
   const double scale = 1.0 / std::sqrt(double(head_dim));
   const int64_t chunk = settings.query_chunk > 0 ? settings.query_chunk
                                                  : query_rows_per_chunk(len_k, head_dim, bs, q.is_cuda());
@@ -87,13 +96,24 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
     const at::Tensor kh = k[0][h / group].to(at::kFloat);  // [len_k, d]
     at::Tensor vh_blocks, vh_t_blocks;  // [nKB, bs, d] and its transpose [nKB, d, bs]
     if (with_output) {
-      vh_blocks = at::constant_pad_nd(v[0][h / group].to(at::kFloat), {0, 0, 0, padded_k - len_k})
-                      .reshape({nkb, bs, head_dim});
+      at::Tensor vh = v[0][h / group].to(at::kFloat);  // [len_k, d]
+      if (with_projection) {
+        // |W_h x|^2 = |x L|^2 with W_h^T W_h = L L^T (Cholesky; d x d). The head's output is linear
+        // in its values, so values multiplied by L give the projected output directly.
+        const at::Tensor w = output_projection.slice(1, h * head_dim, (h + 1) * head_dim)
+                                 .to(q.device(), at::kDouble);
+        at::Tensor gram = at::matmul(w.t(), w);
+        gram = gram + at::eye(head_dim, gram.options()) * (1e-9 * gram.diagonal().mean().item<double>() + 1e-30);
+        const at::Tensor factor = at::linalg_cholesky(gram).to(at::kFloat);
+        vh = at::cat({vh, at::matmul(vh, factor)}, 1);  // [len_k, 2d]
+      }
+      vh_blocks = at::constant_pad_nd(vh, {0, 0, 0, padded_k - len_k}).reshape({nkb, bs, out_dim});
       vh_t_blocks = vh_blocks.transpose(1, 2).contiguous();
     }
     // Per candidate: recall per query block, squared output error; dense output norm.
     at::Tensor block_recall = at::zeros({num_taus, nqb}, float_options.dtype(at::kDouble));
     at::Tensor error_sq = at::zeros({num_taus}, float_options.dtype(at::kDouble));
+    at::Tensor projected_sq = at::zeros({num_taus}, float_options.dtype(at::kDouble));
     double dense_sq = 0;
     for (int64_t r0 = 0; r0 < len_q; r0 += chunk) {
       const int64_t r1 = std::min(len_q, r0 + chunk), rows = r1 - r0;
@@ -126,16 +146,19 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
         if (q.is_cuda()) {
           numerators = at::bmm(p_blocks.transpose(0, 1), vh_blocks.slice(0, 0, blocks)).to(accumulate);
         } else {  // one small product per key block through the fast CPU path
-          numerators = at::empty({blocks, rows, head_dim}, float_options.dtype(accumulate));
+          numerators = at::empty({blocks, rows, out_dim}, float_options.dtype(accumulate));
           for (int64_t j = 0; j < blocks; ++j)
             numerators[j].copy_(model::fast::linear(p_blocks.select(1, j), vh_t_blocks[j]));
         }
-        const at::Tensor dense_out = numerators.sum(0) / total;  // [rows, d]
-        dense_sq += dense_out.pow(2).sum().to(at::kDouble).item<double>();
-        // sum_kept N_j for every candidate: [taus, rows, d].
+        const at::Tensor dense_out = numerators.sum(0) / total;  // [rows, out_dim]
+        dense_sq += dense_out.slice(1, 0, head_dim).pow(2).sum().to(at::kDouble).item<double>();
+        // sum_kept N_j for every candidate: [taus, rows, out_dim].
         const at::Tensor kept_numerator = at::einsum("trj,jrd->trd", {row_masks, numerators});
         const at::Tensor kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-30);
-        error_sq += (kept_numerator / kept_total - dense_out).pow(2).sum({1, 2}).to(at::kDouble);
+        const at::Tensor delta_sq = (kept_numerator / kept_total - dense_out).pow(2);
+        error_sq += delta_sq.slice(2, 0, head_dim).sum({1, 2}).to(at::kDouble);
+        if (with_projection)
+          projected_sq += delta_sq.slice(2, head_dim, out_dim).sum({1, 2}).to(at::kDouble);
       }
     }
     // Mean recall per query block (rows of a block averaged), then over blocks.
@@ -144,10 +167,13 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
     const at::Tensor per_block = block_recall.cpu() /
         at::tensor(rows_in_block, at::kDouble).unsqueeze(0);
     const at::Tensor error = (error_sq.cpu() / std::max(dense_sq, 1e-300)).sqrt();
+    const at::Tensor projected = projected_sq.cpu() / double(std::max<int64_t>(1, len_q));
     for (int64_t t = 0; t < num_taus; ++t) {
       m.recall_mean[h * num_taus + t] = float(per_block[t].mean().item<double>());
       m.recall_min[h * num_taus + t] = float(per_block[t].min().item<double>());
       if (with_output) m.output_error[h * num_taus + t] = float(error[t].item<double>());
+      if (with_projection)
+        m.projected_error[h * num_taus + t] = float(projected[t].item<double>());
     }
   }
   return m;
@@ -164,6 +190,12 @@ void Statistics::add_sample(const SampleInfo& info, const std::vector<LayerMeasu
     recall_mean.insert(recall_mean.end(), layer.recall_mean.begin(), layer.recall_mean.end());
     recall_min.insert(recall_min.end(), layer.recall_min.begin(), layer.recall_min.end());
     output_error.insert(output_error.end(), layer.output_error.begin(), layer.output_error.end());
+    if (layer.projected_error.size() == per_layer_size)
+      projected_error.insert(projected_error.end(), layer.projected_error.begin(),
+                             layer.projected_error.end());
+    else
+      projected_error.insert(projected_error.end(), per_layer_size,
+                             std::numeric_limits<float>::quiet_NaN());
   }
   samples.push_back(info);
 }
@@ -191,8 +223,22 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
     for (auto [to, from] : {std::make_pair(&merged.density, &s.density),
                             std::make_pair(&merged.recall_mean, &s.recall_mean),
                             std::make_pair(&merged.recall_min, &s.recall_min),
-                            std::make_pair(&merged.output_error, &s.output_error)})
+                            std::make_pair(&merged.output_error, &s.output_error),
+                            std::make_pair(&merged.projected_error, &s.projected_error)})
       to->insert(to->end(), from->begin(), from->end());
+    // Layer sensitivities: the sample-weighted mean of the parts that measured them.
+    if (!s.layer_kl_sensitivity.empty()) {
+      if (merged.layer_kl_sensitivity.empty()) {
+        merged.layer_kl_sensitivity = s.layer_kl_sensitivity;
+        merged.sensitivity_samples = s.sensitivity_samples;
+      } else {
+        const double a = double(merged.sensitivity_samples), b = double(s.sensitivity_samples);
+        for (size_t l = 0; l < merged.layer_kl_sensitivity.size(); ++l)
+          merged.layer_kl_sensitivity[l] =
+              (a * merged.layer_kl_sensitivity[l] + b * s.layer_kl_sensitivity[l]) / std::max(a + b, 1.0);
+        merged.sensitivity_samples += s.sensitivity_samples;
+      }
+    }
   }
   return merged;
 }
@@ -236,6 +282,11 @@ void write_statistics(const std::string& path, const Statistics& s, bool overwri
     io::h5::write_floats(root, "recall_mean", s.recall_mean, dims);
     io::h5::write_floats(root, "recall_min", s.recall_min, dims);
     io::h5::write_floats(root, "output_error", s.output_error, dims);
+    io::h5::write_floats(root, "projected_error", s.projected_error, dims);
+    if (!s.layer_kl_sensitivity.empty()) {
+      io::h5::set_attribute(root, "layer_kl_sensitivity", s.layer_kl_sensitivity);
+      io::h5::set_attribute(root, "sensitivity_samples", s.sensitivity_samples);
+    }
     file.close();
   });
 }
@@ -288,6 +339,21 @@ Statistics read_statistics(const std::string& path) {
     s.recall_mean = io::h5::read_floats(root, "recall_mean", dims, path);
     s.recall_min = io::h5::read_floats(root, "recall_min", dims, path);
     s.output_error = io::h5::read_floats(root, "output_error", dims, path);
+    // Format 1.2 additions; older files read as "not measured".
+    if (H5Lexists(root.getId(), "projected_error", H5P_DEFAULT) > 0)
+      s.projected_error = io::h5::read_floats(root, "projected_error", dims, path);
+    else
+      s.projected_error.assign(s.output_error.size(), std::numeric_limits<float>::quiet_NaN());
+    if (io::h5::has_attribute(root, "layer_kl_sensitivity")) {
+      s.layer_kl_sensitivity = io::h5::double_array_attribute(root, "layer_kl_sensitivity", path);
+      s.sensitivity_samples = io::h5::int_attribute(root, "sensitivity_samples", path);
+      XATTN_CHECK_INPUT(s.layer_kl_sensitivity.size() == s.layers.size(), path,
+                        ": layer_kl_sensitivity has ", s.layer_kl_sensitivity.size(),
+                        " entries for ", s.layers.size(), " layers");
+      for (double c : s.layer_kl_sensitivity)
+        XATTN_CHECK_INPUT(std::isfinite(c) && c >= 0, path,
+                          ": layer_kl_sensitivity holds a negative or non-finite value");
+    }
     return s;
   } catch (const H5::Exception& e) {
     XATTN_CHECK_INPUT(false, path, ": damaged or truncated statistics file (", e.getDetailMsg(),
@@ -299,12 +365,21 @@ Statistics read_statistics(const std::string& path) {
 ErrorMetric parse_error_metric(const std::string& name) {
   if (name == "recall_loss" || name == "recall") return ErrorMetric::kRecallLoss;
   if (name == "output_error" || name == "output") return ErrorMetric::kOutputError;
-  XATTN_CHECK_ARG(false, "unknown error metric '", name, "'; use recall_loss or output_error");
+  if (name == "projected_error" || name == "projected") return ErrorMetric::kProjectedError;
+  if (name == "kl") return ErrorMetric::kKL;
+  XATTN_CHECK_ARG(false, "unknown error metric '", name,
+                  "'; use kl, projected_error, output_error or recall_loss");
   return ErrorMetric::kRecallLoss;
 }
 
 const char* error_metric_name(ErrorMetric metric) {
-  return metric == ErrorMetric::kRecallLoss ? "recall_loss" : "output_error";
+  switch (metric) {
+    case ErrorMetric::kRecallLoss: return "recall_loss";
+    case ErrorMetric::kOutputError: return "output_error";
+    case ErrorMetric::kProjectedError: return "projected_error";
+    case ErrorMetric::kKL: return "kl";
+  }
+  return "?";
 }
 
 namespace {
@@ -327,6 +402,10 @@ SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t
                                   std::optional<double> per_head_cap, bool worst_case) {
   XATTN_CHECK_ARG(!samples.empty(), "no samples selected for the search");
   const int64_t layers = int64_t(s.layers.size()), taus = s.num_taus();
+  XATTN_CHECK_INPUT(metric != ErrorMetric::kKL || s.layer_kl_sensitivity.size() == s.layers.size(),
+                    "the kl objective needs each layer's measured KL sensitivity, which these "
+                    "statistics lack (they come from captures or an older build); calibrate from "
+                    "--model DIR --data FILE, or pass --metric projected_error or output_error");
   SearchProblem problem;
   problem.taus = s.settings.taus;
   problem.num_heads = layers * s.heads_q;
@@ -347,12 +426,26 @@ SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t
       for (int64_t h = 0; h < s.heads_q; ++h)
         for (int64_t t = 0; t < taus; ++t) {
           const int64_t at = s.entry(sample, l, h, t);
-          const double error = metric == ErrorMetric::kRecallLoss
-                                   ? std::max(0.0, 1.0 - double(s.recall_mean[at]))
-                                   : double(s.output_error[at]);
+          double error = 0;
+          switch (metric) {
+            case ErrorMetric::kRecallLoss:
+              error = std::max(0.0, 1.0 - double(s.recall_mean[at]));
+              break;
+            case ErrorMetric::kOutputError: error = double(s.output_error[at]); break;
+            case ErrorMetric::kProjectedError: error = double(s.projected_error[at]); break;
+            case ErrorMetric::kKL:
+              // Predicted KL of the head; times the head count so that the search's mean over
+              // heads is the predicted total.
+              error = double(s.projected_error[at]) * s.layer_kl_sensitivity[l] *
+                      double(layers * s.heads_q);
+              break;
+          }
           XATTN_CHECK_INPUT(!std::isnan(error), "statistics hold no ", error_metric_name(metric),
-                            " for sample ", sample, " (captured without v?); use --metric "
-                            "recall_loss or recompute with v");
+                            " for sample ", sample,
+                            metric == ErrorMetric::kOutputError || metric == ErrorMetric::kRecallLoss
+                                ? " (captured without v?); use --metric recall_loss or recompute with v"
+                                : " (no o_proj weights: captures and statistics of format < 1.2 "
+                                  "have none); calibrate from --model, or use --metric output_error");
           const int64_t cell = (l * s.heads_q + h) * taus + t;
           problem.density[cell] += weight * double(s.density[at]);
           if (worst_case)

@@ -240,9 +240,9 @@ TEST(CliRobustness, SignalsRemoveTemporaryFilesAndKeepExistingOutputs) {
 }
 
 // `xattn calibrate`'s cases 2, 4, 6, 7, 8 and 11 end to end. The checks are unit-tested in
-// test_robustness.cpp; these run once cmd_calibrate.cpp calls check_calibrate_arguments and
-// check_calibrate_outputs (calibrate/cli/calibrate_checks.h): drop DISABLED_ then.
-TEST(CliRobustness, DISABLED_CalibrateRefusesBadArgumentsBeforeTheWork) {
+// test_robustness.cpp; here through the executable (cmd_calibrate.cpp calls
+// check_calibrate_arguments and check_calibrate_outputs, calibrate/cli/calibrate_checks.h).
+TEST(CliRobustness, CalibrateRefusesBadArgumentsBeforeTheWork) {
   const test_files::ScratchFolder folder("xattn-cli-calibrate-");
   const std::string stats = folder.file("stats.h5");
   const std::string profile = folder.file("profile.h5");

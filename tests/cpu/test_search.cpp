@@ -77,10 +77,10 @@ SearchProblem structured_problem(std::mt19937& rng, int64_t heads, const std::ve
 
 TEST(SearchLadder, DefaultContents) {
   const std::vector<double> taus = default_tau_ladder();
-  ASSERT_EQ(taus.size(), 24u);
+  ASSERT_EQ(taus.size(), 28u);
   EXPECT_TRUE(std::is_sorted(taus.begin(), taus.end()));
   EXPECT_TRUE(std::adjacent_find(taus.begin(), taus.end()) == taus.end());
-  // The paper's steps 0.9 * 0.9^m down to the floor 0.1, then 0.95, 0.99 and dense.
+  // The paper's steps 0.9 * 0.9^m down to the floor 0.1, then the dense end.
   for (int m = 0; m <= 20; ++m) {
     const double step = 0.9 * std::pow(0.9, m);
     EXPECT_TRUE(std::any_of(taus.begin(), taus.end(),
@@ -89,10 +89,9 @@ TEST(SearchLadder, DefaultContents) {
   }
   EXPECT_GE(taus.front(), 0.1);
   EXPECT_LT(taus.front() * 0.9, 0.1);
-  EXPECT_NEAR(taus[taus.size() - 4], 0.9, 1e-15);
-  EXPECT_EQ(taus[taus.size() - 3], 0.95);
-  EXPECT_EQ(taus[taus.size() - 2], 0.99);
-  EXPECT_EQ(taus.back(), 1.0);
+  EXPECT_NEAR(taus[taus.size() - 8], 0.9, 1e-15);
+  const std::vector<double> dense_end = {0.95, 0.99, 0.995, 0.998, 0.999, 0.9995, 1.0};
+  EXPECT_EQ(std::vector<double>(taus.end() - 7, taus.end()), dense_end);
 }
 
 // Errors are multiples of 1/16, four equal error weights and eps = t/64 with t budget units: every
@@ -164,7 +163,7 @@ TEST(SearchDp, NeverWorseThanGreedyNeverBelowLagrangianBound) {
   std::mt19937 rng(2024);
   const std::vector<double> ladder = default_tau_ladder();
   std::vector<double> taus = ladder;
-  taus.push_back(0.999);  // 25 candidates
+  taus.push_back(0.9999);  // 29 candidates
   std::sort(taus.begin(), taus.end());
   double max_gap = 0.0, mean_gain_over_greedy = 0.0;
   for (int trial = 0; trial < 24; ++trial) {
@@ -235,9 +234,10 @@ TEST(SearchDp, Deterministic) {
   SearchProblem p = structured_problem(rng, 256, default_tau_ladder());
   // Many exact ties: copy heads so equal-cost alternatives exist.
   for (int64_t h = 128; h < 256; ++h) {
-    for (int64_t m = 0; m < 24; ++m) {
-      p.density[h * 24 + m] = p.density[(h - 128) * 24 + m];
-      p.error[h * 24 + m] = p.error[(h - 128) * 24 + m];
+    const int64_t M = int64_t(p.taus.size());
+    for (int64_t m = 0; m < M; ++m) {
+      p.density[h * M + m] = p.density[(h - 128) * M + m];
+      p.error[h * M + m] = p.error[(h - 128) * M + m];
     }
   }
   p.epsilon = 0.01;
@@ -257,15 +257,16 @@ TEST(SearchDp, EdgeBudgets) {
   p.epsilon = 10.0;
   SearchResult r = search_thresholds(p);
   EXPECT_NEAR(r.relative_gap, 0.0, 1e-12);
+  const int64_t M = int64_t(p.taus.size());
   for (int64_t h = 0; h < 16; ++h) {
-    const double cheapest = *std::min_element(p.density.begin() + h * 24, p.density.begin() + (h + 1) * 24);
-    EXPECT_EQ(p.density[h * 24 + r.optimal.choice[h]], cheapest);
+    const double cheapest = *std::min_element(p.density.begin() + h * M, p.density.begin() + (h + 1) * M);
+    EXPECT_EQ(p.density[h * M + r.optimal.choice[h]], cheapest);
   }
   // Zero budget: only zero-error candidates; here that is dense everywhere.
   p.epsilon = 0.0;
   r = search_thresholds(p);
   EXPECT_EQ(r.optimal.error, 0.0);
-  for (int32_t m : r.optimal.choice) EXPECT_EQ(m, 23);
+  for (int32_t m : r.optimal.choice) EXPECT_EQ(m, int32_t(M - 1));
   EXPECT_NEAR(r.optimal.mean_density, 1.0, 1e-15);
   EXPECT_EQ(r.uniform->tau, 1.0);
 }
@@ -399,7 +400,7 @@ TEST(SearchDp, BadInputThrows) {
 TEST(SearchDp, FullModelSizeIsFast) {
   std::mt19937 rng(1);
   std::vector<double> taus = default_tau_ladder();
-  taus.push_back(0.999);
+  taus.push_back(0.9999);
   std::sort(taus.begin(), taus.end());
   SearchProblem p = structured_problem(rng, 1024, taus);
   p.heads_per_layer = 32;
@@ -420,3 +421,4 @@ TEST(SearchDp, FullModelSizeIsFast) {
 
 }  // namespace
 }  // namespace xattn::calibrate
+

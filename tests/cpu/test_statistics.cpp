@@ -32,6 +32,44 @@ StatisticsSettings small_settings() {
   return settings;
 }
 
+TEST(Statistics, ProjectedErrorIsTheSparseErrorThroughOProj) {
+  // mean over tokens of |W_O,h (o_sparse - o_dense)|^2, against explicit sparse attention; one
+  // head's o_proj columns scaled by 10 multiplies its projected error by 100.
+  const Sample s = random_sample(300, 3);
+  StatisticsSettings settings = small_settings();
+  at::manual_seed(5);
+  at::Tensor w_o = at::randn({24, 4 * 16}) * 0.2;  // [hidden, heads * d]
+  const LayerMeasurement m = measure_layer(s.q, s.k, s.v, settings, w_o);
+  runtime::EstimateOptions options;
+  options.block_size = 64;
+  const at::Tensor scores = runtime::antidiagonal_scores(s.q, s.k, options);
+  auto [dense, lse] = runtime::dense_attention(s.q, s.k, s.v, true, std::nullopt);
+  const int64_t taus = int64_t(settings.taus.size());
+  for (int64_t t = 0; t < taus; ++t) {
+    auto [mask, count, index] = runtime::select_blocks(
+        scores, at::full({4}, float(settings.taus[t])), 300, 300, options);
+    auto [out, out_lse] = runtime::block_sparse_attention(s.q, s.k, s.v, mask, true, std::nullopt, 64);
+    for (int64_t h = 0; h < 4; ++h) {
+      const at::Tensor w_h = w_o.slice(1, h * 16, (h + 1) * 16).to(at::kDouble);
+      const at::Tensor delta = (out[0][h] - dense[0][h]).to(at::kDouble);  // [len, d]
+      const double expected = at::matmul(delta, w_h.t()).pow(2).sum().item<double>() / 300.0;
+      EXPECT_NEAR(m.projected_error[h * taus + t], expected, 1e-5 * (1.0 + expected))
+          << "head " << h << " tau " << settings.taus[t];
+    }
+  }
+  at::Tensor scaled = w_o.clone();
+  scaled.slice(1, 16, 32).mul_(10.0);
+  const LayerMeasurement m10 = measure_layer(s.q, s.k, s.v, settings, scaled);
+  for (int64_t t = 0; t < taus; ++t) {
+    EXPECT_NEAR(m10.projected_error[1 * taus + t], 100.0 * m.projected_error[1 * taus + t],
+                1e-4 * (1.0 + 100.0 * m.projected_error[1 * taus + t]));
+    EXPECT_NEAR(m10.projected_error[0 * taus + t], m.projected_error[0 * taus + t],
+                1e-6 * (1.0 + m.projected_error[0 * taus + t]));
+  }
+  // Without a projection nothing is claimed.
+  EXPECT_TRUE(std::isnan(measure_layer(s.q, s.k, s.v, settings).projected_error[0]));
+}
+
 TEST(Statistics, MeasurementsFollowTheirDefinitions) {
   const Sample s = random_sample(400, 1);
   const StatisticsSettings settings = small_settings();
@@ -170,7 +208,7 @@ TEST(Statistics, BudgetMetricNamesRoundTrip) {
       EXPECT_EQ(parsed.worst_case, worst);
     }
   EXPECT_EQ(budget_metric_name({ErrorMetric::kOutputError, true}), "output_error_worst_sample");
-  EXPECT_THROW(parse_budget_metric("kl_worst_sample"), Error);
+  EXPECT_THROW(parse_budget_metric("entropy_worst_sample"), Error);
 }
 
 }  // namespace

@@ -117,8 +117,13 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
   XATTN_CHECK_ARG(q.size(1) == thresholds_.size(1), "layer ", layer, " has ", q.size(1),
                   " query heads but the thresholds have ", thresholds_.size(1),
                   ": the profile belongs to another model");
-  const at::Tensor tau = thresholds_[layer].to(q.device());
   const int64_t len_q = q.size(2), len_k = k.size(2);
+  if (thresholds_[layer].min().item<float>() >= 1.f) {
+    // τ >= 1 keeps every allowed block: exactly dense attention, without scoring.
+    density_[static_cast<size_t>(layer)] = at::ones({q.size(1)}, at::kDouble);
+    return dense_causal_attention(q, k, v);
+  }
+  const at::Tensor tau = thresholds_[layer].to(q.device());
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options_);
   auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options_);
   (void)mask;

@@ -117,6 +117,12 @@ at::Tensor Model::logits_of(const at::Tensor& rows) const {
   return fast::linear(normed, lm_head_).to(at::kFloat);
 }
 
+const at::Tensor& Model::output_projection(int layer) const {
+  XATTN_CHECK_ARG(layer >= 0 && size_t(layer) < layers_.size(), "layer ", layer,
+                  " out of range (the model has ", layers_.size(), ")");
+  return layers_[size_t(layer)].wo;
+}
+
 at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
                                 AttentionBackend& backend, KVCache* cache,
                                 int64_t token_chunk) const {
@@ -204,9 +210,17 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
   // Moved once here rather than per layer (the tables are float32 on the host).
   rotary.cos = rotary.cos.to(device_, dtype_);
   rotary.sin = rotary.sin.to(device_, dtype_);
-  at::Tensor h = embed(tokens);
-  for (int64_t i = 0; i < c.num_layers; ++i)
+  XATTN_CHECK_ARG(options.start_layer >= 0 && options.start_layer < c.num_layers,
+                  "start_layer ", options.start_layer, " is outside [0, ", c.num_layers, ")");
+  XATTN_CHECK_ARG(options.start_layer == 0 || (options.start_hidden.defined() && !cache),
+                  "start_layer > 0 needs start_hidden (and no KV cache)");
+  XATTN_CHECK_ARG(!options.layer_inputs || !cache, "layer_inputs are recorded without a KV cache");
+  at::Tensor h = options.start_layer > 0 ? options.start_hidden : embed(tokens);
+  if (options.layer_inputs) options.layer_inputs->assign(size_t(c.num_layers), at::Tensor());
+  for (int64_t i = options.start_layer; i < c.num_layers; ++i) {
+    if (options.layer_inputs) (*options.layer_inputs)[size_t(i)] = h;
     h = layer_forward(static_cast<int>(i), h, rotary, backend, cache, options.token_chunk);
+  }
   if (cache) cache->length += len;
 
   ForwardResult result;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "xattn/calibrate/frontier.h"
 #include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/search.h"
 #include "xattn/calibrate/statistics.h"
@@ -25,17 +26,35 @@ struct CalibrationConfig {
   std::string device = "cpu";  // "cpu" or "cuda"
 
   StatisticsSettings settings;
-  ErrorMetric metric = ErrorMetric::kOutputError;
-  double epsilon = 0.05;
+  // kl (default): each head's error through its o_proj slice, scaled by its layer's measured KL
+  // sensitivity; the budget epsilon is then the predicted end-to-end KL (nats per position).
+  // Without a model run (captures, or statistics files that hold no layer sensitivity) kl cannot
+  // be measured: the default then falls back to output_error (budget 0.05, worst sample).
+  ErrorMetric metric = ErrorMetric::kKL;
+  bool metric_is_default = true;
+  // The budget; unset: 0.005 nats for kl, 0.05 for the proxy metrics.
+  std::optional<double> epsilon;
   std::optional<double> per_head_cap;
-  bool worst_case_error = true;  // a head's error is its worst fitting sample's, not the mean
+  // A head's error is its worst fitting sample's rather than the mean; unset: mean for kl, worst
+  // for the proxy metrics (it protects heads that matter on few samples).
+  std::optional<bool> worst_case_error;
   double holdout_fraction = 0.25;  // every round(1/f)-th sample is held out of the fit
 
-  // Closed loop on the held-out end-to-end metrics (model runs only): tighten epsilon by bisection
-  // until they are met.
+  // Closed loop on end-to-end metrics measured on FITTING samples (model runs only; held-out
+  // samples are only ever used to report): tighten epsilon by bisection until they are met.
+  // With the kl metric a target KL is first used as the budget itself.
   std::optional<double> target_kl;
   std::optional<double> target_nll_increase;
   int64_t bisection_steps = 6;
+
+  // Layer sensitivity of the kl metric: each layer alone made sparse at these ladder τ (the
+  // nearest ladder step is used), on up to sensitivity_samples fitting samples.
+  std::vector<double> sensitivity_taus = {0.9};
+  int64_t sensitivity_samples = 2;
+
+  // The quality frontier on the held-out samples: uniform τ at up to frontier_points ladder steps,
+  // and per-head profiles at the same predicted errors (0: no frontier).
+  int64_t frontier_points = 8;
 };
 
 // Per-head predicted (fit samples) and measured (held-out samples) figures at the chosen τ.
@@ -56,18 +75,18 @@ struct EndToEnd {
 
 struct CalibrationResult {
   Statistics statistics;
+  ErrorMetric metric = ErrorMetric::kKL;  // the objective used, defaults resolved
+  bool worst_case_error = false;
   std::vector<int64_t> fit_samples, holdout_samples;
   SearchResult search;
   double epsilon_used = 0;
   std::optional<HeadValidation> holdout;
-  std::optional<EndToEnd> end_to_end;          // per-head thresholds
-  std::optional<EndToEnd> end_to_end_uniform;  // the uniform τ of the same budget
-  // The uniform τ whose predicted density is closest to the per-head thresholds' (equal cost).
-  std::optional<double> equal_density_tau;
-  double equal_density_predicted_error = 0;
-  std::optional<EndToEnd> end_to_end_equal_density;
-  Profile profile;
-  double seconds_statistics = 0, seconds_search = 0, seconds_validation = 0;
+  std::optional<EndToEnd> end_to_end;  // per-head thresholds, held-out samples
+  // The chosen profile against the uniform-τ frontier (interpolated), when it was measured.
+  std::optional<FrontierComparison> comparison;
+  Profile profile;  // profile.frontier holds the curves
+  double seconds_statistics = 0, seconds_sensitivity = 0, seconds_search = 0,
+         seconds_validation = 0;
 };
 
 // Progress callback: (units done, units total, what is being done).

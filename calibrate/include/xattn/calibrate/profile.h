@@ -10,13 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "xattn/calibrate/frontier.h"
+
 namespace xattn::calibrate {
 
 // Schema version written by this build. Readers accept any minor version of their major version
 // (minor versions only add optional fields) and reject other major versions.
 inline constexpr int32_t kProfileFormatMajor = 1;
-// 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block.
-inline constexpr int32_t kProfileFormatMinor = 2;
+// 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block; 1.3 adds
+// the optional frontier group (held-out quality against density, per-head and uniform).
+inline constexpr int32_t kProfileFormatMinor = 3;
 
 // What the profile was calibrated for. Hashes are free-form strings (e.g. "sha256:..."); an empty
 // hash means unknown and is not compared.
@@ -80,6 +83,7 @@ struct Profile {
   BudgetSettings budget;
   std::optional<UniformComparison> uniform;
   std::map<std::string, double> validation;  // optional held-out results, e.g. "kl_mean"
+  Frontier frontier;                         // optional (empty when not measured)
   CalibrationData data;
   std::string tool_version;  // e.g. "xattn 0.1.0" (xattn::tool_version(), version.h)
   std::string created_utc;   // ISO-8601 UTC, e.g. "2026-11-28T10:05:54Z"

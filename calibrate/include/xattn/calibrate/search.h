@@ -23,7 +23,8 @@ namespace xattn::calibrate {
 
 // The default candidate ladder, ascending: the paper's steps 0.9 · 0.9^m for m = 0..20
 // (0.9 down to 0.9^21 ≈ 0.109; the next step, 0.9^22 ≈ 0.098, falls under the floor 0.1),
-// plus 0.95, 0.99 and 1.0 (dense). 24 values.
+// plus the dense end 0.95, 0.99, 0.995, 0.998, 0.999, 0.9995 and 1.0, where near-lossless
+// operating points sit. 28 values.
 std::vector<double> default_tau_ladder();
 
 // The search input. Matrices are row-major [num_heads, num_candidates]; a "head" is one

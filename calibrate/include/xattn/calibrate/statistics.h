@@ -15,7 +15,8 @@
 namespace xattn::calibrate {
 
 inline constexpr int32_t kStatisticsFormatMajor = 1;
-inline constexpr int32_t kStatisticsFormatMinor = 1;  // 1.1 adds dense_last_query_block
+// 1.1 adds dense_last_query_block; 1.2 adds projected_error and layer_kl_sensitivity (optional).
+inline constexpr int32_t kStatisticsFormatMinor = 2;
 
 struct StatisticsSettings {
   int64_t stride = 8;
@@ -34,12 +35,17 @@ struct LayerMeasurement {
   std::vector<float> recall_min;   // the same, worst query block
   std::vector<float> output_error; // relative L2 of the head's sparse output against dense; NaN if
                                    // not measured
+  // Mean over query tokens of |W_O,h (o_sparse - o_dense)|^2: the error the head adds to the
+  // residual stream through its slice of o_proj. NaN without an output projection.
+  std::vector<float> projected_error;
 };
 
 // Measures one sample: q [1, heads_q, len_q, d], k and v [1, heads_kv, len_k, d] (v may be
-// undefined: no output error). CPU or CUDA tensors.
+// undefined: no output error). output_projection is the layer's o_proj weight
+// [hidden, heads_q * d] (undefined: no projected error). CPU or CUDA tensors.
 LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const StatisticsSettings& settings);
+                               const StatisticsSettings& settings,
+                               const at::Tensor& output_projection = {});
 
 struct SampleInfo {
   int64_t len_q = 0;
@@ -57,7 +63,12 @@ struct Statistics {
   int64_t head_dim = 0;
   std::vector<int64_t> layers;  // model layer index of each layer slot
   std::vector<SampleInfo> samples;
-  std::vector<float> density, recall_mean, recall_min, output_error;
+  std::vector<float> density, recall_mean, recall_min, output_error, projected_error;
+  // Per layer slot: measured KL (nats per token) of sparsifying that layer alone, divided by its
+  // predicted projected error (the scale that turns projected error into predicted KL). Empty
+  // when not measured (statistics from captures); sensitivity_samples says on how many samples.
+  std::vector<double> layer_kl_sensitivity;
+  int64_t sensitivity_samples = 0;
 
   int64_t num_taus() const { return int64_t(settings.taus.size()); }
   int64_t entry(int64_t sample, int64_t layer, int64_t head, int64_t tau) const {
@@ -74,7 +85,11 @@ Statistics merge_statistics(const std::vector<Statistics>& parts);
 void write_statistics(const std::string& path, const Statistics& statistics, bool overwrite);
 Statistics read_statistics(const std::string& path);
 
-enum class ErrorMetric { kRecallLoss, kOutputError };
+// recall_loss: 1 - attention mass kept; output_error: relative L2 of the head's output;
+// projected_error: squared error through the head's slice of o_proj; kl: projected error times the
+// layer's measured KL sensitivity, scaled so that the budget is the predicted end-to-end KL in nats
+// per token summed over heads (the default objective of model runs).
+enum class ErrorMetric { kRecallLoss, kOutputError, kProjectedError, kKL };
 ErrorMetric parse_error_metric(const std::string& name);
 const char* error_metric_name(ErrorMetric metric);
 

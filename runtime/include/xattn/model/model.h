@@ -36,6 +36,12 @@ struct ForwardOptions {
   bool nll = false;
   // Token rows per MLP / lm_head chunk (bounds intermediate memory).
   int64_t token_chunk = 4096;
+  // Resume at a layer from its input hidden state [len, hidden] (recorded by an earlier pass
+  // through layer_inputs); the layers before it are skipped. Not with a KV cache.
+  int64_t start_layer = 0;
+  at::Tensor start_hidden;
+  // When set, receives every layer's input hidden state (what start_hidden takes).
+  std::vector<at::Tensor>* layer_inputs = nullptr;
 };
 
 struct ForwardResult {
@@ -73,6 +79,9 @@ class Model {
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
   int64_t parameter_count() const;
+  // The o_proj weight of a layer, [hidden, heads_q * head_dim] (what calibration projects errors
+  // through).
+  const at::Tensor& output_projection(int layer) const;
 
   // Prefill of `tokens` (ids in [0, vocab)). With a cache, the keys and values are stored in it
   // (it is allocated for tokens.size() + extra_capacity positions) for decode_step.

@@ -31,6 +31,16 @@ void check_array(const Statistics& s, const std::vector<float>& values, const ch
   }
 }
 
+// The projected errors, where this Statistics has them (format 1.2); null otherwise.
+template <typename S>
+auto projected_errors(const S& s, int) -> decltype(&s.projected_error) {
+  return &s.projected_error;
+}
+template <typename S>
+const std::vector<float>* projected_errors(const S&, long) {
+  return nullptr;
+}
+
 }  // namespace
 
 void check_statistics_values(const Statistics& s, const std::string& source) {
@@ -50,7 +60,8 @@ void check_statistics_values(const Statistics& s, const std::string& source) {
   check_array(s, s.recall_mean, "recall_mean", true, source);
   check_array(s, s.recall_min, "recall_min", true, source);
   check_array(s, s.output_error, "output_error", false, source);
-  check_array(s, s.projected_error, "projected_error", false, source);
+  if (const std::vector<float>* projected = projected_errors(s, 0))
+    check_array(s, *projected, "projected_error", false, source);
 }
 
 }  // namespace xattn::calibrate

@@ -74,6 +74,21 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
     for (int64_t h = 0; h < heads; ++h) m.density[h * num_taus + t] = float(density[h].item<double>());
   }
   const at::Tensor all_masks = at::stack(masks);  // [taus, heads, nQB, nKB]
+  // Selections of an ascending ladder are nested: each is a prefix of one order per row (forced
+  // blocks, then descending score, ties to the lower index), longer for a larger τ. Then the kept
+  // sums of every candidate are prefix sums along that order, read at each candidate's count,
+  // instead of one masked product per candidate. Checked, not assumed.
+  const bool nested =
+      num_taus < 2 ||
+      (all_masks.slice(0, 0, num_taus - 1) <= all_masks.slice(0, 1, num_taus)).all().item<bool>();
+  at::Tensor block_order, kept_count;  // [heads, nQB, nKB] long; [taus, heads, nQB] long
+  if (nested) {
+    // Blocks that join earlier (kept at more candidates) come first; never-kept blocks last, in
+    // index order, so blocks past a causal row's last visible block never precede visible ones.
+    const at::Tensor joins_at = (double(num_taus) - all_masks.sum(0)).to(at::kLong);
+    block_order = std::get<1>(joins_at.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/false));
+    kept_count = all_masks.sum(-1).to(at::kLong);
+  }
 
   const bool with_output = settings.output_error && v.defined();
   const bool with_projection = with_output && output_projection.defined();
@@ -152,9 +167,27 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
         }
         const at::Tensor dense_out = numerators.sum(0) / total;  // [rows, out_dim]
         dense_sq += dense_out.slice(1, 0, head_dim).pow(2).sum().to(at::kDouble).item<double>();
-        // sum_kept N_j for every candidate: [taus, rows, out_dim].
-        const at::Tensor kept_numerator = at::einsum("trj,jrd->trd", {row_masks, numerators});
-        const at::Tensor kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-30);
+        // sum_kept N_j and sum_kept l_j for every candidate: [taus, rows, out_dim], [taus, rows, 1].
+        at::Tensor kept_numerator, kept_total;
+        if (nested) {
+          const at::Tensor order = block_order[h].index_select(0, row_block).slice(1, 0, blocks);
+          const at::Tensor sorted_numerators =
+              numerators.permute({1, 0, 2})
+                  .gather(1, order.unsqueeze(-1).expand({rows, blocks, out_dim}))
+                  .cumsum(1);  // [rows, blocks, out_dim]
+          const at::Tensor sorted_l = l.gather(1, order).cumsum(1);  // [rows, blocks]
+          const at::Tensor count = kept_count.select(1, h).index_select(1, row_block).t();  // [rows, taus]
+          const at::Tensor last = (count - 1).clamp_min(0);
+          const at::Tensor any = (count > 0).to(accumulate);
+          kept_numerator =
+              (sorted_numerators.gather(1, last.unsqueeze(-1).expand({rows, num_taus, out_dim})) *
+               any.unsqueeze(-1))
+                  .permute({1, 0, 2});
+          kept_total = (sorted_l.gather(1, last) * any).t().unsqueeze(-1).clamp_min(1e-30);
+        } else {
+          kept_numerator = at::einsum("trj,jrd->trd", {row_masks, numerators});
+          kept_total = (row_masks * l).sum(-1, true).clamp_min(1e-30);
+        }
         const at::Tensor delta_sq = (kept_numerator / kept_total - dense_out).pow(2);
         error_sq += delta_sq.slice(2, 0, head_dim).sum({1, 2}).to(at::kDouble);
         if (with_projection)

@@ -70,6 +70,27 @@ TEST(Statistics, ProjectedErrorIsTheSparseErrorThroughOProj) {
   EXPECT_TRUE(std::isnan(measure_layer(s.q, s.k, s.v, settings).projected_error[0]));
 }
 
+TEST(Statistics, PrefixSumPathEqualsMaskedProductPath) {
+  // An ascending ladder takes the prefix-sum path (nested selections); the same candidates out of
+  // order are not nested and take the masked products. Same figures either way.
+  const Sample s = random_sample(333, 9);
+  StatisticsSettings ascending = small_settings();
+  StatisticsSettings shuffled = ascending;
+  shuffled.taus = {0.9, 0.3, 1.0, 0.6};
+  const std::vector<int> from_shuffled = {2, 0, 3, 1};  // ascending index of each shuffled entry
+  at::manual_seed(2);
+  const at::Tensor w_o = at::randn({20, 4 * 16});
+  const LayerMeasurement a = measure_layer(s.q, s.k, s.v, ascending, w_o);
+  const LayerMeasurement b = measure_layer(s.q, s.k, s.v, shuffled, w_o);
+  for (int64_t h = 0; h < 4; ++h)
+    for (int t = 0; t < 4; ++t) {
+      const int64_t i = h * 4 + from_shuffled[t], j = h * 4 + t;
+      EXPECT_EQ(a.density[i], b.density[j]);
+      EXPECT_NEAR(a.output_error[i], b.output_error[j], 1e-6);
+      EXPECT_NEAR(a.projected_error[i], b.projected_error[j], 1e-6 * (1 + a.projected_error[i]));
+    }
+}
+
 TEST(Statistics, MeasurementsFollowTheirDefinitions) {
   const Sample s = random_sample(400, 1);
   const StatisticsSettings settings = small_settings();

@@ -124,7 +124,7 @@ int run_calibrate(const Args& args) {
        "a head's error over the samples: mean (default for kl) or worst (its worst sample; default for the proxy metrics)")
       ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
       ("sensitivity-samples", po::value<int64_t>()->default_value(2), "fitting samples on which each layer's KL sensitivity is measured (kl metric)")
-      ("frontier-points", po::value<int64_t>()->default_value(8), "uniform and per-head points of the held-out quality frontier (0: none)");
+      ("frontier-points", po::value<int64_t>()->default_value(6), "uniform and per-head points of the held-out quality frontier (0: none)");
   po::variables_map vm;
   if (parse_or_help(args, options, vm)) return 0;
   check_calibrate_arguments(vm);  // every value, input and statistics setting, before any work

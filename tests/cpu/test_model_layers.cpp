@@ -143,6 +143,24 @@ TEST(ModelAttention, XAttentionAtTauOneEqualsDense) {
   EXPECT_THROW(sparse.attend(0, q.narrow(1, 0, 2), k.narrow(1, 0, 1), v.narrow(1, 0, 1)), Error);
 }
 
+TEST(ModelAttention, GatheredSparseAttentionEqualsTheReferenceKernel) {
+  // Random per-head thresholds, chunked-prefill shape (len_q < len_k) and a partial last block.
+  at::manual_seed(4);
+  const at::Tensor q = at::randn({1, 4, 230, 32}) * 2, k = at::randn({1, 2, 300, 32}) * 2,
+                   v = at::randn({1, 2, 300, 32});
+  runtime::EstimateOptions opts;
+  opts.block_size = 64;
+  const at::Tensor scores = runtime::antidiagonal_scores(q, k, opts);
+  for (float tau : {0.0f, 0.5f, 0.9f, 1.0f}) {
+    const at::Tensor thresholds = at::full({4}, tau).index_put_({0}, 0.3f);
+    auto [mask, count, index] = runtime::select_blocks(scores, thresholds, 230, 300, opts);
+    const at::Tensor reference = std::get<0>(
+        runtime::block_sparse_attention_compact(q, k, v, count, index, true, std::nullopt, 64));
+    const at::Tensor gathered = gathered_block_sparse_attention(q, k, v, count, index, 64);
+    EXPECT_LT(max_abs_diff(gathered, reference), 1e-5) << "tau " << tau;
+  }
+}
+
 TEST(ModelAttention, CaptureSeesInputsAndDelegates) {
   DenseBackend dense;
   int calls = 0;

@@ -150,6 +150,44 @@ TEST_F(ProfileFile, LastQueryBlockRuleRoundTripsAndOlderFilesReadAsSparse) {
   EXPECT_TRUE(read_profile(path("old.h5")).kernel.causal);
 }
 
+TEST_F(ProfileFile, FrontierRoundTripsThroughHdf5AndJson) {
+  Profile p = make_profile();
+  p.frontier.holdout_tokens = 8190;
+  p.frontier.uniform = {{0.9, 0.3, 0.31, 0.097, 0.08}, {0.99, 0.44, 0.45, 0.0017, -0.0004}};
+  p.frontier.per_head = {{0.0045, 0.29, 0.298, 0.00316, 0.001}};
+  write_profile(path("f.h5"), p, false);
+  const Profile q = read_profile(path("f.h5"));
+  EXPECT_EQ(q.format_minor, 3);
+  EXPECT_EQ(q.frontier.holdout_tokens, 8190);
+  ASSERT_EQ(q.frontier.uniform.size(), 2u);
+  ASSERT_EQ(q.frontier.per_head.size(), 1u);
+  EXPECT_EQ(q.frontier.uniform[1].parameter, 0.99);
+  EXPECT_EQ(q.frontier.uniform[1].nll_increase, -0.0004);
+  EXPECT_EQ(q.frontier.per_head[0].kl, 0.00316);
+  EXPECT_EQ(q.frontier.per_head[0].predicted_density, 0.29);
+  const nlohmann::json j = nlohmann::json::parse(profile_to_json(q));
+  EXPECT_EQ(j["frontier"]["holdout_tokens"], 8190);
+  EXPECT_EQ(j["frontier"]["uniform"][0]["density"], 0.31);
+  EXPECT_EQ(j["frontier"]["per_head"][0]["parameter"], 0.0045);
+  // Without one, no group is written and none is read.
+  write_profile(path("g.h5"), make_profile(), false);
+  EXPECT_TRUE(read_profile(path("g.h5")).frontier.empty());
+  EXPECT_EQ(nlohmann::json::parse(profile_to_json(make_profile())).count("frontier"), 0u);
+  // A non-finite frontier value is named.
+  tamper(path("f.h5"), [](hid_t f) {
+    const hid_t d = H5Dopen2(f, "/frontier/uniform/kl", H5P_DEFAULT);
+    const double bad[2] = {NAN, 0.0};
+    H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, bad);
+    H5Dclose(d);
+  });
+  try {
+    read_profile(path("f.h5"));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/frontier/uniform/kl"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(ProfileFile, HoldoutIndicesAreChecked) {
   Profile p = make_profile();
   p.data.holdout_samples = {1, 3};  // 3 samples: index 3 does not exist

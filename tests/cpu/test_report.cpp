@@ -301,6 +301,29 @@ TEST(Report, HtmlHasEveryFigureSelfContained) {
   EXPECT_GE(count(html, "<polyline"), size_t(kLayers * kHeads));
 }
 
+TEST(Report, FrontierIsDrawnAndPrintedWhenTheProfileHasOne) {
+  ProfileReport r = make_report(true);
+  Profile& p = r.profile;
+  p.frontier.holdout_tokens = 4095;
+  p.frontier.uniform = {{0.9, 0.30, 0.31, 0.097, 0.08}, {0.99, 0.44, 0.45, 0.0017, -0.0004}};
+  p.frontier.per_head = {{0.09, 0.19, 0.194, 0.106, 0.09}, {0.0045, 0.29, 0.298, 0.00316, 0.001}};
+  p.validation["kl_mean"] = 0.00356;
+  p.validation["e2e_density"] = 0.291;
+  const std::string html = format_report_html(r);
+  EXPECT_NE(html.find("id=\"fig-frontier\""), std::string::npos);
+  EXPECT_NE(html.find("4095 held-out tokens"), std::string::npos);
+  EXPECT_NE(html.find("this profile: density 29.1 %, KL 0.00356"), std::string::npos);
+  EXPECT_EQ(count(html, "<svg "), 8u);  // the seven figures plus the frontier
+  EXPECT_NE(html.find("data-figures-expected=\"8\""), std::string::npos);
+  const std::string text = format_report_text(r);
+  EXPECT_NE(text.find("quality frontier on held-out samples (4095 tokens"), std::string::npos);
+  // Uniform at the per-head point's density 29.8 % (between 31 % and 45 %: outside, no ratio) and
+  // at 19.4 % (outside the uniform curve too); the curve's points themselves are listed.
+  EXPECT_NE(text.find("0.99"), std::string::npos);
+  // Without a frontier there is no such figure.
+  EXPECT_EQ(format_report_html(make_report(true)).find("fig-frontier"), std::string::npos);
+}
+
 TEST(Report, HtmlNotesWhatTheStatisticsCannotShow) {
   const std::string one_length = format_report_html(make_report(true, {4096, 4096, 4096, 4096}));
   EXPECT_EQ(one_length.find("id=\"fig-density-vs-length\""), std::string::npos);

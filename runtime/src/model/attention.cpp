@@ -29,6 +29,55 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 
 }  // namespace
 
+at::Tensor gathered_block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
+                                           const at::Tensor& v, const at::Tensor& count,
+                                           const at::Tensor& index, int64_t block_size) {
+  check_qkv(q, k, v);
+  XATTN_CHECK_ARG(q.size(0) == 1, "gathered_block_sparse_attention takes batch 1, got ", q.size(0));
+  const int64_t heads_q = q.size(1), len_q = q.size(2), d = q.size(3);
+  const int64_t group = heads_q / k.size(1), len_k = k.size(2), offset = len_k - len_q;
+  const int64_t num_q_blocks = (len_q + block_size - 1) / block_size;
+  XATTN_CHECK_ARG(count.dim() == 3 && count.size(1) == heads_q && count.size(2) == num_q_blocks,
+                  "kv_block_count must be [1, ", heads_q, ", ", num_q_blocks, "], got ",
+                  count.sizes());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor counts = count[0].to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor indices = index[0].to(at::kCPU, at::kLong).contiguous();
+  const auto* count_at = counts.data_ptr<int64_t>();
+  const auto* index_at = indices.data_ptr<int64_t>();
+  const int64_t index_stride = indices.size(2);
+  const at::Tensor qf = q[0].to(at::kFloat), kf = k[0].to(at::kFloat), vf = v[0].to(at::kFloat);
+  at::Tensor out = at::zeros({heads_q, len_q, d}, qf.options());
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
+  std::vector<int64_t> keys;
+  for (int64_t h = 0; h < heads_q; ++h) {
+    const at::Tensor kh = kf[h / group], vh = vf[h / group];
+    for (int64_t i = 0; i < num_q_blocks; ++i) {
+      const int64_t r0 = i * block_size, rows = std::min(block_size, len_q - r0);
+      const int64_t kept = count_at[h * num_q_blocks + i];
+      if (kept <= 0) continue;  // nothing kept: zeros, as the kernels write
+      // Key positions of the kept blocks, in block order (the last block may be partial).
+      keys.clear();
+      for (int64_t b = 0; b < kept; ++b) {
+        const int64_t block = index_at[(h * num_q_blocks + i) * index_stride + b];
+        for (int64_t t = block * block_size; t < std::min(len_k, (block + 1) * block_size); ++t)
+          keys.push_back(t);
+      }
+      const at::Tensor key_index = at::from_blob(keys.data(), {int64_t(keys.size())}, long_options);
+      at::Tensor scores =
+          fast::linear(qf[h].narrow(0, r0, rows), kh.index_select(0, key_index)).mul_(scale);
+      // Causal, bottom-right aligned: query r sits at offset + r0 + r.
+      const at::Tensor query_position = at::arange(offset + r0, offset + r0 + rows, long_options);
+      scores.masked_fill_(key_index.unsqueeze(0) > query_position.unsqueeze(1),
+                          -std::numeric_limits<float>::infinity());
+      const at::Tensor probs = at::softmax(scores, -1);
+      out[h].narrow(0, r0, rows).copy_(
+          fast::linear(probs, vh.index_select(0, key_index).t().contiguous()));
+    }
+  }
+  return out.unsqueeze(0).to(q.scalar_type());
+}
+
 at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   int64_t score_bytes) {
   check_qkv(q, k, v);
@@ -127,10 +176,15 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options_);
   auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options_);
   (void)mask;
-  auto [out, lse] = runtime::block_sparse_attention_compact(q, k, v, count, index, true,
-                                                            std::nullopt,
-                                                            options_.block_size);
-  (void)lse;
+  at::Tensor out;
+  if (q.is_cuda()) {
+    out = std::get<0>(runtime::block_sparse_attention_compact(q, k, v, count, index, true,
+                                                              std::nullopt, options_.block_size));
+  } else {
+    // The CPU reference kernel is a scalar oracle; the runner gathers kept blocks into matrix
+    // products instead (same result to rounding; tested against the reference).
+    out = gathered_block_sparse_attention(q, k, v, count, index, options_.block_size);
+  }
   density_[static_cast<size_t>(layer)] =
       runtime::head_density(count, len_q, len_k, options_.block_size, true).to(at::kCPU);
   return out;

@@ -54,7 +54,7 @@ struct CalibrationConfig {
 
   // The quality frontier on the held-out samples: uniform τ at up to frontier_points ladder steps,
   // and per-head profiles at the same predicted errors (0: no frontier).
-  int64_t frontier_points = 8;
+  int64_t frontier_points = 6;
 };
 
 // Per-head predicted (fit samples) and measured (held-out samples) figures at the chosen τ.

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -139,6 +140,37 @@ TEST(CliRobustness, BinaryTokenFileGivesACleanMessage) {
     EXPECT_EQ(count_lines(result->out), 1) << result->out;
     for (char c : result->out) EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 32) << int(c);
   }
+}
+
+// Case 5: a checkpoint whose tensors' byte ranges overlap is bad input (exit 3), one line naming
+// both tensors, before any work. The bundled model with one tensor moved onto another's bytes.
+TEST(CliRobustness, OverlappingSafetensorsTensorsAreRefused) {
+  if (!io::path_exists(kModel + "/config.json")) GTEST_SKIP() << "no bundled model";
+  const test_files::ScratchFolder folder("xattn-cli-overlap-");
+  const std::string model = folder.file("model");
+  io::make_folders(model);
+  test_files::copy_file(kModel + "/config.json", model + "/config.json");
+  const std::string bytes = read_file(kModel + "/model.safetensors");
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | uint8_t(bytes[i]);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_size));
+  const std::string k = "model.layers.0.self_attn.k_proj.weight";
+  const std::string v = "model.layers.0.self_attn.v_proj.weight";
+  ASSERT_EQ(header[k]["shape"], header[v]["shape"]);
+  const auto k_range = header[k]["data_offsets"], v_range = header[v]["data_offsets"];
+  const bool k_first = k_range[0].get<uint64_t>() < v_range[0].get<uint64_t>();
+  header[k_first ? v : k]["data_offsets"] = k_first ? k_range : v_range;  // aliases the earlier
+  const std::string text = header.dump();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xFF);
+  std::ofstream(model + "/model.safetensors", std::ios::binary)
+      << out << text << bytes.substr(8 + header_size);
+  const std::vector<std::string> words = {"overlap", "'" + k + "'", "'" + v + "'"};
+  expect_refused("generate --model " + model + " --prompt hi", 3, words);
+  expect_refused("calibrate --model " + model + " --data " + kSource +
+                     "/examples/data/calibration.txt --out " + folder.file("p.h5"),
+                 3, words);
+  EXPECT_FALSE(io::path_exists(folder.file("p.h5")));
 }
 
 // Case 11 and consistent codes: a missing input is 4 (I/O) in every command, a folder given as a

@@ -118,6 +118,63 @@ TEST(ModelSafetensors, MalformedFilesAreRejectedWithNames) {
   expect_error([&] { f.load("nope"); }, {"no tensor 'nope'"});
 }
 
+// Issue 11, case 5: sorted by offset, the tensors must tile the data section exactly (the
+// format's rule): overlapping byte ranges, gaps and trailing bytes are refused, naming the tensors.
+TEST(ModelSafetensors, OverlapsGapsAndTrailingBytesAreRefused) {
+  TempDir tmp;
+  const std::string p = tmp.file("layout.safetensors");
+  const std::string data(16, '\0');
+  auto entry = [](const char* name, int begin, int end) {
+    return detail::concat("\"", name, "\":{\"dtype\":\"F32\",\"shape\":[", (end - begin) / 4,
+                          "],\"data_offsets\":[", begin, ",", end, "]}");
+  };
+
+  // b lies inside a: both named, with their ranges.
+  write_raw(p, "{" + entry("a", 0, 16) + "," + entry("b", 4, 12) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); },
+               {"tensors 'a' [0, 16) and 'b' [4, 12) overlap", "layout.safetensors"});
+  // Two tensors on the same bytes, the rest of the file unused: the overlap is named.
+  write_raw(p, "{" + entry("x", 0, 8) + "," + entry("y", 0, 8) + "}", std::string(8, '\0'));
+  expect_error([&] { SafetensorsFile f(p); }, {"tensors 'x' [0, 8) and 'y' [0, 8) overlap"});
+  // A partial overlap, whatever the order in the header.
+  write_raw(p, "{" + entry("late", 4, 16) + "," + entry("early", 0, 8) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); },
+               {"tensors 'early' [0, 8) and 'late' [4, 16) overlap"});
+  // A gap between two tensors, and one before the first.
+  write_raw(p, "{" + entry("a", 0, 4) + "," + entry("b", 8, 16) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); },
+               {"bytes [4, 8)", "between tensor 'a' and tensor 'b'", "forbids gaps"});
+  write_raw(p, "{" + entry("a", 4, 16) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); }, {"bytes [0, 4)", "before tensor 'a'"});
+  // Bytes after the last tensor, or a data section with no tensor at all.
+  write_raw(p, "{" + entry("a", 0, 8) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); }, {"bytes [8, 16)", "after the last one, 'a'"});
+  write_raw(p, "{}", data);
+  expect_error([&] { SafetensorsFile f(p); }, {"bytes [0, 16)", "the header lists none"});
+  // Still refused as lying outside the data section.
+  write_raw(p, "{" + entry("a", 8, 24) + "}", data);
+  expect_error([&] { SafetensorsFile f(p); }, {"tensor 'a'", "truncated", "only 16 bytes"});
+
+  // Allowed: an empty file, zero-size tensors where the layout continues, any header order.
+  write_raw(p, "{}", "");
+  EXPECT_TRUE(SafetensorsFile(p).names().empty());
+  write_raw(p,
+            "{" + entry("z", 8, 16) + "," + entry("e", 8, 8) + "," + entry("a", 0, 8) + "," +
+                entry("end", 16, 16) + "}",
+            data);
+  EXPECT_EQ(SafetensorsFile(p).names().size(), 4u);
+  // parse_safetensors reads an image in memory the same way.
+  std::string image(8, '\0');
+  const std::string header = "{" + entry("a", 0, 8) + "," + entry("b", 4, 8) + "}";
+  for (int i = 0; i < 8; ++i) image[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  image += header + std::string(8, '\0');
+  expect_error(
+      [&] {
+        parse_safetensors(reinterpret_cast<const uint8_t*>(image.data()), image.size(), "mem");
+      },
+      {"'mem'", "tensors 'a' [0, 8) and 'b' [4, 8) overlap"});
+}
+
 TEST(ModelSafetensors, ShardedCheckpointThroughIndex) {
   TempDir tmp;
   const at::Tensor a = at::randn({4}), b = at::randn({2, 3});

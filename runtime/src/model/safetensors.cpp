@@ -77,6 +77,140 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return out + "]";
 }
 
+namespace {
+
+// The format's layout rule: sorted by offset, the tensors tile the data section exactly, each
+// byte belonging to one tensor (no overlap, no gap, nothing after the last one), as the format's
+// reference implementation requires. Overlapping tensors would alias each other's weights; gaps
+// can hide other content (polyglot files).
+void check_layout(const std::map<std::string, TensorInfo>& tensors, uint64_t data_size,
+                  const std::string& path) {
+  std::vector<std::pair<const std::string*, const TensorInfo*>> order;
+  for (const auto& [name, info] : tensors) order.emplace_back(&name, &info);
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(a.second->begin, a.second->end) <
+           std::make_pair(b.second->begin, b.second->end);
+  });
+  uint64_t cursor = 0;
+  const std::string* previous = nullptr;
+  auto range = [](const TensorInfo& t) { return detail::concat("[", t.begin, ", ", t.end, ")"); };
+  for (const auto& [name, info] : order) {
+    if (info->begin < cursor) {
+      throw Error(ErrorKind::kBadInput,
+                  detail::concat("safetensors file '", path, "': tensors '", *previous, "' ",
+                                 range(tensors.at(*previous)), " and '", *name, "' ",
+                                 range(*info),
+                                 " overlap in the data section (each byte must belong to one "
+                                 "tensor); the file is damaged or was written by a faulty tool"));
+    }
+    if (info->begin > cursor) {
+      throw Error(ErrorKind::kBadInput,
+                  detail::concat("safetensors file '", path, "': bytes [", cursor, ", ",
+                                 info->begin, ") of the data section belong to no tensor (",
+                                 previous ? "between tensor '" + *previous + "' and" : "before",
+                                 " tensor '", *name,
+                                 "'); the format forbids gaps: the file is damaged or was "
+                                 "written by a faulty tool"));
+    }
+    cursor = info->end;
+    previous = name;
+  }
+  if (cursor != data_size) {
+    throw Error(ErrorKind::kBadInput,
+                detail::concat("safetensors file '", path, "': bytes [", cursor, ", ", data_size,
+                               ") of the data section belong to no tensor (",
+                               previous ? "after the last one, '" + *previous + "'"
+                                        : "the header lists none",
+                               "); the format forbids trailing data: the file is damaged or "
+                               "was written by a faulty tool"));
+  }
+}
+
+}  // namespace
+
+SafetensorsIndex parse_safetensors(const uint8_t* bytes, uint64_t file_size,
+                                   const std::string& path) {
+  XATTN_CHECK_INPUT(file_size >= 8, "safetensors file '", path, "' is truncated: ", file_size,
+                    " bytes, less than the 8-byte header length");
+  SafetensorsIndex index;
+  const uint64_t header_size = read_u64_le(bytes);
+  XATTN_CHECK_INPUT(header_size <= kMaxHeaderBytes, "safetensors file '", path,
+                    "' declares a header of ", header_size,
+                    " bytes (limit 100 MB): not a safetensors file or corrupted");
+  XATTN_CHECK_INPUT(header_size <= file_size - 8, "safetensors file '", path,
+                    "' is truncated: its header needs ", header_size, " bytes but only ",
+                    file_size - 8, " follow the length field");
+  const uint64_t data_size = file_size - 8 - header_size;
+  index.data_offset = 8 + header_size;
+
+  json header;
+  try {
+    header = json::parse(bytes + 8, bytes + 8 + header_size);
+  } catch (const json::exception& e) {
+    throw Error(ErrorKind::kBadInput,
+                detail::concat("safetensors file '", path, "' has a malformed JSON header: ",
+                               e.what()));
+  }
+  XATTN_CHECK_INPUT(header.is_object(), "safetensors file '", path,
+                    "': the header must be a JSON object");
+
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    const json& entry = it.value();
+    if (name == "__metadata__") {
+      XATTN_CHECK_INPUT(entry.is_object(), "safetensors file '", path,
+                        "': __metadata__ must be an object of strings");
+      for (auto m = entry.begin(); m != entry.end(); ++m) {
+        XATTN_CHECK_INPUT(m.value().is_string(), "safetensors file '", path,
+                          "': __metadata__ key '", m.key(), "' is not a string");
+        index.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    const std::string where = detail::concat("tensor '", name, "' in '", path, "'");
+    XATTN_CHECK_INPUT(entry.is_object(), where, ": header entry must be an object");
+    XATTN_CHECK_INPUT(entry.contains("dtype") && entry["dtype"].is_string(), where,
+                      ": missing or non-string key 'dtype'");
+    XATTN_CHECK_INPUT(entry.contains("shape") && entry["shape"].is_array(), where,
+                      ": missing or non-array key 'shape'");
+    XATTN_CHECK_INPUT(entry.contains("data_offsets") && entry["data_offsets"].is_array() &&
+                          entry["data_offsets"].size() == 2,
+                      where, ": key 'data_offsets' must be an array [begin, end]");
+    TensorInfo info;
+    info.dtype = entry["dtype"].get<std::string>();
+    const DTypeEntry* dt = find_dtype(info.dtype);
+    XATTN_CHECK_INPUT(dt != nullptr, where, " has unknown dtype '", info.dtype,
+                      "' (known: BF16, F16, F32, F64, I64, I32, U8, ...)");
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      XATTN_CHECK_INPUT(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
+                        where, ": shape entries must be non-negative integers");
+      const uint64_t extent = d.get<uint64_t>();
+      XATTN_CHECK_INPUT(extent == 0 || numel <= (1ull << 62) / extent, where,
+                        ": shape is too large");
+      numel *= extent;
+      info.shape.push_back(static_cast<int64_t>(extent));
+    }
+    for (const auto& o : entry["data_offsets"])
+      XATTN_CHECK_INPUT(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0),
+                        where, ": data_offsets must be non-negative integers");
+    info.begin = entry["data_offsets"][0].get<uint64_t>();
+    info.end = entry["data_offsets"][1].get<uint64_t>();
+    XATTN_CHECK_INPUT(info.begin <= info.end, where, ": data_offsets [", info.begin, ", ",
+                      info.end, "] are reversed");
+    XATTN_CHECK_INPUT(info.end <= data_size, where, " is truncated: its bytes end at offset ",
+                      info.end, " but the data section has only ", data_size,
+                      " bytes (incomplete download or copy?)");
+    const uint64_t expected = numel * static_cast<uint64_t>(dt->element_size);
+    XATTN_CHECK_INPUT(info.end - info.begin == expected, where, ": shape ",
+                      shape_string(info.shape), " of ", info.dtype, " needs ", expected,
+                      " bytes but data_offsets span ", info.end - info.begin);
+    index.tensors.emplace(name, std::move(info));
+  }
+  check_layout(index.tensors, data_size, path);
+  return index;
+}
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   XATTN_CHECK(fd >= 0, ErrorKind::kIo, "cannot open safetensors file '", path,
@@ -101,82 +235,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   mapping_ = mapping;
   mapping_size_ = file_size;
   const auto* bytes = static_cast<const uint8_t*>(mapping);
-
   try {
-    const uint64_t header_size = read_u64_le(bytes);
-    XATTN_CHECK_INPUT(header_size <= kMaxHeaderBytes, "safetensors file '", path,
-                      "' declares a header of ", header_size,
-                      " bytes (limit 100 MB): not a safetensors file or corrupted");
-    XATTN_CHECK_INPUT(header_size <= file_size - 8, "safetensors file '", path,
-                      "' is truncated: its header needs ", header_size, " bytes but only ",
-                      file_size - 8, " follow the length field");
-    const uint64_t data_size = file_size - 8 - header_size;
-    data_ = bytes + 8 + header_size;
-
-    json header;
-    try {
-      header = json::parse(bytes + 8, bytes + 8 + header_size);
-    } catch (const json::exception& e) {
-      throw Error(ErrorKind::kBadInput,
-                  detail::concat("safetensors file '", path, "' has a malformed JSON header: ",
-                                 e.what()));
-    }
-    XATTN_CHECK_INPUT(header.is_object(), "safetensors file '", path,
-                      "': the header must be a JSON object");
-
-    for (auto it = header.begin(); it != header.end(); ++it) {
-      const std::string& name = it.key();
-      const json& entry = it.value();
-      if (name == "__metadata__") {
-        XATTN_CHECK_INPUT(entry.is_object(), "safetensors file '", path,
-                          "': __metadata__ must be an object of strings");
-        for (auto m = entry.begin(); m != entry.end(); ++m) {
-          XATTN_CHECK_INPUT(m.value().is_string(), "safetensors file '", path,
-                            "': __metadata__ key '", m.key(), "' is not a string");
-          metadata_[m.key()] = m.value().get<std::string>();
-        }
-        continue;
-      }
-      const std::string where = detail::concat("tensor '", name, "' in '", path, "'");
-      XATTN_CHECK_INPUT(entry.is_object(), where, ": header entry must be an object");
-      XATTN_CHECK_INPUT(entry.contains("dtype") && entry["dtype"].is_string(), where,
-                        ": missing or non-string key 'dtype'");
-      XATTN_CHECK_INPUT(entry.contains("shape") && entry["shape"].is_array(), where,
-                        ": missing or non-array key 'shape'");
-      XATTN_CHECK_INPUT(entry.contains("data_offsets") && entry["data_offsets"].is_array() &&
-                            entry["data_offsets"].size() == 2,
-                        where, ": key 'data_offsets' must be an array [begin, end]");
-      TensorInfo info;
-      info.dtype = entry["dtype"].get<std::string>();
-      const DTypeEntry* dt = find_dtype(info.dtype);
-      XATTN_CHECK_INPUT(dt != nullptr, where, " has unknown dtype '", info.dtype,
-                        "' (known: BF16, F16, F32, F64, I64, I32, U8, ...)");
-      uint64_t numel = 1;
-      for (const auto& d : entry["shape"]) {
-        XATTN_CHECK_INPUT(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0),
-                          where, ": shape entries must be non-negative integers");
-        const uint64_t extent = d.get<uint64_t>();
-        XATTN_CHECK_INPUT(extent == 0 || numel <= (1ull << 62) / extent, where,
-                          ": shape is too large");
-        numel *= extent;
-        info.shape.push_back(static_cast<int64_t>(extent));
-      }
-      for (const auto& o : entry["data_offsets"])
-        XATTN_CHECK_INPUT(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0),
-                          where, ": data_offsets must be non-negative integers");
-      info.begin = entry["data_offsets"][0].get<uint64_t>();
-      info.end = entry["data_offsets"][1].get<uint64_t>();
-      XATTN_CHECK_INPUT(info.begin <= info.end, where, ": data_offsets [", info.begin, ", ",
-                        info.end, "] are reversed");
-      XATTN_CHECK_INPUT(info.end <= data_size, where, " is truncated: its bytes end at offset ",
-                        info.end, " but the data section has only ", data_size,
-                        " bytes (incomplete download or copy?)");
-      const uint64_t expected = numel * static_cast<uint64_t>(dt->element_size);
-      XATTN_CHECK_INPUT(info.end - info.begin == expected, where, ": shape ",
-                        shape_string(info.shape), " of ", info.dtype, " needs ", expected,
-                        " bytes but data_offsets span ", info.end - info.begin);
-      tensors_.emplace(name, std::move(info));
-    }
+    SafetensorsIndex index = parse_safetensors(bytes, file_size, path);
+    tensors_ = std::move(index.tensors);
+    metadata_ = std::move(index.metadata);
+    data_ = bytes + index.data_offset;
   } catch (...) {
     ::munmap(mapping_, mapping_size_);
     mapping_ = nullptr;

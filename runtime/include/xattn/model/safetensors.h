@@ -24,9 +24,22 @@ struct TensorInfo {
   uint64_t end = 0;
 };
 
-// One memory-mapped safetensors file. Construction validates the whole header: its length, the
-// JSON, every entry's dtype, shape and offsets against the file size. Errors name the file and the
-// tensor.
+// The validated header of a safetensors file: its tensors, its metadata and where the data section
+// starts (8 + header length).
+struct SafetensorsIndex {
+  std::map<std::string, TensorInfo> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;
+};
+
+// Validates a whole safetensors file image of `size` bytes: the header length, the JSON, every
+// entry's dtype, shape and offsets, and the layout (sorted by offset, the tensors cover the data
+// section exactly: no overlap, no gap, no trailing bytes). xattn::Error kBadInput naming `path`
+// and the tensors otherwise.
+SafetensorsIndex parse_safetensors(const uint8_t* bytes, uint64_t size, const std::string& path);
+
+// One memory-mapped safetensors file. Construction validates the whole header
+// (parse_safetensors). Errors name the file and the tensor.
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);

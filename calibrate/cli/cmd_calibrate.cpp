@@ -124,6 +124,7 @@ int run_calibrate(const Args& args) {
        "a head's error over the samples: mean (default for kl) or worst (its worst sample; default for the proxy metrics)")
       ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
       ("sensitivity-samples", po::value<int64_t>()->default_value(2), "fitting samples on which each layer's KL sensitivity is measured (kl metric)")
+      ("sensitivity-tokens", po::value<int64_t>()->default_value(32768), "at most this many tokens in those samples together (at least one sample is always used)")
       ("frontier-points", po::value<int64_t>()->default_value(6), "uniform and per-head points of the held-out quality frontier (0: none)");
   po::variables_map vm;
   if (parse_or_help(args, options, vm)) return 0;
@@ -171,6 +172,8 @@ int run_calibrate(const Args& args) {
   config.holdout_fraction = vm["holdout"].as<double>();
   config.sensitivity_samples = vm["sensitivity-samples"].as<int64_t>();
   XATTN_CHECK_ARG(config.sensitivity_samples >= 1, "--sensitivity-samples must be >= 1");
+  config.sensitivity_tokens = vm["sensitivity-tokens"].as<int64_t>();
+  XATTN_CHECK_ARG(config.sensitivity_tokens >= 1, "--sensitivity-tokens must be >= 1");
   config.frontier_points = vm["frontier-points"].as<int64_t>();
   XATTN_CHECK_ARG(config.frontier_points >= 0, "--frontier-points must be >= 0");
   if (vm.count("target-kl")) config.target_kl = vm["target-kl"].as<double>();

@@ -88,8 +88,13 @@ TEST(CalibrationObjective, HeadScaledUpInOProjGetsTheTighterThreshold) {
   CalibrationConfig tight = config;
   const double predicted_dense_free = r.search.optimal.error;
   tight.epsilon = std::max(predicted_dense_free, 1e-12) * 0.5;
+  // Sensitivity on at most 3 samples and 1100 tokens: two samples of 512.
+  tight.sensitivity_samples = 3;
+  tight.sensitivity_tokens = 1100;
   const CalibrationResult t = run_calibration(tight, nullptr);
   EXPECT_GE(t.profile.thresholds[1], t.profile.thresholds[0]);
+  EXPECT_EQ(t.statistics.sensitivity_samples, 2);
+  EXPECT_EQ(r.statistics.sensitivity_samples, 1);
 }
 
 FrontierPoint point(double density, double kl) { return {0, density, density, kl, 0}; }

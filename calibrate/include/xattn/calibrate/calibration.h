@@ -48,9 +48,12 @@ struct CalibrationConfig {
   int64_t bisection_steps = 6;
 
   // Layer sensitivity of the kl metric: each layer alone made sparse at these ladder τ (the
-  // nearest ladder step is used), on up to sensitivity_samples fitting samples.
+  // nearest ladder step is used), on up to sensitivity_samples fitting samples holding at most
+  // sensitivity_tokens tokens together (always at least one sample). The closed loop of a target
+  // measures on the same samples.
   std::vector<double> sensitivity_taus = {0.9};
   int64_t sensitivity_samples = 2;
+  int64_t sensitivity_tokens = 32768;
 
   // The quality frontier on the held-out samples: uniform τ at up to frontier_points ladder steps,
   // and per-head profiles at the same predicted errors (0: no frontier).

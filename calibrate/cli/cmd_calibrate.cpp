@@ -156,6 +156,11 @@ int run_calibrate(const Args& args) {
   }
   config.metric = calibrate::parse_error_metric(vm["metric"].as<std::string>());
   config.metric_is_default = vm["metric"].defaulted();
+  XATTN_CHECK_ARG(config.metric != calibrate::ErrorMetric::kKL || config.metric_is_default ||
+                      !config.model_dir.empty() || !config.statistics_files.empty(),
+                  "--metric kl needs a model run (--model DIR --data FILE) to measure each "
+                  "layer's KL sensitivity; captures alone have no o_proj weights: use --metric "
+                  "output_error with --capture");
   config.settings.output_error = config.metric != calibrate::ErrorMetric::kRecallLoss;
   if (vm.count("epsilon")) {
     config.epsilon = vm["epsilon"].as<double>();

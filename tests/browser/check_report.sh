@@ -51,6 +51,10 @@ fail() {
   --holdout 0.5 --epsilon 0.05 --force >"$out/calibrate-b.log" 2>&1
 "$xattn" report "$out/a.h5" --html "$out/report.html" --force >"$out/report.txt"
 "$xattn" report "$out/a.h5" "$out/b.h5" --html "$out/compare.html" --force >"$out/compare.txt"
+# A model-run profile with its held-out quality frontier (the shipped kl profile).
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+"$xattn" report "$repo/profiles/xattn-byte-kl.h5" --html "$out/frontier.html" --force \
+  >"$out/frontier.txt"
 
 render() {  # render PAGE: writes PAGE.dom.html and PAGE.png
   local page=$1
@@ -89,4 +93,5 @@ check report fig-tau-heatmap fig-density-heatmap fig-layer-density fig-error-cur
   fig-error-curves-layer-3 fig-predicted-vs-validated fig-density-vs-length
 check compare fig-tau-diff-heatmap fig-density-diff-heatmap fig-layer-density-compare \
   fig-tau-scatter
+check frontier fig-frontier fig-tau-heatmap fig-error-curves-layer-0 fig-predicted-vs-validated
 echo "report pages: every figure drawn"

@@ -33,6 +33,8 @@ int run_estimate(const Args& args) {
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S (divides the block size)")
       ("block-size", po::value<int64_t>()->default_value(128), "block size (64, 128, 256)")
       ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
+      ("selection-rule", po::value<std::string>()->default_value("smallest"),
+       "smallest: sink and diagonal plus the fewest blocks reaching tau; published: what the published code keeps (causal: one block more per row; non-causal: no forced blocks), docs/selection-rules.md")
       ("threshold", po::value<std::string>()->default_value("0.9"),
        "tau for every head, or one per query head, comma-separated")
       ("causal", po::value<std::string>()->default_value("auto"), "auto (from the capture), true or false")
@@ -51,6 +53,11 @@ int run_estimate(const Args& args) {
   check_block_settings(estimate.stride, estimate.block_size);
   std::vector<double> taus = parse_number_list(vm["threshold"].as<std::string>(), "--threshold");
   check_thresholds(taus, "--threshold");
+  const std::string rule = vm["selection-rule"].as<std::string>();
+  XATTN_CHECK_ARG(rule == "smallest" || rule == "published", "--selection-rule must be smallest "
+                  "or published, got '", rule, "'");
+  estimate.selection_rule =
+      rule == "published" ? kernels::SelectionRule::kPublished : kernels::SelectionRule::kSmallestSet;
   if (vm.count("scale"))
     XATTN_CHECK_ARG(std::isfinite(vm["scale"].as<double>()) && vm["scale"].as<double>() > 0,
                     "--scale ", vm["scale"].as<double>(), " must be a finite positive number");
@@ -66,6 +73,9 @@ int run_estimate(const Args& args) {
   XATTN_CHECK_ARG(causal == "auto" || causal == "true" || causal == "false",
                   "--causal must be auto, true or false");
   estimate.causal = causal == "auto" ? info.causal : causal == "true";
+  // The published code forces no block in non-causal mode.
+  if (estimate.selection_rule == kernels::SelectionRule::kPublished && !estimate.causal)
+    estimate.keep_sink = estimate.keep_diagonal = false;
   if (vm.count("scale")) estimate.scale = vm["scale"].as<double>();
 
   if (taus.size() == 1) taus.assign(size_t(info.heads_q), taus[0]);
@@ -100,6 +110,7 @@ int run_estimate(const Args& args) {
     out_info.len_q = info.len_q;
     out_info.len_k = info.len_k;
     out_info.has_block_scores = vm.count("masks-only") == 0;
+    out_info.selection_rule = kernels::selection_rule_name(estimate.selection_rule);
     runtime::OutputOptions output;
     output.overwrite = vm.count("force") > 0;
     writer = std::make_unique<runtime::EstimateWriter>(vm["out"].as<std::string>(), out_info, output);
@@ -116,7 +127,7 @@ int run_estimate(const Args& args) {
             << (std::adjacent_find(taus.begin(), taus.end(), std::not_equal_to<>()) == taus.end()
                     ? std::to_string(taus[0]).substr(0, 5)
                     : std::string("per head"))
-            << "\n\n";
+            << ", selection " << kernels::selection_rule_name(estimate.selection_rule) << "\n\n";
   std::cout << "density (kept / allowed blocks, %)\nlayer ";
   for (int64_t h = 0; h < info.heads_q; ++h) std::cout << std::setw(6) << ("h" + std::to_string(h));
   std::cout << "    mean\n";

@@ -1,8 +1,12 @@
-// CPU reference of block selection with per-head thresholds (XATTENTION.md §2).
+// CPU reference of block selection with per-head thresholds (XATTENTION.md §2,
+// docs/selection-rules.md).
 //
-// Per (sequence, head, query block): forced blocks first, then the other allowed blocks by
-// descending score (ties: lower key-block index) while the mass taken is below
-// threshold * row total; the crossing block is kept. Sums are float64.
+// Per (sequence, head, query block), rule "smallest": forced blocks first, then the other allowed
+// blocks by descending score (ties: lower key-block index) while the mass taken is below
+// threshold * row total; the crossing block is kept. Rule "published" (causal): only the
+// diagonal's mass is taken first, the sink competes like the others, one more block in that
+// order is kept after the crossing one (when threshold * total > 0), and the sink is kept in any
+// case. Sums are float64.
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -47,19 +51,30 @@ void select_blocks(const SelectionParams& params) {
           if (!keep[j]) taken += scores[j];
           keep[j] = 1;
         };
-        if (params.keep_sink) force(0);
+        // The published code's forced mask loses the sink (its diagonal write clears column 0),
+        // so there only the diagonal's mass counts first; the sink is added back at the end.
+        const bool published = params.rule == SelectionRule::kPublished && pr.causal;
+        if (params.keep_sink && !published) force(0);
         if (params.keep_diagonal) force(geometry.diagonal_block(i));
         const double required = double(threshold) * total;
         order.resize(allowed);
         std::iota(order.begin(), order.end(), 0);
         std::stable_sort(order.begin(), order.end(),
                          [&](int32_t a, int32_t c) { return scores[a] > scores[c]; });
+        // Published: its cumulative sums are laid out for two forced blocks while only one is
+        // forced, so each block is tested against the mass taken before the previous one: the
+        // block after the crossing one is kept too (the first candidate whenever required > 0).
+        int extra = published && required > 0.0 ? 1 : 0;
         for (int32_t j : order) {
-          if (taken >= required) break;
           if (keep[j]) continue;
+          if (taken >= required) {
+            if (extra-- > 0) keep[j] = 1;
+            break;
+          }
           keep[j] = 1;
           taken += scores[j];
         }
+        if (published && params.keep_sink) keep[0] = 1;
       }
 
       int32_t count = 0;

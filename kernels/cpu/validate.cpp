@@ -68,6 +68,11 @@ std::string validate(const SelectionParams& p) {
   if (!p.block_scores) return "block_scores input is null";
   if (!p.thresholds) return "thresholds input is null";
   if (!p.kv_block_count || !p.kv_block_index) return "kv_block_count / kv_block_index outputs are null";
+  if (p.rule != SelectionRule::kSmallestSet && p.rule != SelectionRule::kPublished)
+    return message("selection rule ", int32_t(p.rule), " is unknown (smallest 0, published 1)");
+  if (p.rule == SelectionRule::kPublished && p.problem.causal && !(p.keep_sink && p.keep_diagonal))
+    return "the published selection rule always keeps the sink and the diagonal in causal mode; "
+           "set keep_sink and keep_diagonal, or use the smallest-set rule";
   return {};
 }
 

@@ -91,6 +91,10 @@ std::string unsupported_reason(const SelectionParams& p) {
   if (p.block_size < 1) return message("block_size ", p.block_size, " must be positive");
   if (!p.block_scores || !p.thresholds || !p.kv_block_count || !p.kv_block_index)
     return "block_scores, thresholds, kv_block_count and kv_block_index must be set";
+  if (p.rule != SelectionRule::kSmallestSet && p.rule != SelectionRule::kPublished)
+    return message("selection rule ", int32_t(p.rule), " is unknown (smallest 0, published 1)");
+  if (p.rule == SelectionRule::kPublished && p.problem.causal && !(p.keep_sink && p.keep_diagonal))
+    return "the published selection rule needs keep_sink and keep_diagonal in causal mode";
   return {};
 }
 

@@ -7,6 +7,11 @@
 //   forced mass + sum of candidate scores >= v  >=  tau * total,
 // keeps every candidate above v*, then the tied candidates at v* in ascending index order until
 // the threshold is crossed. Sums are float64, as in the reference. No scratch memory.
+//
+// Rule "published" (causal; docs/selection-rules.md): the sink is a candidate instead of a forced
+// block (kept in any case), and one candidate more is kept after the crossing one when
+// tau * total > 0: the next tie at v*, else the lowest-index candidate at the largest score below
+// v* (the first candidate when the diagonal alone reaches the threshold).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -47,14 +52,19 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   const bool last_block_dense =
       params.dense_last_query_block && pr.causal && i == geometry.num_q_blocks() - 1;
   const float tau = last_block_dense ? 1.f : params.thresholds[head];
+  const bool published = params.rule == SelectionRule::kPublished && pr.causal;
   const int64_t sink = (params.keep_sink && allowed > 0) ? 0 : -1;
   const int64_t diagonal = (params.keep_diagonal && allowed > 0) ? geometry.diagonal_block(i) : -1;
-  auto forced = [&](int64_t j) { return j == sink || j == diagonal; };
+  // Blocks whose mass is taken before the candidates; the published rule keeps the sink
+  // without counting it there.
+  const int64_t forced_sink = published ? -1 : sink;
+  auto forced = [&](int64_t j) { return j == forced_sink || j == diagonal; };
 
-  // keep_mode 0: forced only; 1: every allowed block; 2: candidates > v*, ties by count.
+  // keep_mode 0: forced only; 1: every allowed block; 2: candidates > v*, ties by count, and
+  // (published) the first `below_kept` candidates at `below` < v*.
   int keep_mode = 1;
-  float cut = 0.f;
-  int64_t ties_kept = 0;
+  float cut = 0.f, below = 0.f;
+  int64_t ties_kept = 0, below_kept = 0;
   if (allowed > 0 && tau < 1.f) {
     double total = 0.0;
     float max_candidate = 0.f;
@@ -78,8 +88,21 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
       }
       return warp_sum(m);
     };
+    // Number of candidates scoring exactly v.
+    auto count_at = [&](float v) {
+      int64_t n = 0;
+      for (int64_t j = lane; j < allowed; j += 32)
+        n += (!forced(j) && __ldg(scores + j) == v) ? 1 : 0;
+      for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+      return n;
+    };
     if (forced_mass >= required) {
       keep_mode = 0;
+      if (published && required > 0.0 && count_at(max_candidate) > 0) {
+        cut = max_candidate;  // the first candidate: highest score, lowest index
+        ties_kept = 1;
+        keep_mode = 2;
+      }
     } else if (forced_mass + mass_from(0.f, false) < required) {
       keep_mode = 1;  // the threshold is never crossed: the reference takes every candidate
     } else {
@@ -93,16 +116,29 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
       }
       cut = __uint_as_float(lo);
       double taken = forced_mass + mass_from(cut, true);
-      int64_t n_ties = 0;
-      for (int64_t j = lane; j < allowed; j += 32)
-        n_ties += (!forced(j) && __ldg(scores + j) == cut) ? 1 : 0;
-      for (int o = 16; o > 0; o >>= 1) n_ties += __shfl_xor_sync(0xffffffffu, n_ties, o);
+      const int64_t n_ties = count_at(cut);
       // Ties are taken one by one while the mass is still short, as the reference's loop does.
       while (ties_kept < n_ties && taken < required) {
         taken += cut;
         ++ties_kept;
       }
       keep_mode = 2;
+      if (published) {  // one candidate more: the next tie, else the best one below v*
+        if (ties_kept < n_ties) {
+          ++ties_kept;
+        } else {
+          float best_below = -1.f;
+          for (int64_t j = lane; j < allowed; j += 32) {
+            const float s = __ldg(scores + j);
+            if (!forced(j) && s < cut) best_below = fmaxf(best_below, s);
+          }
+          best_below = warp_max(best_below);
+          if (best_below >= 0.f) {
+            below = best_below;
+            below_kept = 1;
+          }
+        }
+      }
     }
   } else if (allowed > 0 && tau >= 1.f) {
     keep_mode = 1;
@@ -111,10 +147,10 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   // Emit mask, ascending indices and count; -1 pads the index row like the reference.
   int32_t* index = params.kv_block_index + row * nkb_max;
   uint8_t* mask = params.mask ? params.mask + row * nkb_max : nullptr;
-  int64_t count = 0, ties_seen = 0;
+  int64_t count = 0, ties_seen = 0, below_seen = 0;
   for (int64_t base = 0; base < nkb_max; base += 32) {
     const int64_t j = base + lane;
-    bool keep = false, tie = false;
+    bool keep = false, tie = false, at_below = false;
     if (j < allowed) {
       if (forced(j)) {
         keep = true;
@@ -124,12 +160,17 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
         const float s = __ldg(scores + j);
         keep = s > cut;
         tie = s == cut;
+        at_below = below_kept > 0 && s == below;
       }
     }
     const unsigned lower = (1u << lane) - 1u;
     const unsigned tie_bits = __ballot_sync(0xffffffffu, tie);
     if (tie) keep = ties_seen + __popc(tie_bits & lower) < ties_kept;
     ties_seen += __popc(tie_bits);
+    const unsigned below_bits = __ballot_sync(0xffffffffu, at_below);
+    if (at_below) keep = below_seen + __popc(below_bits & lower) < below_kept;
+    below_seen += __popc(below_bits);
+    if (j == sink) keep = true;  // the published rule's sink is a candidate, kept in any case
     const unsigned keep_bits = __ballot_sync(0xffffffffu, keep);
     if (keep) index[count + __popc(keep_bits & lower)] = int32_t(j);
     count += __popc(keep_bits);

@@ -32,6 +32,8 @@ std::string find_info_problem(const EstimateFileInfo& info) {
     return concat("len_q (", info.len_q.size(), " items) and len_k (", info.len_k.size(),
                   " items) must give one length per batch item");
   }
+  if (info.selection_rule != "smallest" && info.selection_rule != "published")
+    return concat("selection_rule '", info.selection_rule, "' is not smallest or published");
   return "";
 }
 
@@ -75,6 +77,7 @@ EstimateWriter::EstimateWriter(const std::string& path, EstimateFileInfo info,
     h5io::write_ints(f, "len_q", i.len_q);
     h5io::write_ints(f, "len_k", i.len_k);
     h5io::write_bool(f, "has_block_scores", i.has_block_scores);
+    h5io::write_string(f, "selection_rule", i.selection_rule);
     h5io::create_group(f, "layers");
   } catch (const H5::Exception& e) {
     throw s.out->failure(e);
@@ -208,6 +211,7 @@ void EstimateReader::Impl::load() {
   info.len_q = attrs.integers("len_q");
   info.len_k = attrs.integers("len_k");
   info.has_block_scores = attrs.boolean("has_block_scores");
+  info.selection_rule = attrs.has("selection_rule") ? attrs.string("selection_rule") : "smallest";
   const std::string problem = find_info_problem(info);
   if (!problem.empty()) throw bad_input(path, problem);
 

@@ -172,6 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& b
   params.keep_sink = options.causal || options.keep_sink;
   params.keep_diagonal = options.causal || options.keep_diagonal;
   params.dense_last_query_block = options.causal && options.dense_last_query_block;
+  params.rule = options.selection_rule;
   at::Tensor mask = at::empty({batch, heads, nqb, nkb}, scores.options().dtype(at::kBool));
   at::Tensor count = at::empty({batch, heads, nqb}, scores.options().dtype(at::kInt));
   at::Tensor index = at::empty({batch, heads, nqb, nkb}, scores.options().dtype(at::kInt));

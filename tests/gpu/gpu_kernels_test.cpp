@@ -317,13 +317,15 @@ SelectionParams selection_params(const Data& d, const float* scores, const float
 }
 
 Selection cpu_select(const Data& d, const std::vector<float>& scores, const std::vector<float>& tau,
-                     bool keep_sink, bool keep_diagonal, bool dense_last = false) {
+                     bool keep_sink, bool keep_diagonal, bool dense_last = false,
+                     SelectionRule rule = SelectionRule::kSmallestSet) {
   const int64_t rows = d.batch * d.c.heads_q * n_qblocks(d), nkb = n_kblocks(d);
   Selection s{std::vector<uint8_t>(rows * nkb), std::vector<int32_t>(rows), std::vector<int32_t>(rows * nkb)};
   SelectionParams p = selection_params(d, scores.data(), tau.data());
   p.keep_sink = keep_sink;
   p.keep_diagonal = keep_diagonal;
   p.dense_last_query_block = dense_last;
+  p.rule = rule;
   p.mask = s.mask.data();
   p.kv_block_count = s.count.data();
   p.kv_block_index = s.index.data();
@@ -332,7 +334,8 @@ Selection cpu_select(const Data& d, const std::vector<float>& scores, const std:
 }
 
 Selection gpu_select(const Data& d, const std::vector<float>& scores, const std::vector<float>& tau,
-                     bool keep_sink, bool keep_diagonal, bool dense_last = false) {
+                     bool keep_sink, bool keep_diagonal, bool dense_last = false,
+                     SelectionRule rule = SelectionRule::kSmallestSet) {
   const int64_t rows = d.batch * d.c.heads_q * n_qblocks(d), nkb = n_kblocks(d);
   DeviceBuffer<float> d_scores(scores), d_tau(tau);
   DeviceBuffer<uint8_t> mask(rows * nkb);
@@ -345,6 +348,7 @@ Selection gpu_select(const Data& d, const std::vector<float>& scores, const std:
   p.keep_sink = keep_sink;
   p.keep_diagonal = keep_diagonal;
   p.dense_last_query_block = dense_last;
+  p.rule = rule;
   p.mask = mask.get();
   p.kv_block_count = count.get();
   p.kv_block_index = index.get();
@@ -722,6 +726,46 @@ TEST(GpuSelection, TiesAndThresholdEdgesExact) {
     }
 }
 
+// The published code's rule (docs/selection-rules.md): the sink competes, one block more per
+// row. Causal rows need the sink and the diagonal; non-causal rows take it as the smallest set.
+TEST(GpuSelection, PublishedRuleMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 150;
+  for (const Case& c : scoring_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    const std::vector<float> scores = cpu_scores(*d);
+    const std::vector<float> tau = thresholds_for(c.heads_q);
+    for (bool dense_last : {false, true}) {
+      const bool keep = c.causal;
+      const SelectionRule rule = SelectionRule::kPublished;
+      const Selection ref = cpu_select(*d, scores, tau, keep, keep, dense_last, rule);
+      const Selection got = gpu_select(*d, scores, tau, keep, keep, dense_last, rule);
+      EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0) << "dense_last " << dense_last;
+    }
+  }
+  // Coarse grid: ties at the crossing score and below it, zeros, rows the diagonal alone fills.
+  std::mt19937 rng(6);
+  for (int64_t len : {128, 1000, 5000}) {
+    Case c;
+    c.name = "published-ties";
+    c.heads_q = 8;
+    c.heads_kv = 8;
+    c.len_q = {int32_t(len), int32_t(len / 2 + 1)};
+    c.len_k = {int32_t(len), int32_t(len)};
+    c.varlen = true;
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, 10);
+    std::vector<float> scores(d->batch * c.heads_q * n_qblocks(*d) * n_kblocks(*d));
+    std::uniform_int_distribution<int> level(0, 6);
+    for (auto& s : scores) s = float(std::max(0, level(rng) - 2)) / 8.f;
+    const std::vector<float> tau = {0.f, 0.1f, 0.3f, 0.5f, 0.7f, 0.9f, 0.999f, 1.f};
+    const Selection ref = cpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+    const Selection got = gpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+    EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0);
+  }
+}
+
 TEST(GpuAttention, DenseMatchesReference) {
   SKIP_WITHOUT_GPU();
   uint32_t seed = 200;
@@ -835,6 +879,17 @@ TEST(GpuSupport, ReasonsNameTheUnsupportedValue) {
   EXPECT_TRUE(cuda::supports(a)) << cuda::unsupported_reason(a);
   a.block_size = 32;
   EXPECT_NE(cuda::unsupported_reason(a).find("block_size 32"), std::string::npos);
+
+  SelectionParams p;
+  p.problem = s.problem;
+  p.block_scores = &out;
+  p.thresholds = &out;
+  int32_t slots[4];
+  p.kv_block_count = p.kv_block_index = slots;
+  p.rule = SelectionRule::kPublished;
+  EXPECT_TRUE(cuda::supports(p)) << cuda::unsupported_reason(p);
+  p.keep_sink = false;
+  EXPECT_NE(cuda::unsupported_reason(p).find("keep_sink"), std::string::npos);
 }
 
 }  // namespace

@@ -2,11 +2,11 @@
 // selected block mask, the thresholds used and the per-head density. docs/capture-format.md
 // ("Estimate output") is the specification.
 //
-// File layout (format "xattn-estimate", version 1.0):
+// File layout (format "xattn-estimate", version 1.1; 1.1 adds selection_rule):
 //   /                             attributes: format, format_version [major, minor],
 //                                 source_capture, model_name, source, description, heads_q,
 //                                 stride, block_size, causal, optional scale, len_q [batch],
-//                                 len_k [batch], has_block_scores
+//                                 len_k [batch], has_block_scores, selection_rule
 //   /layers/<index>/mask          uint8 0/1 [batch, heads_q, nQB, nKB]
 //   /layers/<index>/block_scores  float32 [batch, heads_q, nQB, nKB] (when has_block_scores)
 //   /layers/<index>/thresholds    float64 [heads_q]
@@ -28,7 +28,7 @@ namespace xattn::runtime {
 
 inline constexpr const char* kEstimateFormatName = "xattn-estimate";
 inline constexpr int kEstimateFormatMajor = 1;
-inline constexpr int kEstimateFormatMinor = 0;
+inline constexpr int kEstimateFormatMinor = 1;
 
 struct EstimateFileInfo {
   std::string source_capture;  // path of the capture the masks come from
@@ -43,6 +43,9 @@ struct EstimateFileInfo {
   std::vector<int64_t> len_q;   // per batch item, as in the capture
   std::vector<int64_t> len_k;
   bool has_block_scores = true;  // false: masks only (smaller files)
+  // The selection rule of the masks: "smallest" or "published" (docs/selection-rules.md);
+  // files of version 1.0 have none and read as "smallest".
+  std::string selection_rule = "smallest";
   // Filled by the reader.
   int format_major = kEstimateFormatMajor;
   int format_minor = kEstimateFormatMinor;

@@ -14,6 +14,8 @@
 #include <optional>
 #include <tuple>
 
+#include "xattn/kernels/params.h"
+
 namespace xattn::runtime {
 
 struct EstimateOptions {
@@ -27,6 +29,11 @@ struct EstimateOptions {
   // the first generated token; a key only that row needs (a passkey) can hold too little of the
   // block's antidiagonal mass to be selected. Costs one block row (1/256 of the blocks at 32K).
   bool dense_last_query_block = true;
+  // kSmallestSet: the forced blocks plus the fewest others reaching tau. kPublished: what the
+  // published code keeps (causal: the sink competes, one block more per row; non-causal: the
+  // smallest set; the published code forces nothing there, so set keep_sink and keep_diagonal
+  // false to match it). docs/selection-rules.md.
+  kernels::SelectionRule selection_rule = kernels::SelectionRule::kSmallestSet;
 };
 
 // Antidiagonal block scores [batch, heads_q, nQB, nKB] float32.

@@ -25,11 +25,35 @@ struct ScoringParams {
   float* block_scores = nullptr;
 };
 
+// Which blocks a threshold keeps (docs/selection-rules.md).
+enum class SelectionRule : int32_t {
+  // The forced blocks, then the fewest other blocks that reach tau of the row's mass.
+  kSmallestSet = 0,
+  // What the published code (mit-han-lab/x-attention, find_blocks_chunked, one chunk) keeps in
+  // causal mode: only the diagonal's mass counts as forced, the sink competes like any block and
+  // is kept anyway, and one block more than the smallest set reaching tau. In non-causal mode it
+  // is kSmallestSet (the published code forces nothing there: keep_sink = keep_diagonal = false).
+  kPublished = 1,
+};
+
+inline const char* selection_rule_name(SelectionRule rule) {
+  switch (rule) {
+    case SelectionRule::kSmallestSet: return "smallest";
+    case SelectionRule::kPublished: return "published";
+  }
+  return "unknown";
+}
+
 // Block selection with one threshold per query head (XATTENTION.md §2).
-// Per (batch, head, query block): forced blocks first (key block 0 and the diagonal block when
-// keep_sink / keep_diagonal), then the remaining allowed blocks by descending score (ties: lower
-// index first) while the taken mass is below threshold * row total; the crossing block is kept.
-// threshold >= 1 keeps every allowed block; threshold <= 0 keeps only forced blocks.
+// Per (batch, head, query block), rule kSmallestSet: forced blocks first (key block 0 and the
+// diagonal block when keep_sink / keep_diagonal), then the remaining allowed blocks by descending
+// score (ties: lower index first) while the taken mass is below threshold * row total; the
+// crossing block is kept. Rule kPublished, causal (needs keep_sink and keep_diagonal): the
+// diagonal's mass first, then the other allowed blocks (the sink among them) in the same order
+// while the taken mass is below threshold * row total, plus the next one in that order when
+// threshold * row total > 0; the sink is kept in any case.
+// Under both rules threshold >= 1 keeps every allowed block; threshold <= 0 keeps only forced
+// blocks.
 // dense_last_query_block (causal only): each sequence's last query block keeps every allowed
 // block. Its last row produces the first generated token, and a needle that only that row
 // attends to carries too little of the block's antidiagonal mass to be selected.
@@ -41,6 +65,7 @@ struct SelectionParams {
   bool keep_sink = true;
   bool keep_diagonal = true;
   bool dense_last_query_block = false;
+  SelectionRule rule = SelectionRule::kSmallestSet;
   uint8_t* mask = nullptr;              // [batch, heads_q, nQB, nKB] 0/1, optional
   int32_t* kv_block_count = nullptr;    // [batch, heads_q, nQB]
   int32_t* kv_block_index = nullptr;    // [batch, heads_q, nQB, nKB], first `count` valid, ascending

@@ -11,6 +11,7 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev      # JSON export of profiles and benchmark results
   chromium                # headless browser for the `xattn report` HTML test (label browser)
+  clang libclang-rt-14-dev libomp-dev  # fuzz build: clang, libFuzzer + sanitizer runtimes, OpenMP
 )
 
 missing=()

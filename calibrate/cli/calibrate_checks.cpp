@@ -80,8 +80,8 @@ void check_calibrate_arguments(const po::variables_map& vm) {
 
   const bool sparse_last_block = has("sparse-last-block");
   for (const std::string& path : paths_of(vm, "stats")) {
-    const calibrate::Statistics stats = calibrate::read_statistics(path);
-    calibrate::check_statistics_values(stats, path);
+    const calibrate::Statistics stats = calibrate::read_checked_statistics(path);
+    calibrate::check_statistics_signature(stats, path);
     const calibrate::StatisticsSettings& measured = stats.settings;
     const bool stride_default = !has("stride") || vm["stride"].defaulted();
     const bool block_default = !has("block-size") || vm["block-size"].defaulted();

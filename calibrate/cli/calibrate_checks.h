@@ -12,7 +12,8 @@ namespace xattn::cli {
 // --samples >= 1, --stride / --block-size, --taus in (0, 1], --epsilon and --cap finite >= 0,
 // --holdout in [0, 1), --target-kl / --target-nll-increase finite >= 0, --metric,
 // --error-aggregate; --model, --data, --capture and --stats readable; each --stats file's numbers
-// plausible (calibrate::check_statistics_values, kBadInput) and measured at the asked --stride,
+// plausible and naming their model (calibrate::check_statistics_values and
+// check_statistics_signature, kBadInput) and measured at the asked --stride,
 // --block-size and last-block rule (kInvalidArgument naming both settings: a profile labelled
 // with other settings than its statistics would run other thresholds than calibrated).
 void check_calibrate_arguments(const boost::program_options::variables_map& vm);

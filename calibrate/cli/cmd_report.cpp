@@ -93,8 +93,8 @@ int run_report(const Args& args) {
       report.statistics_name = statistics_beside(profiles[0]);
     }
     if (!report.statistics_name.empty()) {
-      const calibrate::Statistics statistics = calibrate::read_statistics(report.statistics_name);
-      calibrate::check_statistics_values(statistics, report.statistics_name);
+      const calibrate::Statistics statistics =
+          calibrate::read_checked_statistics(report.statistics_name);
       report.measured = calibrate::measure_profile(report.profile, statistics);
     }
     text = calibrate::format_report_text(report);

@@ -334,9 +334,11 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
                                           std::make_pair("per_head", &p.frontier.per_head)}) {
           H5::Group g = frontier.createGroup(name);
           const hsize_t n = curve->size();
+          // A named copy: a lambda may not capture a structured binding before C++20 (clang).
+          const std::vector<FrontierPoint>* const points = curve;
           auto column = [&](const char* field, double FrontierPoint::*member) {
             std::vector<double> values;
-            for (const auto& point : *curve) values.push_back(point.*member);
+            for (const auto& point : *points) values.push_back(point.*member);
             put_array(g, field, values, {n}, H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE);
           };
           column("parameter", &FrontierPoint::parameter);
@@ -364,9 +366,10 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
   });
 }
 
-Profile read_profile(const std::string& path) {
-  H5::Exception::dontPrint();
-  io::check_readable_file(path, "profile");
+namespace {
+
+// Every field of the file, unvalidated; kBadInput when one is missing or malformed.
+Profile parse_profile(const std::string& path) {
   const Reader rd(path);
   Profile p;
   try {
@@ -454,12 +457,13 @@ Profile read_profile(const std::string& path) {
         const std::vector<double> parameter = rd.get_vector(g, where, "parameter");
         const size_t n = parameter.size();
         curve->assign(n, FrontierPoint{});
+        std::vector<FrontierPoint>* const points = curve;  // capturable (see write_profile)
         auto column = [&](const char* field, double FrontierPoint::*member) {
           const std::vector<double> values = rd.get_vector(g, where, field);
           if (values.size() != n) rd.fail(where + "/" + field, "differs in length from parameter");
           for (size_t i = 0; i < n; ++i) {
             if (!std::isfinite(values[i])) rd.fail(where + "/" + field, "holds a non-finite value");
-            (*curve)[i].*member = values[i];
+            (*points)[i].*member = values[i];
           }
         };
         column("parameter", &FrontierPoint::parameter);
@@ -492,6 +496,16 @@ Profile read_profile(const std::string& path) {
                 detail::concat("cannot read profile ", path, ": HDF5 failed in ", e.getFuncName(),
                                " (", e.getDetailMsg(), "); the file is damaged or truncated"));
   }
+  return p;
+}
+
+}  // namespace
+
+Profile read_profile(const std::string& path) {
+  H5::Exception::dontPrint();
+  io::check_readable_file(path, "profile");
+  io::h5::check_parses_safely(path, "profile", [&] { parse_profile(path); });
+  Profile p = parse_profile(path);
   try {
     validate_profile(p);
   } catch (const Error& e) {

@@ -1,9 +1,12 @@
 #include "xattn/calibrate/statistics_checks.h"
 
 #include <cmath>
+#include <set>
+#include <sstream>
 #include <vector>
 
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 
 namespace xattn::calibrate {
 namespace {
@@ -55,6 +58,10 @@ void check_statistics_values(const Statistics& s, const std::string& source) {
     XATTN_CHECK_INPUT(s.samples[i].len_q >= 1 && s.samples[i].len_q <= s.samples[i].len_k, source,
                       ": sample ", i, " has len_q ", s.samples[i].len_q, " and len_k ",
                       s.samples[i].len_k, "; each sample needs 1 <= len_q <= len_k");
+  std::set<int64_t> seen;
+  for (int64_t layer : s.layers)
+    XATTN_CHECK_INPUT(layer >= 0 && seen.insert(layer).second, source, ": layer index ", layer,
+                      " is negative or repeated in 'layers'; each slot holds one model layer");
   if (s.layers.empty() || s.heads_q <= 0 || s.settings.taus.empty()) return;
   check_array(s, s.density, "density", true, source);
   check_array(s, s.recall_mean, "recall_mean", true, source);
@@ -62,6 +69,50 @@ void check_statistics_values(const Statistics& s, const std::string& source) {
   check_array(s, s.output_error, "output_error", false, source);
   if (const std::vector<float>* projected = projected_errors(s, 0))
     check_array(s, *projected, "projected_error", false, source);
+}
+
+Statistics read_checked_statistics(const std::string& path) {
+  io::check_readable_file(path, "statistics file");
+  io::h5::check_parses_safely(path, "statistics file", [&] { read_statistics(path); });
+  Statistics statistics = read_statistics(path);
+  check_statistics_values(statistics, path);
+  return statistics;
+}
+
+void check_statistics_signature(const Statistics& s, const std::string& source) {
+  // The key written by calibrate::signature_key: "<architecture> layers=N heads_q=N heads_kv=N
+  // head_dim=N config=<hash> weights=<hash>"; other fields are ignored, the last of a name counts.
+  std::istringstream in(s.model_signature);
+  std::string architecture, field;
+  in >> architecture;
+  int64_t layers = 0, heads_q = 0, heads_kv = 0, head_dim = 0;
+  while (in >> field) {
+    const size_t eq = field.find('=');
+    XATTN_CHECK_INPUT(eq != std::string::npos, source, ": model_signature field '", field,
+                      "' is not name=value");
+    const std::string name = field.substr(0, eq), value = field.substr(eq + 1);
+    int64_t* target = name == "layers"     ? &layers
+                      : name == "heads_q"  ? &heads_q
+                      : name == "heads_kv" ? &heads_kv
+                      : name == "head_dim" ? &head_dim
+                                           : nullptr;
+    if (!target) continue;
+    const bool digits = !value.empty() && value.size() <= 9 &&
+                        value.find_first_not_of("0123456789") == std::string::npos;
+    XATTN_CHECK_INPUT(digits && std::stoll(value) > 0, source, ": model_signature field '", name,
+                      "' is '", value, "'; it must be a positive integer");
+    *target = std::stoll(value);
+  }
+  XATTN_CHECK_INPUT(!architecture.empty() && layers > 0 && heads_q > 0 && heads_kv > 0 &&
+                        head_dim > 0,
+                    source, ": model_signature '", s.model_signature,
+                    "' does not name the model (architecture, layers, heads_q, heads_kv, "
+                    "head_dim); statistics written by xattn do");
+  XATTN_CHECK_INPUT(heads_q == s.heads_q, source, ": model_signature says heads_q=", heads_q,
+                    " but the file holds ", s.heads_q, " query heads");
+  for (int64_t layer : s.layers)
+    XATTN_CHECK_INPUT(layer >= 0 && layer < layers, source, ": layer ", layer,
+                      " is outside the model, whose signature says layers=", layers);
 }
 
 }  // namespace xattn::calibrate

@@ -301,6 +301,15 @@ void CaptureReader::Impl::check_layers() {
 CaptureReader::CaptureReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
   h5io::quiet_errors();
+  io::check_readable_file(path, "capture");
+  // The metadata parsed once in a child process: HDF5 1.10 can crash on a damaged file.
+  io::h5::check_parses_safely(path, "capture", [&] {
+    Impl probe;
+    probe.path = path;
+    probe.open();
+    probe.read_attributes();
+    probe.check_layers();
+  });
   try {
     impl_->open();
     impl_->read_attributes();

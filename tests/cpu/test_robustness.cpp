@@ -108,7 +108,7 @@ calibrate::Statistics small_statistics() {
   calibrate::Statistics s;
   s.settings.taus = {0.5, 1.0};
   s.model_name = "test";
-  s.model_signature = "test";
+  s.model_signature = "llama layers=1 heads_q=2 heads_kv=1 head_dim=16 config= weights=";
   s.heads_q = 2;
   s.heads_kv = 1;
   s.head_dim = 16;
@@ -139,6 +139,36 @@ TEST(Robustness, ImplausibleStatisticsAreBadInput) {
   nan_density.density[1] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_EQ(kind_of([&] { calibrate::check_statistics_values(nan_density, "s.h5"); }),
             ErrorKind::kBadInput);
+  calibrate::Statistics negative_layer = small_statistics();
+  negative_layer.layers = {-1};
+  EXPECT_EQ(kind_of([&] { calibrate::check_statistics_values(negative_layer, "s.h5"); }, &message),
+            ErrorKind::kBadInput);
+  EXPECT_TRUE(has(message, "layer index -1")) << message;
+}
+
+// Found by fuzz_statistics: `calibrate --stats` made the profile's threshold table from the
+// signature's layer count, so a file whose signature named no layers (or fewer than its layer
+// indices) wrote past the table, and a malformed number escaped as std::invalid_argument.
+TEST(Robustness, StatisticsMustNameTheirModelToBeCalibratedAlone) {
+  calibrate::check_statistics_signature(small_statistics(), "s.h5");
+  std::string message;
+  auto refused = [&](const std::string& signature, const std::vector<int64_t>& layers,
+                     const std::string& words) {
+    calibrate::Statistics s = small_statistics();
+    s.model_signature = signature;
+    s.layers = layers;
+    EXPECT_EQ(kind_of([&] { calibrate::check_statistics_signature(s, "s.h5"); }, &message),
+              ErrorKind::kBadInput)
+        << signature;
+    EXPECT_TRUE(has(message, "s.h5") && has(message, words)) << message;
+  };
+  refused("seed-signature", {0}, "does not name the model");
+  refused("llama layers=1 heads_q=2 heads_kv=1 head_dim=16", {2}, "layer 2 is outside");
+  refused("llama layers=x heads_q=2 heads_kv=1 head_dim=16", {0}, "'layers' is 'x'");
+  refused("llama layers=99999999999999999999 heads_q=2 heads_kv=1 head_dim=16", {0},
+          "positive integer");
+  refused("llama layers=1 heads_q=4 heads_kv=1 head_dim=16", {0}, "heads_q=4");
+  refused("llama layers=1 heads_q", {0}, "not name=value");
 }
 
 // Parses `args` with options named and typed as `xattn calibrate`'s (calibrate/cli/

@@ -52,6 +52,18 @@ namespace h5 {
 // Turns off HDF5's own error printing for the process (errors reach users as xattn::Error).
 void silence_library_errors();
 
+// HDF5 1.10 (Debian 12's) can crash, hang or exhaust memory while parsing a damaged file: fuzzing
+// found heap overflows and endless loops in its own code (docs/robustness.md). A reader of a
+// user's file therefore runs its parse once in a child process first: `parse` runs in a fork
+// (output silenced, no core file, killed after kParseSeconds); a child that dies by a signal, or
+// does not finish in time, has the file refused with kBadInput naming `what` and `path`. An
+// exception in the child is no refusal: the caller's own parse meets it again and reports it.
+// If no child can be started, nothing is checked. XATTN_HDF5_PARSE_SECONDS overrides the limit
+// (tests and fuzzing use a short one).
+inline constexpr int kParseSeconds = 30;
+void check_parses_safely(const std::string& path, const std::string& what,
+                         const std::function<void()>& parse);
+
 bool has(const H5::H5Location& location, const std::string& name);
 bool has_attribute(const H5::H5Object& object, const std::string& name);
 

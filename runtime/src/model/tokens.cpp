@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "xattn/error.h"
+#include "xattn/file_io.h"
 
 namespace xattn::model {
 
@@ -29,10 +30,11 @@ struct H5Handle {
   }
 };
 
-std::vector<int64_t> read_hdf5_ids(const std::string& path, const std::string& dataset) {
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our messages replace HDF5's stack dumps
+std::vector<int64_t> parse_hdf5_ids(const std::string& path, const std::string& dataset) {
   H5Handle file{H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose};
-  XATTN_CHECK(file.id >= 0, ErrorKind::kIo, "cannot open HDF5 file '", path, "'");
+  XATTN_CHECK_INPUT(file.id >= 0, "'", path,
+                    "' is not an HDF5 file or is damaged (HDF5 cannot open it); token ids in a "
+                    "*.h5 file need an integer dataset, or give a text file");
   std::string name = dataset;
   if (name.empty()) {
     for (const char* candidate : {"input_ids", "tokens", "ids"}) {
@@ -60,11 +62,26 @@ std::vector<int64_t> read_hdf5_ids(const std::string& path, const std::string& d
   XATTN_CHECK_INPUT(rank == 1 || dims[0] == 1, "dataset '", name, "' in '", path, "' holds ",
                     dims[0], " sequences; the runner takes one (shape [1, len])");
   const hsize_t n = rank == 1 ? dims[0] : dims[1];
+  // Far beyond any context length; a larger count is a damaged or hostile file, not a prompt.
+  constexpr hsize_t kMaxIds = hsize_t(1) << 26;
+  XATTN_CHECK_INPUT(n <= kMaxIds, "dataset '", name, "' in '", path, "' holds ", n,
+                    " token ids; the runner takes at most ", kMaxIds);
   std::vector<int64_t> ids(n);
   if (n > 0)
-    XATTN_CHECK(H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids.data()) >= 0,
-                ErrorKind::kIo, "cannot read dataset '", name, "' of '", path, "'");
+    XATTN_CHECK_INPUT(H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                              ids.data()) >= 0,
+                      "cannot read dataset '", name, "' of '", path,
+                      "': the file is damaged or truncated");
   return ids;
+}
+
+std::vector<int64_t> read_hdf5_ids(const std::string& path, const std::string& dataset) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our messages replace HDF5's stack dumps
+  // A file that cannot be reached is I/O (exit 4); one HDF5 cannot open is bad input (exit 3).
+  io::check_readable_file(path, "token id file");
+  // Parsed once in a child process first: HDF5 1.10 can crash on a damaged file.
+  io::h5::check_parses_safely(path, "token id file", [&] { parse_hdf5_ids(path, dataset); });
+  return parse_hdf5_ids(path, dataset);
 }
 
 // A word of an input file as it may appear in a one-line message: printable ASCII as is, any

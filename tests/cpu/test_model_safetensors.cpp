@@ -268,6 +268,36 @@ TEST(ModelConfigParse, ErrorsNameTheKey) {
       {"num_key_value_heads"});
 }
 
+// Found by fuzz_config: a float original_max_position_embeddings beyond int64 was converted with
+// undefined behaviour (UBSan); numbers that do not fit, and out-of-range values, are now refused.
+TEST(ModelConfigParse, NumbersOutOfRangeAreRefused) {
+  const std::string base = R"("architectures":["LlamaForCausalLM"],"vocab_size":100,"hidden_size":64,
+      "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":8)";
+  auto refused = [&](const std::string& extra, std::initializer_list<const char*> words) {
+    SCOPED_TRACE(extra);
+    expect_error([&] { parse_model_config("{" + base + "," + extra + "}", "c.json"); }, words);
+  };
+  const std::string llama3 = R"("rope_scaling":{"rope_type":"llama3","factor":8.0,)"
+                             R"("low_freq_factor":1.0,"high_freq_factor":4.0,)";
+  refused(llama3 + R"("original_max_position_embeddings":638418446744073709551615})",
+          {"original_max_position_embeddings", "integer"});
+  refused(llama3 + R"("original_max_position_embeddings":8192.5})",
+          {"original_max_position_embeddings", "integer"});
+  refused(llama3 + R"("original_max_position_embeddings":0})",
+          {"original_max_position_embeddings", "positive"});
+  refused(R"("max_position_embeddings":18446744073709551615)",
+          {"max_position_embeddings", "too large"});
+  refused(R"("rope_theta":1e400)", {"not valid JSON", "1e400"});
+  refused(R"("rms_norm_eps":-1e-5)", {"rms_norm_eps", ">= 0"});
+  refused(R"("bos_token_id":100)", {"bos_token_id", "outside the vocabulary [0, 100)"});
+  refused(R"("eos_token_id":[-1, 2])", {"eos_token_id", "-1"});
+  refused(R"("architectures":["MistralForCausalLM"],"sliding_window":-4)",
+          {"sliding_window", "positive"});
+  EXPECT_NO_THROW(parse_model_config("{" + base + "," + llama3 +
+                                         R"("original_max_position_embeddings":8192}})",
+                                     "c.json"));
+}
+
 TEST(ModelCheckpoint, ValidationNamesTheTensor) {
   TempDir tmp;
   TinySpec spec;

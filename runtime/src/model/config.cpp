@@ -2,6 +2,8 @@
 #include "xattn/paths.h"
 #include "xattn/model/config.h"
 
+#include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -32,13 +34,25 @@ struct Reader {
   }
   int64_t integer_value(const std::string& key, const json& v) const {
     XATTN_CHECK_INPUT(v.is_number_integer(), where(key), " must be an integer, got ", v.dump());
+    XATTN_CHECK_INPUT(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX),
+                      where(key), " is too large: ", v.dump());
     return v.get<int64_t>();
+  }
+  // An integer of a nested object (e.g. rope_scaling), or `fallback` when absent.
+  int64_t integer_in(const json& obj, const std::string& key, int64_t fallback) const {
+    if (!obj.contains(key) || obj[key].is_null()) return fallback;
+    return integer_value(key, obj[key]);
   }
   double number_or(const json& obj, const std::string& key, double fallback) const {
     if (!obj.contains(key) || obj[key].is_null()) return fallback;
     XATTN_CHECK_INPUT(obj[key].is_number(), where(key), " must be a number, got ",
                       obj[key].dump());
-    return obj[key].get<double>();
+    const double value = obj[key].get<double>();
+    // JSON has no inf or NaN (the parser refuses 1e400); checked all the same, as every use
+    // assumes a finite value.
+    XATTN_CHECK_INPUT(std::isfinite(value), where(key), " must be a finite number, got ",
+                      obj[key].dump());
+    return value;
   }
   bool boolean_or(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
@@ -123,7 +137,10 @@ RopeConfig parse_rope(const Reader& r) {
     rope.low_freq_factor = r.number_or(*params, "low_freq_factor", 1.0);
     rope.high_freq_factor = r.number_or(*params, "high_freq_factor", 4.0);
     rope.original_max_position_embeddings =
-        static_cast<int64_t>(r.number_or(*params, "original_max_position_embeddings", 8192));
+        r.integer_in(*params, "original_max_position_embeddings", 8192);
+    XATTN_CHECK_INPUT(rope.original_max_position_embeddings > 0,
+                      r.where(params_key + ".original_max_position_embeddings"),
+                      " must be positive, got ", rope.original_max_position_embeddings);
     XATTN_CHECK_INPUT(rope.high_freq_factor > rope.low_freq_factor, r.where(params_key),
                       ": high_freq_factor must exceed low_freq_factor");
   } else {
@@ -193,9 +210,13 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   XATTN_CHECK_INPUT(c.head_dim > 0 && c.head_dim % 2 == 0, r.where("head_dim"),
                     " must be a positive even number, got ", c.head_dim);
   c.rms_norm_eps = r.number_or(j, "rms_norm_eps", 1e-6);
+  XATTN_CHECK_INPUT(c.rms_norm_eps >= 0, r.where("rms_norm_eps"), " must be >= 0, got ",
+                    c.rms_norm_eps);
   c.rope = parse_rope(r);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.max_position_embeddings = r.integer_or("max_position_embeddings", 0);
+  XATTN_CHECK_INPUT(c.max_position_embeddings >= 0, r.where("max_position_embeddings"),
+                    " must be >= 0, got ", c.max_position_embeddings);
   const std::string act = r.string_or("hidden_act", "silu");
   XATTN_CHECK_INPUT(act == "silu", r.where("hidden_act"), ": unsupported activation '", act,
                     "' (the runner implements the SwiGLU MLP with silu)");
@@ -213,10 +234,17 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
         c.sliding_window = r.integer("sliding_window");
       break;
   }
+  if (c.sliding_window)
+    XATTN_CHECK_INPUT(*c.sliding_window > 0, r.where("sliding_window"), " must be positive, got ",
+                      *c.sliding_window);
   c.torch_dtype = r.string_or("torch_dtype", r.string_or("dtype", ""));
   c.byte_level = r.boolean_or("xattn_byte_level", false);
   c.bos_token_id = r.token_id("bos_token_id");
   c.eos_token_id = r.token_id("eos_token_id");
+  for (const auto& [key, id] : {std::make_pair("bos_token_id", c.bos_token_id),
+                                std::make_pair("eos_token_id", c.eos_token_id)})
+    XATTN_CHECK_INPUT(!id || (*id >= 0 && *id < c.vocab_size), r.where(key), ": token id ", *id,
+                      " is outside the vocabulary [0, ", c.vocab_size, ")");
   if (c.byte_level) {
     XATTN_CHECK_INPUT(c.vocab_size >= 258, source, ": a byte-level model (xattn_byte_level) needs "
                       "vocab_size >= 258 (256 bytes, <bos>, <eos>), got ", c.vocab_size);

@@ -251,6 +251,13 @@ void EstimateReader::Impl::load() {
 EstimateReader::EstimateReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
   impl_->path = path;
   h5io::quiet_errors();
+  io::check_readable_file(path, "estimate file");
+  // The metadata parsed once in a child process: HDF5 1.10 can crash on a damaged file.
+  io::h5::check_parses_safely(path, "estimate file", [&] {
+    Impl probe;
+    probe.path = path;
+    probe.load();
+  });
   try {
     impl_->load();
   } catch (const H5::Exception& e) {

@@ -7,6 +7,7 @@
 
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <malloc.h>
@@ -121,7 +122,13 @@ int main(int argc, char** argv) {
       return c.run(args);
     } catch (const xattn::Error& e) {
       std::cerr << "xattn " << name << ": error: " << one_line(e.what()) << "\n";
-      return static_cast<int>(e.kind());
+      // Leave without exit handlers: after a damaged HDF5 file, the HDF5 library's own clean-up
+      // at exit can crash or loop (found by fuzzing); every output is already complete or
+      // removed, so there is nothing left for them to do.
+      std::cout.flush();
+      std::cerr.flush();
+      std::fflush(nullptr);
+      std::_Exit(static_cast<int>(e.kind()));
     } catch (const boost::program_options::error& e) {
       std::cerr << "xattn " << name << ": usage error: " << one_line(e.what())
                 << " (see xattn " << name << " --help)\n";

@@ -54,8 +54,11 @@ rm -rf "$work/seeds"
 # The same limits locally and in CI (docs/robustness.md says why): 10 s per input of the JSON and
 # text targets, 2 GB of memory; the HDF5 targets may take 4 GB (HDF5 itself allocates what a
 # damaged string attribute declares, up to 4 GB) and 30 s (a child process parses each file first
-# and is killed after XATTN_HDF5_PARSE_SECONDS, 5 here).
-export XATTN_HDF5_PARSE_SECONDS=5
+# and is killed after XATTN_HDF5_PARSE_SECONDS, 2 here).
+export XATTN_HDF5_PARSE_SECONDS=2
+# A smaller ASan quarantine, returned to the system sooner: each HDF5 input forks the fuzzer, and a
+# fork costs in proportion to the memory the process holds (5 -> 17 executions/s for profiles).
+export ASAN_OPTIONS="quarantine_size_mb=32:allocator_release_to_os_interval_ms=500${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export LSAN_OPTIONS="suppressions=$fuzz_dir/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 limits_for() {
   case "$1" in

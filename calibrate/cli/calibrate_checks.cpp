@@ -61,6 +61,8 @@ void check_calibrate_arguments(const po::variables_map& vm) {
   }
   if (has("sensitivity-samples"))
     XATTN_CHECK_ARG(vm["sensitivity-samples"].as<int64_t>() >= 1, "--sensitivity-samples must be >= 1");
+  if (has("sensitivity-tokens"))
+    XATTN_CHECK_ARG(vm["sensitivity-tokens"].as<int64_t>() >= 1, "--sensitivity-tokens must be >= 1");
   if (has("frontier-points"))
     XATTN_CHECK_ARG(vm["frontier-points"].as<int64_t>() >= 0, "--frontier-points must be >= 0");
   if (has("metric")) calibrate::parse_error_metric(vm["metric"].as<std::string>());

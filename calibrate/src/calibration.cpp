@@ -365,6 +365,23 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     return e;
   };
 
+  // The fitting samples that run end to end (sensitivity probe, closed loop): up to
+  // sensitivity_samples of them and sensitivity_tokens tokens in all, at least one; each costs a
+  // forward per probe, so long samples need fewer.
+  auto budgeted_fit_samples = [&]() {
+    std::vector<int64_t> chosen;
+    int64_t tokens = 0;
+    for (int64_t i : fit_model_samples) {
+      const int64_t len = int64_t(model_samples[i].size());
+      if (int64_t(chosen.size()) >= std::max<int64_t>(1, config.sensitivity_samples) ||
+          (!chosen.empty() && tokens + len > config.sensitivity_tokens))
+        break;
+      chosen.push_back(i);
+      tokens += len;
+    }
+    return chosen;
+  };
+
   // 3. Layer sensitivity of the kl metric: each layer alone made sparse, measured KL against the
   // sum of its heads' projected errors; the least-squares scale through the origin.
   Statistics& mutable_stats = result.statistics;
@@ -373,19 +390,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     XATTN_CHECK_INPUT(!fit_model_samples.empty(), "the kl metric needs fitting samples from the "
                       "model run; lower --holdout or give more --samples");
     const auto t0 = Clock::now();
-    // Up to sensitivity_samples samples and sensitivity_tokens tokens in all (at least one sample):
-    // the probe costs one forward from each layer on; long samples need fewer of them.
-    int64_t probes = 0, tokens = 0;
-    for (int64_t i : fit_model_samples) {
-      const int64_t len = int64_t(model_samples[i].size());
-      if (probes >= std::max<int64_t>(1, config.sensitivity_samples) ||
-          (probes > 0 && tokens + len > config.sensitivity_tokens))
-        break;
-      ++probes;
-      tokens += len;
-    }
-    std::vector<int64_t> probe_samples(fit_model_samples.begin(),
-                                       fit_model_samples.begin() + probes);
+    const std::vector<int64_t> probe_samples = budgeted_fit_samples();
     std::vector<int64_t> probe_taus;
     for (double tau : config.sensitivity_taus) {
       int64_t best = 0;
@@ -455,13 +460,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
                   "--target-kl / --target-nll-increase need fitting samples of a model run "
                   "(--model and --data)");
   if (closed_loop) {
-    std::vector<int64_t> loop_samples(
-        fit_model_samples.begin(),
-        fit_model_samples.begin() + std::min<int64_t>(std::max<int64_t>(1, config.sensitivity_samples),
-                                                      int64_t(fit_model_samples.size())));
-    while (loop_samples.size() > 1 &&
-           int64_t(loop_samples.size()) * config.sample_len > config.sensitivity_tokens)
-      loop_samples.pop_back();
+    const std::vector<int64_t> loop_samples = budgeted_fit_samples();
     EndToEnd e = end_to_end(table_of(result.search.optimal), loop_samples);
     if (!meets_targets(e)) {
       // Bisection between a budget that meets the target (0: no error) and one that does not.

@@ -934,17 +934,7 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
   auto value = [&](int64_t sample, int64_t slot, int64_t h, int64_t t, bool error) {
     const int64_t at = s.entry(sample, slot, h, t);
     if (!error) return double(s.density[at]);
-    switch (metric) {  // as search_problem_from reads it
-      case ErrorMetric::kRecallLoss: return std::max(0.0, 1.0 - double(s.recall_mean[at]));
-      case ErrorMetric::kOutputError: return double(s.output_error[at]);
-      case ErrorMetric::kProjectedError: return double(s.projected_error[at]);
-      case ErrorMetric::kKL:
-        return slot < int64_t(s.layer_kl_sensitivity.size())
-                   ? double(s.projected_error[at]) * s.layer_kl_sensitivity[slot] *
-                         double(int64_t(s.layers.size()) * s.heads_q)
-                   : kNaN;
-    }
-    return kNaN;
+    return entry_error(s, metric, sample, slot, h, t);
   };
   // Cost-weighted mean over `samples`, summed in the order the search sums (NaN skipped); for
   // errors of a worst-sample budget, the largest.

@@ -430,6 +430,22 @@ BudgetMetric parse_budget_metric(const std::string& name) {
   return {parse_error_metric(worst ? name.substr(0, name.size() - suffix.size()) : name), worst};
 }
 
+double entry_error(const Statistics& s, ErrorMetric metric, int64_t sample, int64_t slot,
+                   int64_t head, int64_t tau) {
+  const int64_t at = s.entry(sample, slot, head, tau);
+  switch (metric) {
+    case ErrorMetric::kRecallLoss: return std::max(0.0, 1.0 - double(s.recall_mean[at]));
+    case ErrorMetric::kOutputError: return double(s.output_error[at]);
+    case ErrorMetric::kProjectedError: return double(s.projected_error[at]);
+    case ErrorMetric::kKL:
+      if (slot >= int64_t(s.layer_kl_sensitivity.size()))
+        return std::numeric_limits<double>::quiet_NaN();
+      return double(s.projected_error[at]) * s.layer_kl_sensitivity[slot] *
+             double(int64_t(s.layers.size()) * s.heads_q);
+  }
+  return std::numeric_limits<double>::quiet_NaN();
+}
+
 SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t>& samples,
                                   ErrorMetric metric, double epsilon,
                                   std::optional<double> per_head_cap, bool worst_case) {
@@ -459,20 +475,7 @@ SearchProblem search_problem_from(const Statistics& s, const std::vector<int64_t
       for (int64_t h = 0; h < s.heads_q; ++h)
         for (int64_t t = 0; t < taus; ++t) {
           const int64_t at = s.entry(sample, l, h, t);
-          double error = 0;
-          switch (metric) {
-            case ErrorMetric::kRecallLoss:
-              error = std::max(0.0, 1.0 - double(s.recall_mean[at]));
-              break;
-            case ErrorMetric::kOutputError: error = double(s.output_error[at]); break;
-            case ErrorMetric::kProjectedError: error = double(s.projected_error[at]); break;
-            case ErrorMetric::kKL:
-              // Predicted KL of the head; times the head count so that the search's mean over
-              // heads is the predicted total.
-              error = double(s.projected_error[at]) * s.layer_kl_sensitivity[l] *
-                      double(layers * s.heads_q);
-              break;
-          }
+          const double error = entry_error(s, metric, sample, l, h, t);
           XATTN_CHECK_INPUT(!std::isnan(error), "statistics hold no ", error_metric_name(metric),
                             " for sample ", sample,
                             metric == ErrorMetric::kOutputError || metric == ErrorMetric::kRecallLoss

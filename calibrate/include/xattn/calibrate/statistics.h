@@ -110,6 +110,12 @@ SearchProblem search_problem_from(const Statistics& statistics, const std::vecto
                                   ErrorMetric metric, double epsilon,
                                   std::optional<double> per_head_cap, bool worst_case = false);
 
+// The error of one entry (sample, layer slot, head, τ) in `metric`, as the search reads it (kl:
+// projected error x the layer's sensitivity x the head count, so the mean over heads is the
+// predicted total). NaN when the statistics lack what the metric needs.
+double entry_error(const Statistics& statistics, ErrorMetric metric, int64_t sample, int64_t slot,
+                   int64_t head, int64_t tau);
+
 // Number of allowed blocks of one sample (the weight above).
 double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool causal);
 

@@ -71,7 +71,8 @@ void block_sparse_attention(const AttentionParams& params) {
           int64_t n_blocks;
           if (params.kv_block_count) {
             blocks = params.kv_block_index + row_id * nkb_max;
-            n_blocks = params.kv_block_count[row_id];
+            // A count past the row (a caller's bug) reads no further than the row.
+            n_blocks = std::min<int64_t>(std::max<int64_t>(params.kv_block_count[row_id], 0), nkb_max);
           } else {
             dense_blocks.resize(allowed);
             for (int64_t j = 0; j < allowed; ++j) dense_blocks[j] = int32_t(j);

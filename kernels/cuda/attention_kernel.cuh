@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
   walker.allowed = int32_t(geometry.allowed_blocks(q_block));
   if (params.kv_block_count) {
     walker.blocks = params.kv_block_index + row_id * nkb_max;
-    walker.n_blocks = params.kv_block_count[row_id];
+    walker.n_blocks = int32_t(min(int64_t(max(params.kv_block_count[row_id], 0)), nkb_max));
   } else {
     walker.blocks = nullptr;
     walker.n_blocks = walker.allowed;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "launchers.h"
+#include "sm90/tensor_maps.h"
 #include "xattn/error.h"
 #include "xattn/kernels/cuda.h"
 
@@ -113,7 +114,22 @@ std::string unsupported_reason(const AttentionParams& p) {
                    " is not built for CUDA attention; built: multiples of 64 (64, 128, 256)");
   if ((p.kv_block_count == nullptr) != (p.kv_block_index == nullptr))
     return "kv_block_count and kv_block_index must be given together";
+  if (p.kernel != AttentionKernel::kAuto && p.kernel != AttentionKernel::kSm80 &&
+      p.kernel != AttentionKernel::kSm90)
+    return message("attention kernel ", int32_t(p.kernel), " is unknown (auto 0, sm80 1, sm90 2)");
+  if (p.kernel == AttentionKernel::kSm90) {
+    if (!detail::sm90::device_runs_sm90())
+      return "the sm_90a attention kernel needs a compute capability 9.0 GPU (H100/H200)";
+    if (auto e = detail::sm90::attention_unsupported_reason(p); !e.empty())
+      return "the sm_90a attention kernel does not run these parameters: " + e;
+  }
   return {};
+}
+
+static bool runs_on_sm90(const AttentionParams& p) {
+  if (p.kernel == AttentionKernel::kSm90) return true;  // checked by unsupported_reason
+  if (p.kernel == AttentionKernel::kSm80) return false;
+  return detail::sm90::device_runs_sm90() && detail::sm90::attention_unsupported_reason(p).empty();
 }
 
 size_t antidiagonal_scores_workspace_bytes(const ScoringParams& p) {
@@ -164,6 +180,12 @@ cudaError_t block_sparse_attention(const AttentionParams& p, cudaStream_t stream
     if (cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
   }
   const bool bf16 = p.q.dtype == DType::kBFloat16;
+  if (runs_on_sm90(p)) {
+    if (bf16 && pr.head_dim == 64) return detail::launch_block_sparse_attention_sm90<__nv_bfloat16, 64>(p, stream);
+    if (bf16) return detail::launch_block_sparse_attention_sm90<__nv_bfloat16, 128>(p, stream);
+    if (pr.head_dim == 64) return detail::launch_block_sparse_attention_sm90<__half, 64>(p, stream);
+    return detail::launch_block_sparse_attention_sm90<__half, 128>(p, stream);
+  }
   if (bf16 && pr.head_dim == 64) return detail::launch_block_sparse_attention<__nv_bfloat16, 64>(p, stream);
   if (bf16) return detail::launch_block_sparse_attention<__nv_bfloat16, 128>(p, stream);
   if (pr.head_dim == 64) return detail::launch_block_sparse_attention<__half, 64>(p, stream);

@@ -24,6 +24,10 @@ cudaError_t launch_antidiagonal_scoring(const ScoringParams& params, const Scori
 template <typename T, int kHeadDim>
 cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStream_t stream);
 
+// The sm_90a kernel (sm90/attention_sm90.cuh): compute capability 9.0, block_size 128.
+template <typename T, int kHeadDim>
+cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& params, cudaStream_t stream);
+
 cudaError_t launch_select_blocks(const SelectionParams& params, cudaStream_t stream);
 
 // The shipped specialisations (keep in sync with instantiations/ and dispatch in launch.cu).

@@ -484,6 +484,10 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   attention.out = {out.data_ptr(), kernel_dtype(out.scalar_type()), out.stride(0), out.stride(1),
                    out.stride(2)};
   attention.lse = plan.lse_.data_ptr<float>();
+  if (s.is_varlen()) {  // packed [1, heads, tokens, d]: the rows that bound the sm_90a TMA loads
+    attention.packed_tokens_q = s.len_q;
+    attention.packed_tokens_k = s.len_k;
+  }
 
   if (cuda) {
     cuda_dispatch::antidiagonal_scores(scoring);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <vector>
 
 #include "xattn/error.h"
 
@@ -170,6 +172,31 @@ int64_t check_block_sparse_attention(const at::Tensor& q, const at::Tensor& k, c
                   "block size (16 to 512) for len_q ", len_q, " and len_k ", len_k,
                   "; at block size 128 it would be ", (len_q + 127) / 128, "x", (len_k + 127) / 128);
   return 0;
+}
+
+void check_block_sparse_attention_compact(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, const at::Tensor& kv_block_count,
+                                          const at::Tensor& kv_block_index, int64_t block_size,
+                                          std::optional<double> scale) {
+  check_problem(q, k, &v, false);
+  check_scale(scale);
+  check_block_size(block_size, q.is_cuda(), true);
+  const int64_t nqb = (q.size(2) + block_size - 1) / block_size;
+  const int64_t nkb = (k.size(2) + block_size - 1) / block_size;
+  const std::vector<int64_t> rows = {q.size(0), q.size(1), nqb};
+  const std::vector<int64_t> entries = {q.size(0), q.size(1), nqb, nkb};
+  for (const auto& [t, name, shape] :
+       {std::tuple<const at::Tensor&, const char*, const std::vector<int64_t>&>{
+            kv_block_count, "kv_block_count", rows},
+        {kv_block_index, "kv_block_index", entries}}) {
+    XATTN_CHECK_ARG(t.defined(), name, " is undefined; pass the int32 tensor select_blocks gives");
+    XATTN_CHECK_ARG(t.scalar_type() == at::kInt, name, " has dtype ", t.scalar_type(),
+                    "; pass torch.int32");
+    XATTN_CHECK_ARG(t.device() == q.device(), name, " is on ", t.device(), " but q is on ",
+                    q.device(), "; move it to q's device");
+    XATTN_CHECK_ARG(t.sizes() == at::IntArrayRef(shape), name, " has shape ", t.sizes(),
+                    "; expected ", at::IntArrayRef(shape), " for block_size ", block_size);
+  }
 }
 
 void check_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

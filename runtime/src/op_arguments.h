@@ -34,6 +34,15 @@ void check_estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 int64_t check_block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const at::Tensor& mask, std::optional<double> scale);
 
+// block_sparse_attention_compact(q, k, v, kv_block_count, kv_block_index, block_size, causal,
+// scale): the compact form select_blocks gives, int32 on q's device, [batch, heads_q, nQB] and
+// [batch, heads_q, nQB, nKB]. Counts are not read here (that would synchronise): the kernels
+// read at most nKB entries of a row and skip indices outside the row's allowed blocks.
+void check_block_sparse_attention_compact(const at::Tensor& q, const at::Tensor& k,
+                                          const at::Tensor& v, const at::Tensor& kv_block_count,
+                                          const at::Tensor& kv_block_index, int64_t block_size,
+                                          std::optional<double> scale);
+
 // prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block)
 void check_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& thresholds, int64_t stride, int64_t block_size);

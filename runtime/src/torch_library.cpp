@@ -76,6 +76,18 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(const at::Tensor& q
   });
 }
 
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact_op(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_block_count,
+    const at::Tensor& kv_block_index, int64_t block_size, bool causal,
+    c10::optional<double> scale) {
+  return guarded("block_sparse_attention_compact", [&] {
+    op_arguments::check_block_sparse_attention_compact(q, k, v, kv_block_count, kv_block_index,
+                                                       block_size, to_std(scale));
+    return block_sparse_attention_compact(q, k, v, kv_block_count, kv_block_index, causal,
+                                          to_std(scale), block_size);
+  });
+}
+
 at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& thresholds, int64_t stride, int64_t block_size,
                       bool causal, bool dense_last_query_block) {
@@ -127,6 +139,11 @@ TORCH_LIBRARY(xattn, m) {
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask, bool causal=True, "
       "float? scale=None) -> (Tensor, Tensor)",
       &block_sparse_attention_op);
+  m.def(
+      "block_sparse_attention_compact(Tensor q, Tensor k, Tensor v, Tensor kv_block_count, "
+      "Tensor kv_block_index, int block_size=128, bool causal=True, float? scale=None) -> "
+      "(Tensor, Tensor)",
+      &block_sparse_attention_compact_op);
   m.def(
       "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
       "int block_size=128, bool causal=True, bool dense_last_query_block=True) -> Tensor",

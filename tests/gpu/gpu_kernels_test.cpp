@@ -444,6 +444,10 @@ AttentionParams attention_params(const Data& d, bool device, const int32_t* coun
   p.kv_block_index = index;
   p.out = {out, d.c.dtype, d.q_view.batch_stride, d.q_view.head_stride, d.q_view.token_stride};
   p.lse = lse;
+  if (d.c.varlen) {
+    p.packed_tokens_q = d.total_q;
+    p.packed_tokens_k = d.total_k;
+  }
   return p;
 }
 
@@ -460,7 +464,21 @@ RawOutput cpu_attention(const Data& d, const Selection* sel) {
   return r;
 }
 
-RawOutput gpu_attention(const Data& d, const Selection* sel) {
+// Compute capability 9.0: the sm_90a attention kernel must take every block-128 case there.
+bool device_is_sm90() {
+  int device = 0, major = 0, minor = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  return major == 9 && minor == 0;
+}
+
+const char* kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::kSm90 ? "sm90" : k == AttentionKernel::kSm80 ? "sm80" : "auto";
+}
+
+RawOutput gpu_attention(const Data& d, const Selection* sel,
+                        AttentionKernel kernel = AttentionKernel::kAuto) {
   DeviceBuffer<uint16_t> out(d.q_elements());
   DeviceBuffer<float> lse(d.batch * d.c.heads_q * d.max_q);
   out.poison();
@@ -470,8 +488,9 @@ RawOutput gpu_attention(const Data& d, const Selection* sel) {
     count = std::make_unique<DeviceBuffer<int32_t>>(sel->count);
     index = std::make_unique<DeviceBuffer<int32_t>>(sel->index);
   }
-  const AttentionParams p = attention_params(d, true, sel ? count->get() : nullptr,
-                                             sel ? index->get() : nullptr, out.get(), lse.get());
+  AttentionParams p = attention_params(d, true, sel ? count->get() : nullptr,
+                                       sel ? index->get() : nullptr, out.get(), lse.get());
+  p.kernel = kernel;
   const std::string why = cuda::unsupported_reason(p);
   if (!why.empty()) throw std::runtime_error("unsupported: " + why);
   cuda_check(cuda::block_sparse_attention(p, nullptr), "block_sparse_attention");
@@ -515,15 +534,30 @@ void expect_attention_close(const Data& d, const Selection* sel) {
   const AttentionResult oracle =
       oracle_attention(d, sel ? sel->count.data() : nullptr, sel ? sel->index.data() : nullptr, scale);
   const RawOutput cpu = cpu_attention(d, sel);
-  const RawOutput gpu = gpu_attention(d, sel);
-  bool nan_cpu = false, nan_gpu = false;
+  bool nan_cpu = false;
   const double err_cpu = relative_error(d, cpu.out, oracle, &nan_cpu);
-  const double err_gpu = relative_error(d, gpu.out, oracle, &nan_gpu);
-  const double slack = d.c.dtype == DType::kBFloat16 ? 1.0 / 1024 : 1.0 / 8192;
-  EXPECT_FALSE(nan_gpu) << "NaN (or an unwritten element) in the GPU output";
-  EXPECT_LE(err_gpu, 2 * err_cpu + slack) << "relative L2: gpu " << err_gpu << ", cpu " << err_cpu;
-  EXPECT_LE(max_lse_error(d, gpu.lse, oracle), 2e-3) << "lse differs from the float64 oracle";
   EXPECT_LE(max_lse_error(d, cpu.lse, oracle), 2e-3) << "CPU reference lse differs from the oracle";
+  // Both CUDA kernels where they run: sm_80 everywhere, sm_90a on compute capability 9.0.
+  for (AttentionKernel kernel : {AttentionKernel::kSm80, AttentionKernel::kSm90}) {
+    SCOPED_TRACE(kernel_name(kernel));
+    if (kernel == AttentionKernel::kSm90) {
+      AttentionParams probe = attention_params(d, true, nullptr, nullptr, nullptr, nullptr);
+      probe.out.data = d.d_q->get();  // any aligned device pointer: only the shape is checked
+      probe.kernel = kernel;
+      const std::string why = cuda::unsupported_reason(probe);
+      if (!why.empty()) {
+        if (device_is_sm90() && d.c.block_size == 128) ADD_FAILURE() << "sm90 refused: " << why;
+        continue;
+      }
+    }
+    const RawOutput gpu = gpu_attention(d, sel, kernel);
+    bool nan_gpu = false;
+    const double err_gpu = relative_error(d, gpu.out, oracle, &nan_gpu);
+    const double slack = d.c.dtype == DType::kBFloat16 ? 1.0 / 1024 : 1.0 / 8192;
+    EXPECT_FALSE(nan_gpu) << "NaN (or an unwritten element) in the GPU output";
+    EXPECT_LE(err_gpu, 2 * err_cpu + slack) << "relative L2: gpu " << err_gpu << ", cpu " << err_cpu;
+    EXPECT_LE(max_lse_error(d, gpu.lse, oracle), 2e-3) << "lse differs from the float64 oracle";
+  }
 }
 
 // ---- Case grids ----
@@ -849,6 +883,8 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     const RawOutput out = gpu_attention(*d, &sel);
     const RawOutput dense = gpu_attention(*d, nullptr);
     EXPECT_EQ(out.out.size(), dense.out.size());
+    const RawOutput out_sm80 = gpu_attention(*d, &sel, AttentionKernel::kSm80);
+    EXPECT_EQ(out_sm80.out.size(), out.out.size());
   }
 }
 

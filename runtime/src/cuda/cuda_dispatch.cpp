@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "xattn/error.h"
@@ -59,10 +60,26 @@ void select_blocks(const kernels::SelectionParams& params) {
                "block selection");
 }
 
-void block_sparse_attention(const kernels::AttentionParams& params) {
-  check_supported(params, "block-sparse attention");
-  const int device = device_of(params.q.data);
+// XATTN_ATTENTION_KERNEL=sm80|sm90|auto picks the CUDA attention kernel of every call that leaves
+// the choice to the library (A/B benchmarks, or a fallback should the sm_90a kernel misbehave).
+// Read at every call (a getenv is cheap next to a launch), so one process can compare both.
+kernels::AttentionKernel attention_kernel_from_environment() {
+  const char* value = std::getenv("XATTN_ATTENTION_KERNEL");
+  const std::string v = value ? value : "auto";
+  if (v == "sm80") return kernels::AttentionKernel::kSm80;
+  if (v == "sm90") return kernels::AttentionKernel::kSm90;
+  XATTN_CHECK(v == "auto" || v.empty(), ErrorKind::kInvalidArgument, "XATTN_ATTENTION_KERNEL=", v,
+              " is unknown; use sm80, sm90 or auto");
+  return kernels::AttentionKernel::kAuto;
+}
+
+void block_sparse_attention(const kernels::AttentionParams& params_in) {
+  const int device = device_of(params_in.q.data);
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  kernels::AttentionParams params = params_in;
+  if (params.kernel == kernels::AttentionKernel::kAuto)
+    params.kernel = attention_kernel_from_environment();
+  check_supported(params, "block-sparse attention");
   check_launch(kernels::cuda::block_sparse_attention(
                    params, at::cuda::getCurrentCUDAStream(device).stream()),
                "block-sparse attention");

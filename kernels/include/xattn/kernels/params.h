@@ -76,6 +76,11 @@ struct SelectionParams {
 // Output out [batch, heads_q, len_q, head_dim] in out.dtype, lse [batch, heads_q, max_len_q]
 // float32 (natural log of the softmax denominator of the scaled logits; -inf for a row that sees
 // no key, whose output is 0).
+// Which CUDA attention kernel runs (the CPU reference ignores it). kAuto takes the sm_90a kernel
+// (warpgroup MMA, TMA) on compute capability 9.0 when it supports the parameters, else the sm_80
+// kernel (mma.sync), which runs on every GPU the project builds for.
+enum class AttentionKernel : int32_t { kAuto = 0, kSm80 = 1, kSm90 = 2 };
+
 struct AttentionParams {
   Problem problem;
   TensorView q;
@@ -87,6 +92,11 @@ struct AttentionParams {
   const int32_t* kv_block_index = nullptr;  // [batch, heads_q, nQB, nKB]
   MutableTensorView out;
   float* lse = nullptr;  // optional
+  AttentionKernel kernel = AttentionKernel::kAuto;
+  // Varlen only: token rows of the packed q and k/v tensors (cu_seqlens_*[batch]), which bound the
+  // sm_90a kernel's TMA loads; 0 (unknown) keeps varlen batches on the sm_80 kernel.
+  int64_t packed_tokens_q = 0;
+  int64_t packed_tokens_k = 0;
 };
 
 // Exact block mass: for each (batch, head, query block i, key block j), the mean over the real

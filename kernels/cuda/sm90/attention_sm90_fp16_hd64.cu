@@ -1,0 +1,6 @@
+// sm_90a block-sparse attention, fp16_hd64 (one specialisation per file so builds parallelise).
+#include "attention_sm90_launch.cuh"
+
+namespace xattn::kernels::cuda::detail {
+template cudaError_t launch_block_sparse_attention_sm90<__half, 64>(const AttentionParams&, cudaStream_t);
+}  // namespace xattn::kernels::cuda::detail

@@ -1,0 +1,123 @@
+// TMA descriptors of the attention operands (see tensor_maps.h).
+#include "tensor_maps.h"
+
+#include <cudaTypedefs.h>
+
+#include "xattn/error.h"
+
+namespace xattn::kernels::cuda::detail::sm90 {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // clear the sticky-free error this query may leave
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encoder;
+}
+
+// TMA strides are in bytes, multiples of 16 and below 2^40; a dimension of extent 1 is never
+// stepped, so any valid stride stands in for whatever the view holds there.
+constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;
+bool stride_ok(int64_t elements) {
+  const int64_t bytes = elements * 2;
+  return bytes > 0 && bytes % 16 == 0 && bytes < kMaxStrideBytes;
+}
+int64_t stride_or_placeholder(int64_t extent, int64_t elements) {
+  return extent > 1 ? elements * 2 : 16;
+}
+
+struct MapShape {
+  int64_t tokens, heads, batch;
+};
+
+MapShape q_shape(const AttentionParams& p) {
+  const Problem& pr = p.problem;
+  if (pr.cu_seqlens_q) return {p.packed_tokens_q, pr.heads_q, 1};
+  return {pr.max_len_q, pr.heads_q, pr.batch};
+}
+MapShape k_shape(const AttentionParams& p) {
+  const Problem& pr = p.problem;
+  if (pr.cu_seqlens_k) return {p.packed_tokens_k, pr.heads_kv, 1};
+  return {pr.max_len_k, pr.heads_kv, pr.batch};
+}
+
+std::string view_reason(const char* name, const TensorView& v, const MapShape& shape) {
+  if (shape.tokens > 1 && !stride_ok(v.token_stride))
+    return xattn::detail::concat(name, " token stride ", v.token_stride, " is not TMA-addressable");
+  if (shape.heads > 1 && !stride_ok(v.head_stride))
+    return xattn::detail::concat(name, " head stride ", v.head_stride, " is not TMA-addressable");
+  if (shape.batch > 1 && !stride_ok(v.batch_stride))
+    return xattn::detail::concat(name, " batch stride ", v.batch_stride, " is not TMA-addressable");
+  if (shape.tokens >= (int64_t(1) << 31)) return xattn::detail::concat(name, " has too many tokens");
+  return {};
+}
+
+cudaError_t encode(CUtensorMap* map, const TensorView& v, const MapShape& shape, int64_t head_dim,
+                   int box_rows) {
+  const auto encoder = tensor_map_encoder();
+  if (!encoder) return cudaErrorNotSupported;
+  const CUtensorMapDataType type = v.dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                               : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(shape.tokens),
+                              cuuint64_t(shape.heads), cuuint64_t(shape.batch)};
+  const cuuint64_t strides[3] = {cuuint64_t(stride_or_placeholder(shape.tokens, v.token_stride)),
+                                 cuuint64_t(stride_or_placeholder(shape.heads, v.head_stride)),
+                                 cuuint64_t(stride_or_placeholder(shape.batch, v.batch_stride))};
+  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
+  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+  const CUresult r = encoder(map, type, 4, const_cast<void*>(v.data), dims, strides, box,
+                             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+std::string attention_unsupported_reason(const AttentionParams& p) {
+  const Problem& pr = p.problem;
+  if (p.block_size != 128)
+    return xattn::detail::concat("block_size ", p.block_size, " (the sm_90a kernel runs 128)");
+  if (pr.head_dim != 64 && pr.head_dim != 128)
+    return xattn::detail::concat("head_dim ", pr.head_dim, " (the sm_90a kernel runs 64 and 128)");
+  if ((pr.cu_seqlens_q && p.packed_tokens_q < 1) || (pr.cu_seqlens_k && p.packed_tokens_k < 1))
+    return "varlen without packed_tokens_q / packed_tokens_k (they bound the TMA loads)";
+  const TensorView out{p.out.data, p.out.dtype, p.out.batch_stride, p.out.head_stride,
+                       p.out.token_stride};
+  if (auto e = view_reason("q", p.q, q_shape(p)); !e.empty()) return e;
+  if (auto e = view_reason("k", p.k, k_shape(p)); !e.empty()) return e;
+  if (auto e = view_reason("v", p.v, k_shape(p)); !e.empty()) return e;
+  if (reinterpret_cast<uintptr_t>(p.q.data) % 16 || reinterpret_cast<uintptr_t>(p.k.data) % 16 ||
+      reinterpret_cast<uintptr_t>(p.v.data) % 16 || reinterpret_cast<uintptr_t>(out.data) % 16)
+    return "q, k, v and out must be 16-byte aligned";
+  return {};
+}
+
+bool device_runs_sm90() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major == 9 && minor == 0 && tensor_map_encoder() != nullptr;
+}
+
+cudaError_t encode_attention_maps(const AttentionParams& p, int box_rows, CUtensorMap* q_map,
+                                  CUtensorMap* k_map, CUtensorMap* v_map) {
+  const int64_t d = p.problem.head_dim;
+  if (cudaError_t e = encode(q_map, p.q, q_shape(p), d, box_rows); e != cudaSuccess) return e;
+  if (cudaError_t e = encode(k_map, p.k, k_shape(p), d, box_rows); e != cudaSuccess) return e;
+  return encode(v_map, p.v, k_shape(p), d, box_rows);
+}
+
+}  // namespace xattn::kernels::cuda::detail::sm90

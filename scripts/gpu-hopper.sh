@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 12 on the GPU machine in one go: builds the GPU tests and the op library against the
+# PyTorch wheel, runs the GPU tests (both attention kernels against the CPU reference), the
+# compute-sanitizer memcheck and racecheck of the small all-kernels case, then bench/compare.py.
+#
+#   scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]
+#
+# Writes OUT_DIR/summary.txt, OUT_DIR/compare.{json,md} and OUT_DIR/logs.tar.gz.
+set -uo pipefail
+out=${1:?usage: scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]}
+lengths=${2:-16384,32768,65536,131072}
+densities=${3:-0.05,0.1,0.2,0.5}
+filter=${4:-'Gpu*'}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+build=${XATTN_GPU_BUILD:-build-gpu}
+script_name=gpu-hopper
+source "$(dirname "$0")/gpu-common.sh"
+gpu_environment
+status=0
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 \
+  || { note "configure FAILED"; tail -30 "$out/configure.log"; archive_logs; exit 1; }
+ninja -C "$build" -j16 xattn_gpu_tests xattn_ops > "$out/build.log" 2>&1 \
+  || { note "build FAILED"; grep -E "error|FAILED" "$out/build.log" | head -20; archive_logs; exit 1; }
+note "built in $(( $(date +%s) - start )) s; $(grep -h 'registers\|spill' "$out/build.log" | sort | uniq -c | head -3)"
+
+"$build/tests/gpu/xattn_gpu_tests" --gtest_filter="$filter" > "$out/gpu_tests.log" 2>&1 || status=1
+note "GPU tests '$filter': $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/gpu_tests.log" | tr '\n' ' ')"
+grep -E "Failure|Expected|Which is|relative L2|refused|sm90|sm80|error" "$out/gpu_tests.log" | head -30
+
+if [ "${XATTN_SKIP_SANITIZER:-0}" != 1 ]; then
+  for tool in memcheck racecheck; do
+    timeout 240 /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 \
+      "$build/tests/gpu/xattn_gpu_tests" --gtest_filter='GpuSanitizer.*' > "$out/sanitizer_$tool.log" 2>&1
+    code=$?
+    [ $code -ne 0 ] && status=1
+    note "compute-sanitizer $tool: exit $code, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tr '\n' ' ')"
+  done
+fi
+
+if [ -n "$lengths" ]; then
+  python3 bench/compare.py --ops "$build/runtime/libxattn_ops.so" --out "$out" \
+    --lengths "$lengths" --densities "$densities" > "$out/compare.log" 2>&1 || status=1
+  note "compare.py: exit $?"
+  tail -25 "$out/compare.log"
+fi
+archive_logs compare.json compare.md gpu_tests.log
+exit $status

@@ -75,9 +75,10 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
     }
     total = warp_sum(total);
     max_candidate = warp_max(max_candidate);
+    // Under the published rule the sink is a candidate: its mass counts among the candidates'.
     double forced_mass = 0.0;
-    if (sink >= 0) forced_mass += __ldg(scores + sink);
-    if (diagonal >= 0 && diagonal != sink) forced_mass += __ldg(scores + diagonal);
+    if (forced_sink >= 0) forced_mass += __ldg(scores + forced_sink);
+    if (diagonal >= 0 && diagonal != forced_sink) forced_mass += __ldg(scores + diagonal);
     const double required = double(tau) * total;
     // Mass of the candidates scoring at least v (strictly above when `strict`).
     auto mass_from = [&](float v, bool strict) {

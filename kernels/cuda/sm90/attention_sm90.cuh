@@ -7,13 +7,16 @@
 //             tiles of each kept key block into a kStages-deep ring of shared-memory buffers;
 //   consumers (warpgroups 1, 2): 64 query rows each. Per key block: S = Q K^T on wgmma (both
 //             operands in shared memory), the online softmax in registers, then O += P V on wgmma
-//             with P straight from registers and V read transposed from shared memory; then the
-//             stage is handed back to the producer.
+//             with P straight from registers and V read transposed from shared memory. The two
+//             products are software-pipelined: step i issues S(i) and O += P(i-1) V(i-1) and runs
+//             softmax(i) while the second is in flight. K of a stage goes back to the producer
+//             once S is read, V once O += P V has run.
 // Key tiles are 128 keys, one mask block (the kernel runs block_size 128 only). The kept list is
 // walked from its end, so with the usual ascending lists the causal diagonal block comes first;
 // the token mask is applied only to tiles that cross the causal diagonal or the end of the keys.
 // K/V of a GQA group are read in place through the KV head's coordinates.
-// Shared memory: Q (kHeadDim * 256 B) + kStages * (K + V) tiles, 128-byte swizzled by TMA.
+// Shared memory: Q (kHeadDim * 256 B) + kStages * (K + V) tiles, 128-byte swizzled by TMA
+// (225 KiB for head_dim 128: 3 stages; 4 stages for head_dim 64).
 #pragma once
 
 #include <cuda.h>
@@ -32,10 +35,10 @@ struct AttentionTile {
   static constexpr int kPanels = kHeadDim / 64;     // 64-column (128-byte) swizzled panels
   static constexpr int kPanelBytes = 128 * 128;     // 128 rows x 128 B
   static constexpr int kTileBytes = kPanels * kPanelBytes;  // Q, K or V tile
-  static constexpr int kStages = kHeadDim == 128 ? 2 : 4;
+  static constexpr int kStages = kHeadDim == 128 ? 3 : 4;
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
-  static constexpr int kBarrierBytes = 8 * (1 + 3 * kStages);
+  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
   static constexpr int kSmemBytes = 1024 /* alignment slack */ + kTileBytes * (1 + 2 * kStages) +
                                     kBarrierBytes;
   static constexpr int kProducerRegisters = 40;
@@ -122,14 +125,16 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   const uint32_t q_full = bars;
   auto k_full = [&](int s) { return bars + 8u * (1 + s); };
   auto v_full = [&](int s) { return bars + 8u * (1 + kStages + s); };
-  auto kv_empty = [&](int s) { return bars + 8u * (1 + 2 * kStages + s); };
+  auto k_empty = [&](int s) { return bars + 8u * (1 + 2 * kStages + s); };
+  auto v_empty = [&](int s) { return bars + 8u * (1 + 3 * kStages + s); };
 
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(k_full(s), 1);
       mbarrier_init(v_full(s), 1);
-      mbarrier_init(kv_empty(s), Tile::kConsumerThreads);
+      mbarrier_init(k_empty(s), Tile::kConsumerThreads);
+      mbarrier_init(v_empty(s), Tile::kConsumerThreads);
     }
     fence_barrier_init();
   }
@@ -143,6 +148,8 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     // ---------------- producer ----------------
+    // K and V of a stage are released separately: K right after S = Q K^T, V after O += P V,
+    // which runs one key block later (see the consumers' loop).
     release_registers<Tile::kProducerRegisters>();
     if (threadIdx.x == 0) {
       prefetch_tensor_map(&args.k_map);
@@ -155,13 +162,15 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
       int i = 0;
       for (int32_t j = kept.next(); j >= 0; j = kept.next(), ++i) {
         const int s = i % kStages;
-        if (i >= kStages) mbarrier_wait(kv_empty(s), ((i / kStages) - 1) & 1);
+        const uint32_t reuse_parity = ((i / kStages) - 1) & 1;
         const int32_t row = k_row0 + j * Tile::kKeys;
+        if (i >= kStages) mbarrier_wait(k_empty(s), reuse_parity);
         mbarrier_arrive_expect_tx(k_full(s), Tile::kTileBytes);
 #pragma unroll
         for (int p = 0; p < Tile::kPanels; ++p)
           tma_load_4d(k_smem + s * Tile::kTileBytes + p * Tile::kPanelBytes, &args.k_map,
                       k_full(s), p * 64, row, kv_head, batch_coord);
+        if (i >= kStages) mbarrier_wait(v_empty(s), reuse_parity);
         mbarrier_arrive_expect_tx(v_full(s), Tile::kTileBytes);
 #pragma unroll
         for (int p = 0; p < Tile::kPanels; ++p)
@@ -185,40 +194,45 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
   const float scale_log2 = params.scale * kLog2e;
 
-  // Q descriptors: this warpgroup's 64 rows, k16 step kk in panel kk / 4 at byte kk % 4 * 32.
-  auto q_desc = [&](int kk) {
-    return smem_descriptor(q_smem + (kk / 4) * Tile::kPanelBytes + consumer * 64 * 128 +
-                               (kk % 4) * 32,
-                           16, 1024);
-  };
-  mbarrier_wait(q_full, 0);
+  float s_acc[64];                 // S of the current key block, then its probabilities
+  uint32_t p_frag[kKeySteps][4];   // P of the previous key block, the A operand of O += P V
+  float correction[2] = {1.f, 1.f};
 
-  int i = 0;
-  for (int32_t j = kept.next(); j >= 0; j = kept.next(), ++i) {
-    const int s = i % kStages;
-    const uint32_t parity = (i / kStages) & 1;
+  // S = Q K^T for the key block in stage s (issued, not waited for).
+  auto issue_scores = [&](int s) {
     const uint32_t k_tile = k_smem + s * Tile::kTileBytes;
-    const uint32_t v_tile = v_smem + s * Tile::kTileBytes;
-
-    // S = Q K^T (64 x 128 per warpgroup).
-    float s_acc[64];
-    mbarrier_wait(k_full(s), parity);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kDSteps; ++kk) {
+      // This warpgroup's 64 rows of Q; k16 step kk lies in panel kk / 4 at byte kk % 4 * 32.
+      const uint64_t q_desc = smem_descriptor(
+          q_smem + (kk / 4) * Tile::kPanelBytes + consumer * 64 * 128 + (kk % 4) * 32, 16, 1024);
       const uint64_t k_desc =
           smem_descriptor(k_tile + (kk / 4) * Tile::kPanelBytes + (kk % 4) * 32, 16, 1024);
-      wgmma_ss_m64n128k16<T>(s_acc, q_desc(kk), k_desc, kk > 0);
+      wgmma_ss_m64n128k16<T>(s_acc, q_desc, k_desc, kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_registers(s_acc);
-
-    // Token mask on tiles crossing the causal diagonal or the end of the keys.
+  };
+  // O += P V for the key block in stage s (issued, not waited for); V is [keys, head_dim]
+  // row-major, i.e. MN-major for the B operand.
+  auto issue_values = [&](int s) {
+    const uint32_t v_tile = v_smem + s * Tile::kTileBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKeySteps; ++kk) {
+      const uint64_t v_desc = smem_descriptor(v_tile + kk * 16 * 128, Tile::kPanelBytes, 1024);
+      if constexpr (kHeadDim == 128)
+        wgmma_rs_m64n128k16_tb<T>(o_acc, p_frag[kk], v_desc);
+      else
+        wgmma_rs_m64n64k16_tb<T>(o_acc, p_frag[kk], v_desc);
+    }
+    wgmma_commit();
+  };
+  // Token mask, then the online softmax of s_acc in place (log2 domain): s_acc becomes the
+  // unnormalised probabilities, row_max / row_sum advance, correction rescales the old O.
+  auto softmax = [&](int32_t j) {
     const int64_t k0 = int64_t(j) * Tile::kKeys;
-    const bool needs_mask =
-        k0 + Tile::kKeys > len_k || (pr.causal && k0 + Tile::kKeys - 1 > offset + q0);
-    if (needs_mask) {
+    if (k0 + Tile::kKeys > len_k || (pr.causal && k0 + Tile::kKeys - 1 > offset + q0)) {
       const int key_shift = int(k0 - offset - q0);
       const int keys_left = int(len_k - k0 < Tile::kKeys ? len_k - k0 : Tile::kKeys);
 #pragma unroll
@@ -231,10 +245,8 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
           if (!visible) s_acc[4 * n + e] = -INFINITY;
         }
     }
-
-    // Online softmax (log2 domain); each row lives in one quad of lanes.
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < 2; ++r) {  // each row lives in one quad of lanes
       float tile_max = -INFINITY;
 #pragma unroll
       for (int n = 0; n < 16; ++n)
@@ -242,7 +254,7 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
       tile_max = quad_max(tile_max);
       const float new_max = fmaxf(row_max[r], tile_max);
       const float shift = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-      const float correction = exp2f(row_max[r] * scale_log2 - shift);
+      correction[r] = exp2f(row_max[r] * scale_log2 - shift);
       row_max[r] = new_max;
       float sum = 0.f;
 #pragma unroll
@@ -253,16 +265,18 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
         b = exp2f(fmaf(b, scale_log2, -shift));
         sum += a + b;
       }
-      row_sum[r] = row_sum[r] * correction + sum;
-#pragma unroll
-      for (int n = 0; n < kOutRegs / 4; ++n) {
-        o_acc[4 * n + 2 * r] *= correction;
-        o_acc[4 * n + 2 * r + 1] *= correction;
-      }
+      row_sum[r] = row_sum[r] * correction[r] + sum;
     }
-
-    // P in the A-fragment layout of each k16 step (accumulator layout == A layout).
-    uint32_t p_frag[kKeySteps][4];
+  };
+  // Rescale O by the correction and pack P (accumulator layout == A-fragment layout).
+  auto rescale_and_pack = [&]() {
+#pragma unroll
+    for (int n = 0; n < kOutRegs / 4; ++n) {
+      o_acc[4 * n + 0] *= correction[0];
+      o_acc[4 * n + 1] *= correction[0];
+      o_acc[4 * n + 2] *= correction[1];
+      o_acc[4 * n + 3] *= correction[1];
+    }
 #pragma unroll
     for (int kk = 0; kk < kKeySteps; ++kk) {
       p_frag[kk][0] = Traits::pack(s_acc[8 * kk + 0], s_acc[8 * kk + 1]);
@@ -270,24 +284,46 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
       p_frag[kk][2] = Traits::pack(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
       p_frag[kk][3] = Traits::pack(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
     }
+  };
 
-    // O += P V; V is [keys, head_dim] row-major = MN-major for the B operand.
-    mbarrier_wait(v_full(s), parity);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kKeySteps; ++kk) {
-      const uint64_t v_desc = smem_descriptor(v_tile + kk * 16 * 128, Tile::kPanelBytes, 1024);
-      if constexpr (kHeadDim == 128)
-        wgmma_rs_m64n128k16_tb<T>(o_acc, p_frag[kk], v_desc);
-      else
-        wgmma_rs_m64n64k16_tb<T>(o_acc, p_frag[kk], v_desc);
+  mbarrier_wait(q_full, 0);
+  // Pipeline over the kept blocks j_0, j_1, ...: step i issues S(i) and O += P(i-1) V(i-1),
+  // runs softmax(i) while the second product is in flight, then rescales O and packs P(i).
+  int32_t j = kept.next();
+  if (j >= 0) {
+    mbarrier_wait(k_full(0), 0);
+    issue_scores(0);
+    wgmma_wait<0>();
+    fence_registers(s_acc);
+    mbarrier_arrive(k_empty(0));
+    softmax(j);
+    rescale_and_pack();
+    int prev = 0, i_prev = 0;
+    for (int i = 1; (j = kept.next()) >= 0; ++i) {
+      const int s = i % kStages;
+      mbarrier_wait(k_full(s), (i / kStages) & 1);
+      issue_scores(s);
+      mbarrier_wait(v_full(prev), ((i - 1) / kStages) & 1);
+      issue_values(prev);
+      wgmma_wait<1>();  // S(i) is ready; O += P(i-1) V(i-1) may still run
+      fence_registers(s_acc);
+      mbarrier_arrive(k_empty(s));
+      softmax(j);
+      wgmma_wait<0>();
+      fence_registers(o_acc);
+      fence_registers(p_frag);
+      mbarrier_arrive(v_empty(prev));
+      rescale_and_pack();
+      prev = s;
+      i_prev = i;
     }
-    wgmma_commit();
+    mbarrier_wait(v_full(prev), (i_prev / kStages) & 1);
+    issue_values(prev);
     wgmma_wait<0>();
     fence_registers(o_acc);
-    mbarrier_arrive(kv_empty(s));  // this thread is done with stage s
+    fence_registers(p_frag);
+    mbarrier_arrive(v_empty(prev));
   }
-
   // Epilogue: normalise, write O and the log-sum-exp (natural log of the scaled logits).
   T* out_base = static_cast<T*>(params.out.data) +
                 sequence_base(pr.cu_seqlens_q, batch, head, params.out.batch_stride,

@@ -2,14 +2,14 @@
 """Side-by-side attention benchmark on one GPU, in one process, on the same tensors and masks.
 
 Times, per length and block-mask density:
-  ours-sm90   torch.ops.xattn.block_sparse_attention_compact, sm_90a kernel (XATTN_ATTENTION_KERNEL=sm90)
+  ours-sm90   torch.ops.xattn.block_sparse_attention_compact, sm_90a kernel (XATTN_CUDA_KERNEL=sm90)
   ours-sm80   the same op on the sm_80 kernel
   flex        torch.compile(flex_attention) with a BlockMask of the same blocks (diagonal blocks
               partial with a causal mask_mod, the others full), enable_gqa=True
   cudnn/flash torch SDPA dense (causal) on those backends, K/V expanded to the query heads
 and once per length the dense mode of our kernels (every allowed block), and the estimate op
-(antidiagonal scoring + selection) at S = 8 and 16, so estimate + sparse can be compared with
-dense. Masks are random: sink and diagonal blocks kept, each other allowed block kept with the
+(antidiagonal scoring + selection) at S = 8 and 16 on both scoring kernels, so estimate + sparse
+can be compared with dense. Masks are random: sink and diagonal blocks kept, each other allowed block kept with the
 probability that gives the target density (kept / causally allowed blocks).
 
 Writes JSON and markdown:  python3 bench/compare.py --ops build-gpu/runtime/libxattn_ops.so --out DIR
@@ -110,7 +110,7 @@ def main():
         return q_idx >= kv_idx
 
     def ours(q, k, v, count, index, kernel):
-        os.environ["XATTN_ATTENTION_KERNEL"] = kernel
+        os.environ["XATTN_CUDA_KERNEL"] = kernel
         return torch.ops.xattn.block_sparse_attention_compact(q, k, v, count, index, block, True)[0]
 
     for length in [int(x) for x in args.lengths.split(",")]:
@@ -136,11 +136,19 @@ def main():
             per[f"ours_dense_{kernel}_ms"] = ms
             per[f"ours_dense_{kernel}_tflops"] = dense_flops / ms / 1e9
         per["cudnn_tflops"] = dense_flops / per["cudnn_ms"] / 1e9
+        tau = torch.full((hq,), 0.9, device="cuda", dtype=torch.float32)
         for stride in (8, 16):
-            tau = torch.full((hq,), 0.9, device="cuda", dtype=torch.float32)
-            per[f"estimate_s{stride}_ms"] = timed(
-                lambda: torch.ops.xattn.estimate(q, k, tau, stride, block, True), args.warmup,
-                args.reps)
+            scores = {}
+            for kernel in ("sm80", "sm90"):
+                os.environ["XATTN_CUDA_KERNEL"] = kernel
+                scores[kernel] = torch.ops.xattn.estimate(q, k, tau, stride, block, True)[0]
+                name = "" if kernel == "sm90" else "_sm80"
+                per[f"estimate_s{stride}{name}_ms"] = timed(
+                    lambda: torch.ops.xattn.estimate(q, k, tau, stride, block, True), args.warmup,
+                    args.reps)
+            per[f"estimate_s{stride}_max_abs_diff_sm90_vs_sm80"] = (
+                scores["sm90"] - scores["sm80"]).abs().max().item()
+        os.environ["XATTN_CUDA_KERNEL"] = "auto"
         results["per_length"].append(per)
         print(json.dumps(per), flush=True)
 
@@ -193,14 +201,15 @@ def main():
                      f"{r['sm90_tflops']:.0f} | {p['cudnn_ms']:.2f} | "
                      f"{r['cudnn_over_estimate_s8_plus_sm90']:.2f}x | "
                      f"{r['cudnn_over_estimate_s16_plus_sm90']:.2f}x | {r['max_abs_diff_sm90_vs_flex']:.3g} |")
-    lines += ["", "| L | cuDNN dense ms (TFLOP/s) | flash dense ms | ours dense sm90 ms (TFLOP/s) | ours dense sm80 ms | sm90 dense / cuDNN | estimate S8 ms | estimate S16 ms |",
+    lines += ["", "| L | cuDNN dense ms (TFLOP/s) | flash dense ms | ours dense sm90 ms (TFLOP/s) | ours dense sm80 ms | sm90 dense / cuDNN | estimate S8 ms (sm80) | estimate S16 ms (sm80) |",
               "|---|---|---|---|---|---|---|---|"]
     for p in results["per_length"]:
         lines.append(f"| {p['length'] // 1024}K | {p['cudnn_ms']:.2f} ({p['cudnn_tflops']:.0f}) | "
                      f"{p.get('flash_ms', float('nan')):.2f} | {p['ours_dense_sm90_ms']:.2f} "
                      f"({p['ours_dense_sm90_tflops']:.0f}) | {p['ours_dense_sm80_ms']:.2f} | "
-                     f"{p['ours_dense_sm90_ms'] / p['cudnn_ms']:.2f}x | {p['estimate_s8_ms']:.2f} | "
-                     f"{p['estimate_s16_ms']:.2f} |")
+                     f"{p['ours_dense_sm90_ms'] / p['cudnn_ms']:.2f}x | {p['estimate_s8_ms']:.2f} "
+                     f"({p['estimate_s8_sm80_ms']:.2f}) | {p['estimate_s16_ms']:.2f} "
+                     f"({p['estimate_s16_sm80_ms']:.2f}) |")
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -69,6 +69,17 @@ __global__ void fill_kernel(float* data, int64_t n, float value) {
 }
 
 
+std::string kernel_choice_reason(CudaKernel k) {
+  if (k != CudaKernel::kAuto && k != CudaKernel::kSm80 && k != CudaKernel::kSm90)
+    return message("kernel choice ", int32_t(k), " is unknown (auto 0, sm80 1, sm90 2)");
+  return {};
+}
+
+bool scoring_runs_on_sm90(const ScoringParams& p) {
+  if (p.kernel == CudaKernel::kSm80) return false;
+  return p.kernel == CudaKernel::kSm90 || detail::sm90::device_runs_sm90();
+}
+
 }  // namespace
 
 
@@ -84,6 +95,9 @@ std::string unsupported_reason(const ScoringParams& p) {
     return message("block_size / stride = ", cols,
                    " is not built for CUDA scoring; built: 8, 16, 32, 64 (e.g. 128 / 8, 128 / 16)");
   if (!p.block_scores) return "block_scores is null";
+  if (auto e = kernel_choice_reason(p.kernel); !e.empty()) return e;
+  if (p.kernel == CudaKernel::kSm90 && !detail::sm90::device_runs_sm90())
+    return "the sm_90a scoring kernel needs a compute capability 9.0 GPU (H100/H200)";
   return {};
 }
 
@@ -114,10 +128,8 @@ std::string unsupported_reason(const AttentionParams& p) {
                    " is not built for CUDA attention; built: multiples of 64 (64, 128, 256)");
   if ((p.kv_block_count == nullptr) != (p.kv_block_index == nullptr))
     return "kv_block_count and kv_block_index must be given together";
-  if (p.kernel != AttentionKernel::kAuto && p.kernel != AttentionKernel::kSm80 &&
-      p.kernel != AttentionKernel::kSm90)
-    return message("attention kernel ", int32_t(p.kernel), " is unknown (auto 0, sm80 1, sm90 2)");
-  if (p.kernel == AttentionKernel::kSm90) {
+  if (auto e = kernel_choice_reason(p.kernel); !e.empty()) return e;
+  if (p.kernel == CudaKernel::kSm90) {
     if (!detail::sm90::device_runs_sm90())
       return "the sm_90a attention kernel needs a compute capability 9.0 GPU (H100/H200)";
     if (auto e = detail::sm90::attention_unsupported_reason(p); !e.empty())
@@ -127,8 +139,8 @@ std::string unsupported_reason(const AttentionParams& p) {
 }
 
 static bool runs_on_sm90(const AttentionParams& p) {
-  if (p.kernel == AttentionKernel::kSm90) return true;  // checked by unsupported_reason
-  if (p.kernel == AttentionKernel::kSm80) return false;
+  if (p.kernel == CudaKernel::kSm90) return true;  // checked by unsupported_reason
+  if (p.kernel == CudaKernel::kSm80) return false;
   return detail::sm90::device_runs_sm90() && detail::sm90::attention_unsupported_reason(p).empty();
 }
 
@@ -150,11 +162,20 @@ cudaError_t antidiagonal_scores(const ScoringParams& p, void* workspace, size_t 
   if (err != cudaSuccess) return err;
   const int64_t chunk_rows = scoring_chunk_rows(p);
   const int64_t total_rows = ceil_div(pr.max_len_q, p.stride);
+  const bool sm90 = scoring_runs_on_sm90(p);
   // Every launch keeps the full chunk pitch in the scratch; CTAs past the last row exit at once.
   for (int64_t row_begin = 0; row_begin < total_rows; row_begin += chunk_rows) {
     const detail::ScoringChunk chunk{row_begin, chunk_rows, static_cast<float*>(workspace)};
     const bool bf16 = p.q.dtype == DType::kBFloat16;
     const int64_t d = pr.head_dim;
+    if (sm90) {
+      if (bf16 && d == 64) err = detail::launch_antidiagonal_scoring_sm90<__nv_bfloat16, 64>(p, chunk, stream);
+      else if (bf16) err = detail::launch_antidiagonal_scoring_sm90<__nv_bfloat16, 128>(p, chunk, stream);
+      else if (d == 64) err = detail::launch_antidiagonal_scoring_sm90<__half, 64>(p, chunk, stream);
+      else err = detail::launch_antidiagonal_scoring_sm90<__half, 128>(p, chunk, stream);
+      if (err != cudaSuccess) return err;
+      continue;
+    }
     if (bf16 && d == 64) err = detail::launch_antidiagonal_scoring<__nv_bfloat16, 64>(p, chunk, stream);
     else if (bf16) err = detail::launch_antidiagonal_scoring<__nv_bfloat16, 128>(p, chunk, stream);
     else if (d == 64) err = detail::launch_antidiagonal_scoring<__half, 64>(p, chunk, stream);

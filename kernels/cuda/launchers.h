@@ -24,7 +24,10 @@ cudaError_t launch_antidiagonal_scoring(const ScoringParams& params, const Scori
 template <typename T, int kHeadDim>
 cudaError_t launch_block_sparse_attention(const AttentionParams& params, cudaStream_t stream);
 
-// The sm_90a kernel (sm90/attention_sm90.cuh): compute capability 9.0, block_size 128.
+// The sm_90a kernels (sm90/): compute capability 9.0; attention for block_size 128.
+template <typename T, int kHeadDim>
+cudaError_t launch_antidiagonal_scoring_sm90(const ScoringParams& params, const ScoringChunk& chunk,
+                                             cudaStream_t stream);
 template <typename T, int kHeadDim>
 cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& params, cudaStream_t stream);
 

@@ -287,11 +287,21 @@ std::vector<float> cpu_scores(const Data& d) {
   return scores;
 }
 
-std::vector<float> gpu_scores(const Data& d, int64_t chunk_len_q = 0) {
+bool device_is_sm90();
+const char* kernel_name(CudaKernel k);
+// The scoring kernels this device runs: sm_80 everywhere, plus sm_90a on compute capability 9.0.
+std::vector<CudaKernel> scoring_kernels() {
+  if (device_is_sm90()) return {CudaKernel::kSm80, CudaKernel::kSm90};
+  return {CudaKernel::kSm80};
+}
+
+std::vector<float> gpu_scores(const Data& d, int64_t chunk_len_q = 0,
+                              CudaKernel kernel = CudaKernel::kAuto) {
   DeviceBuffer<float> scores(d.batch * d.c.heads_q * n_qblocks(d) * n_kblocks(d));
   scores.poison();
   ScoringParams p = scoring_params(d, true, scores.get());
   p.chunk_len_q = chunk_len_q;
+  p.kernel = kernel;
   const std::string why = cuda::unsupported_reason(p);
   if (!why.empty()) throw std::runtime_error("unsupported: " + why);
   DeviceBuffer<unsigned char> workspace(cuda::antidiagonal_scores_workspace_bytes(p));
@@ -473,12 +483,12 @@ bool device_is_sm90() {
   return major == 9 && minor == 0;
 }
 
-const char* kernel_name(AttentionKernel k) {
-  return k == AttentionKernel::kSm90 ? "sm90" : k == AttentionKernel::kSm80 ? "sm80" : "auto";
+const char* kernel_name(CudaKernel k) {
+  return k == CudaKernel::kSm90 ? "sm90" : k == CudaKernel::kSm80 ? "sm80" : "auto";
 }
 
 RawOutput gpu_attention(const Data& d, const Selection* sel,
-                        AttentionKernel kernel = AttentionKernel::kAuto) {
+                        CudaKernel kernel = CudaKernel::kAuto) {
   DeviceBuffer<uint16_t> out(d.q_elements());
   DeviceBuffer<float> lse(d.batch * d.c.heads_q * d.max_q);
   out.poison();
@@ -538,9 +548,9 @@ void expect_attention_close(const Data& d, const Selection* sel) {
   const double err_cpu = relative_error(d, cpu.out, oracle, &nan_cpu);
   EXPECT_LE(max_lse_error(d, cpu.lse, oracle), 2e-3) << "CPU reference lse differs from the oracle";
   // Both CUDA kernels where they run: sm_80 everywhere, sm_90a on compute capability 9.0.
-  for (AttentionKernel kernel : {AttentionKernel::kSm80, AttentionKernel::kSm90}) {
+  for (CudaKernel kernel : {CudaKernel::kSm80, CudaKernel::kSm90}) {
     SCOPED_TRACE(kernel_name(kernel));
-    if (kernel == AttentionKernel::kSm90) {
+    if (kernel == CudaKernel::kSm90) {
       AttentionParams probe = attention_params(d, true, nullptr, nullptr, nullptr, nullptr);
       probe.out.data = d.d_q->get();  // any aligned device pointer: only the shape is checked
       probe.kernel = kernel;
@@ -674,7 +684,9 @@ TEST(GpuScoring, MatchesCpuReference) {
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, seed++);
     const std::vector<float> ref = cpu_scores(*d);
-    const std::vector<float> got = gpu_scores(*d);
+    for (CudaKernel kernel : scoring_kernels()) {
+    SCOPED_TRACE(kernel_name(kernel));
+    const std::vector<float> got = gpu_scores(*d, 0, kernel);
     double worst = 0;
     int64_t bad = 0;
     for (size_t n = 0; n < ref.size(); ++n) {
@@ -694,6 +706,7 @@ TEST(GpuScoring, MatchesCpuReference) {
           const int64_t rows = std::min<int64_t>(c.block_size / c.stride, rows_total - i * (c.block_size / c.stride));
           EXPECT_NEAR(sum, double(rows), 1e-3 * rows) << "row sum of block " << i;
         }
+    }
   }
 }
 
@@ -707,10 +720,13 @@ TEST(GpuScoring, ChunkedEqualsUnchunked) {
   c.len_k = {2500, 1500};
   c.varlen = true;
   const auto d = make_data(c, 77);
-  const std::vector<float> whole = gpu_scores(*d);
-  const std::vector<float> chunked = gpu_scores(*d, 1024);  // 256 strided rows per launch
-  ASSERT_EQ(whole.size(), chunked.size());
-  for (size_t n = 0; n < whole.size(); ++n) ASSERT_EQ(whole[n], chunked[n]) << "entry " << n;
+  for (CudaKernel kernel : scoring_kernels()) {
+    SCOPED_TRACE(kernel_name(kernel));
+    const std::vector<float> whole = gpu_scores(*d, 0, kernel);
+    const std::vector<float> chunked = gpu_scores(*d, 1024, kernel);  // 256 strided rows per launch
+    ASSERT_EQ(whole.size(), chunked.size());
+    for (size_t n = 0; n < whole.size(); ++n) ASSERT_EQ(whole[n], chunked[n]) << "entry " << n;
+  }
 }
 
 TEST(GpuSelection, MatchesCpuOnReferenceScores) {
@@ -879,11 +895,12 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, 600);
     const std::vector<float> scores = gpu_scores(*d);
+    EXPECT_EQ(gpu_scores(*d, 0, CudaKernel::kSm80).size(), scores.size());
     const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
     const RawOutput out = gpu_attention(*d, &sel);
     const RawOutput dense = gpu_attention(*d, nullptr);
     EXPECT_EQ(out.out.size(), dense.out.size());
-    const RawOutput out_sm80 = gpu_attention(*d, &sel, AttentionKernel::kSm80);
+    const RawOutput out_sm80 = gpu_attention(*d, &sel, CudaKernel::kSm80);
     EXPECT_EQ(out_sm80.out.size(), out.out.size());
   }
 }

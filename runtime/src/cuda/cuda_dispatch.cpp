@@ -38,12 +38,27 @@ void check_launch(cudaError_t err, const char* what) {
               cudaGetErrorString(err));
 }
 
+// XATTN_CUDA_KERNEL=sm80|sm90|auto picks the scoring and attention kernels of every call that
+// leaves the choice to the library (A/B benchmarks, or a fallback should an sm_90a kernel
+// misbehave). Read at every call (a getenv is cheap next to a launch), so one process can compare.
+kernels::CudaKernel kernel_from_environment() {
+  const char* value = std::getenv("XATTN_CUDA_KERNEL");
+  const std::string v = value ? value : "auto";
+  if (v == "sm80") return kernels::CudaKernel::kSm80;
+  if (v == "sm90") return kernels::CudaKernel::kSm90;
+  XATTN_CHECK(v == "auto" || v.empty(), ErrorKind::kInvalidArgument, "XATTN_CUDA_KERNEL=", v,
+              " is unknown; use sm80, sm90 or auto");
+  return kernels::CudaKernel::kAuto;
+}
+
 }  // namespace
 
-void antidiagonal_scores(const kernels::ScoringParams& params) {
-  check_supported(params, "antidiagonal scoring");
-  const int device = device_of(params.q.data);
+void antidiagonal_scores(const kernels::ScoringParams& params_in) {
+  const int device = device_of(params_in.q.data);
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  kernels::ScoringParams params = params_in;
+  if (params.kernel == kernels::CudaKernel::kAuto) params.kernel = kernel_from_environment();
+  check_supported(params, "antidiagonal scoring");
   const size_t bytes = kernels::cuda::antidiagonal_scores_workspace_bytes(params);
   const at::Tensor workspace =
       at::empty({int64_t(bytes)}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, device));
@@ -60,25 +75,13 @@ void select_blocks(const kernels::SelectionParams& params) {
                "block selection");
 }
 
-// XATTN_ATTENTION_KERNEL=sm80|sm90|auto picks the CUDA attention kernel of every call that leaves
-// the choice to the library (A/B benchmarks, or a fallback should the sm_90a kernel misbehave).
-// Read at every call (a getenv is cheap next to a launch), so one process can compare both.
-kernels::AttentionKernel attention_kernel_from_environment() {
-  const char* value = std::getenv("XATTN_ATTENTION_KERNEL");
-  const std::string v = value ? value : "auto";
-  if (v == "sm80") return kernels::AttentionKernel::kSm80;
-  if (v == "sm90") return kernels::AttentionKernel::kSm90;
-  XATTN_CHECK(v == "auto" || v.empty(), ErrorKind::kInvalidArgument, "XATTN_ATTENTION_KERNEL=", v,
-              " is unknown; use sm80, sm90 or auto");
-  return kernels::AttentionKernel::kAuto;
-}
 
 void block_sparse_attention(const kernels::AttentionParams& params_in) {
   const int device = device_of(params_in.q.data);
   const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   kernels::AttentionParams params = params_in;
-  if (params.kernel == kernels::AttentionKernel::kAuto)
-    params.kernel = attention_kernel_from_environment();
+  if (params.kernel == kernels::CudaKernel::kAuto)
+    params.kernel = kernel_from_environment();
   check_supported(params, "block-sparse attention");
   check_launch(kernels::cuda::block_sparse_attention(
                    params, at::cuda::getCurrentCUDAStream(device).stream()),

@@ -9,6 +9,11 @@
 
 namespace xattn::kernels {
 
+// Which CUDA kernel of a family runs (the CPU reference ignores it). kAuto takes the sm_90a
+// kernel (warpgroup MMA) on compute capability 9.0 when it supports the parameters, else the
+// sm_80 kernel (mma.sync), which runs on every GPU the project builds for.
+enum class CudaKernel : int32_t { kAuto = 0, kSm80 = 1, kSm90 = 2 };
+
 // Antidiagonal block scoring (XATTENTION.md §1).
 // Output block_scores [batch, heads_q, nQB, nKB] float32, contiguous, nQB = ceil(max_len_q / bs),
 // nKB = ceil(max_len_k / bs). Entry (i, j) is the softmax mass of the strided score matrix that
@@ -23,6 +28,7 @@ struct ScoringParams {
   float scale = 0.f;         // applied to the antidiagonal sums; usually 1 / (sqrt(d) * S)
   int64_t chunk_len_q = 0;   // queries per chunk (0: implementation default); bounds scratch memory
   float* block_scores = nullptr;
+  CudaKernel kernel = CudaKernel::kAuto;
 };
 
 // Which blocks a threshold keeps (docs/selection-rules.md).
@@ -76,10 +82,6 @@ struct SelectionParams {
 // Output out [batch, heads_q, len_q, head_dim] in out.dtype, lse [batch, heads_q, max_len_q]
 // float32 (natural log of the softmax denominator of the scaled logits; -inf for a row that sees
 // no key, whose output is 0).
-// Which CUDA attention kernel runs (the CPU reference ignores it). kAuto takes the sm_90a kernel
-// (warpgroup MMA, TMA) on compute capability 9.0 when it supports the parameters, else the sm_80
-// kernel (mma.sync), which runs on every GPU the project builds for.
-enum class AttentionKernel : int32_t { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 
 struct AttentionParams {
   Problem problem;
@@ -92,7 +94,7 @@ struct AttentionParams {
   const int32_t* kv_block_index = nullptr;  // [batch, heads_q, nQB, nKB]
   MutableTensorView out;
   float* lse = nullptr;  // optional
-  AttentionKernel kernel = AttentionKernel::kAuto;
+  CudaKernel kernel = CudaKernel::kAuto;
   // Varlen only: token rows of the packed q and k/v tensors (cu_seqlens_*[batch]), which bound the
   // sm_90a kernel's TMA loads; 0 (unknown) keeps varlen batches on the sm_80 kernel.
   int64_t packed_tokens_q = 0;

@@ -1,0 +1,277 @@
+// Antidiagonal block scoring for Hopper (sm_90a): the strided GEMM of scoring_kernel.cuh on
+// warpgroup MMA, with the same one-pass bookkeeping (per key block log2-sum-exp to scratch, the
+// row's running max and sum, block scores from the scratch at the end).
+//
+// One CTA owns 128 strided query rows and sweeps 128-column key tiles; three warpgroups:
+//   producer  (warpgroup 0, 128 threads): gathers each k-step's rows (one t, 64 columns of
+//             head_dim) of q and k with 16-byte cp.async into a kStages ring, in the 128-byte
+//             swizzled layout wgmma reads (tokens past the sequence are zero-filled, which a TMA
+//             strided view could not guarantee); each thread announces a stage on its mbarrier
+//             once its copies have landed (two steps later);
+//   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n128k16 wgmma (both operands in
+//             shared memory); a stage is released once the MMA that read it has completed; after
+//             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
+//             statistics). Each row's 128 columns live in one quad of lanes.
+// Shared memory: kStages x (128 + 128) rows x 128 B = 160 KiB (5 stages); one CTA per SM.
+#pragma once
+
+#include "../scoring_kernel.cuh"
+#include "primitives.cuh"
+#include "wgmma_ops.cuh"
+
+namespace xattn::kernels::cuda::detail::sm90 {
+
+struct ScoringTile {
+  static constexpr int kRows = 128;   // strided query rows per CTA
+  static constexpr int kCols = 128;   // strided key columns per tile
+  static constexpr int kDepth = 64;   // head_dim elements per k-step (one 128-byte row)
+  static constexpr int kStages = 5;
+  static constexpr int kThreads = 384;
+  static constexpr int kConsumerThreads = 256;
+  static constexpr int kPanelBytes = 128 * 128;  // 128 rows x 128 B
+  static constexpr int kStageBytes = 2 * kPanelBytes;
+  static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 8 * 2 * kStages;
+  static constexpr int kProducerRegisters = 56;
+  static constexpr int kConsumerRegisters = 224;
+};
+
+__device__ __forceinline__ void cp_async_zfill_16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+// Synchronises the 256 consumer threads only (the producer warpgroup has left).
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+}
+
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(ScoringTile::kThreads, 1)
+    antidiagonal_scoring_sm90_kernel(const ScoringLaunch launch) {
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tile = ScoringTile;
+  constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kDepth = Tile::kDepth;
+  constexpr int kStages = Tile::kStages;
+  constexpr int kDepthChunks = kHeadDim / kDepth;
+  __shared__ float row_lse[kRows];
+
+  const ScoringParams& params = launch.params;
+  const Problem& pr = params.problem;
+  const int head = blockIdx.x;
+  const int tile_m = gridDim.y - 1 - blockIdx.y;  // causal: later rows see more keys, start them first
+  const int batch = blockIdx.z;
+  const int64_t S = params.stride, bs = params.block_size;
+  const int64_t len_q = pr.len_q(batch), len_k = pr.len_k(batch);
+  const int64_t n_rows = ceil_div(len_q, S), n_cols = ceil_div(len_k, S);
+  const int64_t r0 = launch.row_begin + int64_t(tile_m) * kRows;
+  if (r0 >= n_rows || len_k == 0) return;
+  const int64_t rows_here = n_rows - r0 < kRows ? n_rows - r0 : kRows;
+  const int64_t offset = len_k - len_q;
+  const int kv_head = head / int(pr.heads_q / pr.heads_kv);
+  const int64_t cols_per_block = bs / S;
+  const int64_t nkb_max = ceil_div(pr.max_len_k, bs), nqb_max = ceil_div(pr.max_len_q, bs);
+  const int64_t last_col =
+      pr.causal ? min(n_cols - 1, (offset + (r0 + rows_here - 1) * S + S - 1) / S) : n_cols - 1;
+  const int n_tiles = int(last_col / kCols + 1);
+  const int steps_per_tile = int(S) * kDepthChunks;
+  const int total_steps = n_tiles * steps_per_tile;
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (shared_address(smem_raw) + 1023u) & ~1023u;
+  auto a_stage = [&](int s) { return base + uint32_t(s) * Tile::kStageBytes; };
+  auto b_stage = [&](int s) { return a_stage(s) + Tile::kPanelBytes; };
+  const uint32_t bars = base + kStages * Tile::kStageBytes;
+  auto full = [&](int s) { return bars + 8u * s; };
+  auto empty = [&](int s) { return bars + 8u * (kStages + s); };
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(full(s), 128);  // one arrival per producer thread
+      mbarrier_init(empty(s), Tile::kConsumerThreads);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int warpgroup = threadIdx.x / 128;
+  if (warpgroup == 0) {
+    // ---------------- producer: gathers of strided q and k rows ----------------
+    release_registers<Tile::kProducerRegisters>();
+    const T* q_base = static_cast<const T*>(params.q.data) +
+                      sequence_base(pr.cu_seqlens_q, batch, head, params.q.batch_stride,
+                                    params.q.head_stride, params.q.token_stride);
+    const T* k_base = static_cast<const T*>(params.k.data) +
+                      sequence_base(pr.cu_seqlens_k, batch, kv_head, params.k.batch_stride,
+                                    params.k.head_stride, params.k.token_stride);
+    // Thread tid copies 16-byte chunk (tid & 7) of rows tid / 8 + 16 i (i < 8), so its gather
+    // addresses are a per-thread base plus i * (a fixed stride) plus a per-step delta.
+    const int tid = threadIdx.x;
+    const int chunk = tid & 7, pass_row = tid >> 3;
+    constexpr int kRowsPerPass = 16;
+    const int64_t q_stride = params.q.token_stride, k_stride = params.k.token_stride;
+    const int pass_tokens = kRowsPerPass * int(S);
+    // q: strided row r gathers token r*S + S-1-t; k: strided column c gathers token c*S + t.
+    const int64_t q_token0 = (r0 + pass_row) * S + S - 1;
+    const int q_room = int(min(len_q - q_token0, int64_t(INT_MAX / 2)));
+    const T* q_thread = q_base + q_token0 * q_stride + chunk * 8;
+    const int k_room = int(min(len_k - int64_t(pass_row) * S, int64_t(INT_MAX / 2)));
+    const T* k_thread = k_base + int64_t(pass_row) * S * k_stride + chunk * 8;
+    const int64_t q_pass_elems = int64_t(pass_tokens) * q_stride;
+    const int64_t k_pass_elems = int64_t(pass_tokens) * k_stride;
+    // A stage is announced kLag steps after its copies were issued: once they have landed, the
+    // proxy fence makes them visible to wgmma (an async-proxy reader), then the arrival.
+    constexpr int kLag = 2;
+    auto announce = [&](int step) {
+      fence_proxy_async_shared();
+      mbarrier_arrive(full(step % kStages));
+    };
+    for (int step = 0; step < total_steps; ++step) {
+      const int s = step % kStages;
+      if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
+      const int tile = step / steps_per_tile;
+      const int rem = step % steps_per_tile;
+      const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+      const T* q_src = q_thread + (dc * kDepth - t * q_stride);
+#pragma unroll
+      for (int i = 0; i < kRows / kRowsPerPass; ++i, q_src += q_pass_elems) {
+        const int row = pass_row + i * kRowsPerPass;
+        const bool valid = i * pass_tokens - t < q_room;
+        cp_async_zfill_16(a_stage(s) + row * 128 + ((chunk ^ (row & 7)) << 4),
+                          valid ? q_src : q_base, valid);
+      }
+      const int k_tile_token = tile * kCols * int(S) + t;
+      const T* k_src = k_thread + (int64_t(k_tile_token) * k_stride + dc * kDepth);
+#pragma unroll
+      for (int i = 0; i < kCols / kRowsPerPass; ++i, k_src += k_pass_elems) {
+        const int row = pass_row + i * kRowsPerPass;
+        const bool valid = k_tile_token + i * pass_tokens < k_room;
+        cp_async_zfill_16(b_stage(s) + row * 128 + ((chunk ^ (row & 7)) << 4),
+                          valid ? k_src : k_base, valid);
+      }
+      cp_async_commit();
+      if (step >= kLag) {
+        cp_async_wait<kLag>();
+        announce(step - kLag);
+      }
+    }
+    cp_async_wait<0>();
+    for (int step = max(0, total_steps - kLag); step < total_steps; ++step) announce(step);
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  claim_registers<Tile::kConsumerRegisters>();
+  const int consumer = warpgroup - 1;
+  const int ctid = threadIdx.x - 128;
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  float* scratch = launch.scratch +
+                   ((int64_t(batch) * pr.heads_q + head) * launch.chunk_rows +
+                    (r0 - launch.row_begin)) * nkb_max;
+  const float scale_log2 = params.scale * kLog2e;
+  const int col_tiles_per_block = int(cols_per_block / 8);  // n8 tiles per key block
+
+  float acc[64];
+  float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.f, 0.f};
+  int pending = -1;  // stage whose MMA group has been issued but not yet waited for
+  for (int step = 0; step < total_steps; ++step) {
+    const int s = step % kStages;
+    const int in_tile = step % steps_per_tile;
+    mbarrier_wait(full(s), (step / kStages) & 1);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kDepth / 16; ++kk) {
+      const uint64_t a_desc = smem_descriptor(a_stage(s) + consumer * 64 * 128 + kk * 32, 16, 1024);
+      const uint64_t b_desc = smem_descriptor(b_stage(s) + kk * 32, 16, 1024);
+      wgmma_ss_m64n128k16<T>(acc, a_desc, b_desc, in_tile > 0 || kk > 0);
+    }
+    wgmma_commit();
+    if (pending >= 0) {
+      wgmma_wait<1>();
+      mbarrier_arrive(empty(pending));
+    }
+    pending = s;
+    if (in_tile != steps_per_tile - 1) continue;
+    wgmma_wait<0>();
+    fence_registers(acc);
+    mbarrier_arrive(empty(pending));
+    pending = -1;
+
+    // Tile epilogue: mask, per key block log2-sum-exp to scratch, running row statistics.
+    const int64_t c_tile = int64_t(step / steps_per_tile) * kCols;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t local_row = consumer * 64 + warp * 16 + g + 8 * half;
+      const int64_t r = r0 + local_row;
+      const int64_t last_visible = pr.causal ? (offset + r * S + S - 1) / S : n_cols - 1;
+      const int64_t col_limit = min(last_visible, n_cols - 1);
+      float* scratch_row = local_row < rows_here ? scratch + local_row * nkb_max : nullptr;
+#pragma unroll
+      for (int part = 0; part < 2; ++part) {  // columns 64 * part ... 64 * part + 63
+        float x[8][2];
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int col = (part * 8 + n) * 8 + 2 * t4 + e;
+            const float v = acc[4 * (part * 8 + n) + 2 * half + e];
+            x[n][e] = c_tile + col <= col_limit ? v * scale_log2 : -INFINITY;
+          }
+        const int64_t j0 = (c_tile + 64 * part) / cols_per_block;
+        switch (col_tiles_per_block) {
+          case 1: row_block_epilogue<1>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          case 2: row_block_epilogue<2>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          case 4: row_block_epilogue<4>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          default: row_block_epilogue<8>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+        }
+      }
+    }
+  }
+
+  // Row totals (each row's statistics are whole in its quad).
+  if (t4 == 0) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int local_row = consumer * 64 + warp * 16 + g + 8 * half;
+      row_lse[local_row] =
+          run_sum[half] > 0.f ? run_max[half] + __log2f(run_sum[half]) : INFINITY;  // +inf: 0
+    }
+  }
+  consumers_sync();  // also makes this CTA's scratch writes visible to all consumer threads
+
+  // Block scores: sum over the strided rows of each query block of exp2(block_lse - row_lse).
+  const int64_t n_blocks_seen = min(nkb_max, ceil_div(int64_t(n_tiles) * kCols, cols_per_block));
+  float* scores_head =
+      params.block_scores + (int64_t(batch) * pr.heads_q + head) * nqb_max * nkb_max;
+  for (int64_t qb_row0 = 0; qb_row0 < rows_here; qb_row0 += cols_per_block) {
+    const int64_t i = (r0 + qb_row0) / cols_per_block;
+    const int64_t row_end = min(rows_here, qb_row0 + cols_per_block);
+    for (int64_t j = ctid; j < n_blocks_seen; j += Tile::kConsumerThreads) {
+      float sum = 0.f;
+      for (int64_t row = qb_row0; row < row_end; ++row)
+        sum += exp2f(scratch[row * nkb_max + j] - row_lse[row]);
+      scores_head[i * nkb_max + j] = sum;
+    }
+  }
+#endif
+}
+
+}  // namespace xattn::kernels::cuda::detail::sm90
+
+namespace xattn::kernels::cuda::detail {
+
+template <typename T, int kHeadDim>
+cudaError_t launch_antidiagonal_scoring_sm90(const ScoringParams& params,
+                                             const ScoringChunk& chunk, cudaStream_t stream) {
+  using Tile = sm90::ScoringTile;
+  const auto kernel = sm90::antidiagonal_scoring_sm90_kernel<T, kHeadDim>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         Tile::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const ScoringLaunch launch{params, chunk.row_begin, chunk.chunk_rows, chunk.scratch};
+  const dim3 grid(unsigned(params.problem.heads_q), unsigned(chunk.chunk_rows / Tile::kRows),
+                  unsigned(params.problem.batch));
+  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(launch);
+  return cudaGetLastError();
+}
+
+}  // namespace xattn::kernels::cuda::detail

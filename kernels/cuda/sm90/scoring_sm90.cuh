@@ -2,17 +2,18 @@
 // warpgroup MMA, with the same one-pass bookkeeping (per key block log2-sum-exp to scratch, the
 // row's running max and sum, block scores from the scratch at the end).
 //
-// One CTA owns 128 strided query rows and sweeps 128-column key tiles; three warpgroups:
+// One CTA owns 128 strided query rows and sweeps 256-column key tiles (wide tiles halve the
+// re-reads of the query rows, which bound the sm_80 kernel); three warpgroups:
 //   producer  (warpgroup 0, 128 threads): gathers each k-step's rows (one t, 64 columns of
 //             head_dim) of q and k with 16-byte cp.async into a kStages ring, in the 128-byte
 //             swizzled layout wgmma reads (tokens past the sequence are zero-filled, which a TMA
 //             strided view could not guarantee); each thread announces a stage on its mbarrier
 //             once its copies have landed (two steps later);
-//   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n128k16 wgmma (both operands in
+//   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n256k16 wgmma (both operands in
 //             shared memory); a stage is released once the MMA that read it has completed; after
 //             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
-//             statistics). Each row's 128 columns live in one quad of lanes.
-// Shared memory: kStages x (128 + 128) rows x 128 B = 160 KiB (5 stages); one CTA per SM.
+//             statistics). Each row's 256 columns live in one quad of lanes.
+// Shared memory: kStages x (128 + 256) rows x 128 B = 192 KiB (4 stages); one CTA per SM.
 #pragma once
 
 #include "../scoring_kernel.cuh"
@@ -23,16 +24,17 @@ namespace xattn::kernels::cuda::detail::sm90 {
 
 struct ScoringTile {
   static constexpr int kRows = 128;   // strided query rows per CTA
-  static constexpr int kCols = 128;   // strided key columns per tile
+  static constexpr int kCols = 256;   // strided key columns per tile
   static constexpr int kDepth = 64;   // head_dim elements per k-step (one 128-byte row)
-  static constexpr int kStages = 5;
+  static constexpr int kStages = 4;
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
-  static constexpr int kPanelBytes = 128 * 128;  // 128 rows x 128 B
-  static constexpr int kStageBytes = 2 * kPanelBytes;
+  static constexpr int kABytes = kRows * 128;  // rows x 128 B
+  static constexpr int kBBytes = kCols * 128;
+  static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kSmemBytes = 1024 + kStages * kStageBytes + 8 * 2 * kStages;
-  static constexpr int kProducerRegisters = 56;
-  static constexpr int kConsumerRegisters = 224;
+  static constexpr int kProducerRegisters = 40;
+  static constexpr int kConsumerRegisters = 232;
 };
 
 __device__ __forceinline__ void cp_async_zfill_16(uint32_t dst, const void* src, bool valid) {
@@ -79,7 +81,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (shared_address(smem_raw) + 1023u) & ~1023u;
   auto a_stage = [&](int s) { return base + uint32_t(s) * Tile::kStageBytes; };
-  auto b_stage = [&](int s) { return a_stage(s) + Tile::kPanelBytes; };
+  auto b_stage = [&](int s) { return a_stage(s) + Tile::kABytes; };
   const uint32_t bars = base + kStages * Tile::kStageBytes;
   auto full = [&](int s) { return bars + 8u * s; };
   auto empty = [&](int s) { return bars + 8u * (kStages + s); };
@@ -131,7 +133,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       const int rem = step % steps_per_tile;
       const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
       const T* q_src = q_thread + (dc * kDepth - t * q_stride);
-#pragma unroll
+#pragma unroll 1
       for (int i = 0; i < kRows / kRowsPerPass; ++i, q_src += q_pass_elems) {
         const int row = pass_row + i * kRowsPerPass;
         const bool valid = i * pass_tokens - t < q_room;
@@ -140,7 +142,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       }
       const int k_tile_token = tile * kCols * int(S) + t;
       const T* k_src = k_thread + (int64_t(k_tile_token) * k_stride + dc * kDepth);
-#pragma unroll
+#pragma unroll 1
       for (int i = 0; i < kCols / kRowsPerPass; ++i, k_src += k_pass_elems) {
         const int row = pass_row + i * kRowsPerPass;
         const bool valid = k_tile_token + i * pass_tokens < k_room;
@@ -170,7 +172,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   const float scale_log2 = params.scale * kLog2e;
   const int col_tiles_per_block = int(cols_per_block / 8);  // n8 tiles per key block
 
-  float acc[64];
+  float acc[kCols / 2];
   float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.f, 0.f};
   int pending = -1;  // stage whose MMA group has been issued but not yet waited for
   for (int step = 0; step < total_steps; ++step) {
@@ -182,7 +184,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     for (int kk = 0; kk < kDepth / 16; ++kk) {
       const uint64_t a_desc = smem_descriptor(a_stage(s) + consumer * 64 * 128 + kk * 32, 16, 1024);
       const uint64_t b_desc = smem_descriptor(b_stage(s) + kk * 32, 16, 1024);
-      wgmma_ss_m64n128k16<T>(acc, a_desc, b_desc, in_tile > 0 || kk > 0);
+      wgmma_ss_m64n256k16<T>(acc, a_desc, b_desc, in_tile > 0 || kk > 0);
     }
     wgmma_commit();
     if (pending >= 0) {
@@ -203,10 +205,11 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       const int64_t local_row = consumer * 64 + warp * 16 + g + 8 * half;
       const int64_t r = r0 + local_row;
       const int64_t last_visible = pr.causal ? (offset + r * S + S - 1) / S : n_cols - 1;
-      const int64_t col_limit = min(last_visible, n_cols - 1);
+      // Last visible column relative to the tile, clamped to 32 bits (keeps the mask cheap).
+      const int visible = int(min(min(last_visible, n_cols - 1) - c_tile, int64_t(kCols)));
       float* scratch_row = local_row < rows_here ? scratch + local_row * nkb_max : nullptr;
 #pragma unroll
-      for (int part = 0; part < 2; ++part) {  // columns 64 * part ... 64 * part + 63
+      for (int part = 0; part < kCols / 64; ++part) {  // columns 64 * part ... 64 * part + 63
         float x[8][2];
 #pragma unroll
         for (int n = 0; n < 8; ++n)
@@ -214,7 +217,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
           for (int e = 0; e < 2; ++e) {
             const int col = (part * 8 + n) * 8 + 2 * t4 + e;
             const float v = acc[4 * (part * 8 + n) + 2 * half + e];
-            x[n][e] = c_tile + col <= col_limit ? v * scale_log2 : -INFINITY;
+            x[n][e] = col <= visible ? v * scale_log2 : -INFINITY;
           }
         const int64_t j0 = (c_tile + 64 * part) / cols_per_block;
         switch (col_tiles_per_block) {

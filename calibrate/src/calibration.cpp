@@ -189,6 +189,13 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     signature = model_signature_of(config.model_dir);
     std::vector<std::string> sources;
     model_samples = cut_samples(config, model->config(), &sources);
+    // Statistics of full causal attention would not describe a windowed layer.
+    const int64_t window = model::shortest_sliding_window(model->config());
+    for (const auto& sample : model_samples)
+      XATTN_CHECK_ARG(window == 0 || int64_t(sample.size()) <= window, "the model attends within "
+                      "sliding_window = ", window, " (config.json) and a sample has ",
+                      sample.size(), " tokens: XAttention does not implement sliding windows "
+                      "yet; calibrate with samples of at most ", window, " tokens");
     Statistics stats = empty_statistics_for(signature, config.model_dir, config.settings);
     const int64_t layers = signature.num_layers;
     const int64_t total = int64_t(model_samples.size()) * layers;

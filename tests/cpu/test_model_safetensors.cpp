@@ -247,10 +247,10 @@ TEST(ModelConfigParse, ErrorsNameTheKey) {
       [] {
         parse_model_config(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,
           "hidden_size":64,"intermediate_size":8,"num_hidden_layers":2,"num_attention_heads":8,
-          "rope_scaling":{"rope_type":"yarn","factor":4.0}})",
+          "rope_scaling":{"rope_type":"mrope","factor":4.0}})",
                            "c.json");
       },
-      {"rope_scaling.rope_type", "yarn"});
+      {"rope_scaling.rope_type", "mrope"});
   expect_error(
       [] {
         parse_model_config(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,

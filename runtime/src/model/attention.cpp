@@ -79,14 +79,16 @@ at::Tensor gathered_block_sparse_attention(const at::Tensor& q, const at::Tensor
 }
 
 at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  int64_t score_bytes) {
+                                  int64_t score_bytes, int64_t window) {
   check_qkv(q, k, v);
+  XATTN_CHECK_ARG(window >= 0, "sliding window must be >= 0 (0: none), got ", window);
   const int64_t batch = q.size(0), heads_q = q.size(1), len_q = q.size(2), d = q.size(3);
   const int64_t heads_kv = k.size(1), len_k = k.size(2), group = heads_q / heads_kv;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  if (window >= len_k) window = 0;  // every key is in reach
 
 #if TORCH_VERSION_MAJOR >= 2
-  if (q.is_cuda() && len_q == len_k) {
+  if (q.is_cuda() && len_q == len_k && window == 0) {
     at::Tensor ke = k, ve = v;
     if (group > 1) {
       ke = k.unsqueeze(2).expand({batch, heads_kv, group, len_k, d}).reshape({batch, heads_q, len_k, d});
@@ -100,34 +102,40 @@ at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
   const at::ScalarType compute = q.is_cuda() ? q.scalar_type() : at::kFloat;
   const at::Tensor kc = k.to(compute), vc = v.to(compute);
   const int64_t offset = len_k - len_q;
-  const int64_t per_row = std::max<int64_t>(1, batch * heads_q * len_k * 4 * 3);  // scores+probs
+  const int64_t reach = window > 0 ? window : len_k;  // keys one query row can see, at most
+  const int64_t per_row = std::max<int64_t>(1, batch * heads_q * reach * 4 * 3);  // scores+probs
   const int64_t chunk = std::clamp<int64_t>(score_bytes / per_row, 1, std::max<int64_t>(len_q, 1));
   at::Tensor out = at::empty({batch, heads_q, len_q, d}, q.options().dtype(compute));
   const auto idx = at::TensorOptions().dtype(at::kLong).device(q.device());
   for (int64_t s = 0; s < len_q; s += chunk) {
     const int64_t c = std::min(chunk, len_q - s);
-    const int64_t keys = offset + s + c;  // keys visible to the chunk's last query
-    // Query row r (absolute position offset + s + r) sees keys 0 .. offset + s + r.
+    // Query row r (absolute position offset + s + r) sees keys first .. offset + s + r, where
+    // first is 0, or offset + s + r - window + 1 with a window; the chunk reads keys
+    // k0 .. k0 + keys - 1, from the first row's first key to the last row's own position.
+    const int64_t k0 = window > 0 ? std::max<int64_t>(0, offset + s - window + 1) : 0;
+    const int64_t keys = offset + s + c - k0;
     const at::Tensor row_pos = at::arange(offset + s, offset + s + c, idx).unsqueeze(1);
-    const at::Tensor future = at::arange(0, keys, idx).unsqueeze(0) > row_pos;  // [c, keys]
+    const at::Tensor key_pos = at::arange(k0, k0 + keys, idx).unsqueeze(0);
+    at::Tensor future = key_pos > row_pos;  // [c, keys]: masked
+    if (window > 0) future = future.logical_or(key_pos <= row_pos - window);
     // [batch, heads_kv, group * c, d]: one product per key/value head for its whole group.
     const at::Tensor qc = q.narrow(2, s, c).to(compute).reshape({batch, heads_kv, group * c, d});
     if (!q.is_cuda()) {
       // CPU: per (batch, kv head) 2-D products through oneDNN (fast::linear).
       for (int64_t b = 0; b < batch; ++b)
         for (int64_t h = 0; h < heads_kv; ++h) {
-          at::Tensor scores = fast::linear(qc[b][h], kc[b][h].narrow(0, 0, keys)).mul_(scale);
+          at::Tensor scores = fast::linear(qc[b][h], kc[b][h].narrow(0, k0, keys)).mul_(scale);
           scores = scores.view({group, c, keys});
           scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
           const at::Tensor probs = at::softmax(scores, -1).view({group * c, keys});
-          const at::Tensor vt = vc[b][h].narrow(0, 0, keys).t().contiguous();
+          const at::Tensor vt = vc[b][h].narrow(0, k0, keys).t().contiguous();
           out[b].narrow(0, h * group, group).narrow(1, s, c).copy_(
               fast::linear(probs, vt).view({group, c, d}));
         }
       continue;
     }
-    const at::Tensor kk = kc.narrow(2, 0, keys);
-    const at::Tensor vv = vc.narrow(2, 0, keys);
+    const at::Tensor kk = kc.narrow(2, k0, keys);
+    const at::Tensor vv = vc.narrow(2, k0, keys);
     at::Tensor scores = at::matmul(qc, kk.transpose(-1, -2)).to(at::kFloat).mul_(scale);
     scores = scores.view({batch, heads_kv, group, c, keys});
     scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
@@ -138,9 +146,21 @@ at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
   return out.to(q.scalar_type());
 }
 
+at::Tensor AttentionBackend::attend_window(int layer, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, int64_t window) {
+  throw Error(ErrorKind::kInvalidArgument,
+              detail::concat("layer ", layer, " has a sliding window of ", window,
+                             " tokens, which this attention backend does not implement"));
+}
+
 at::Tensor DenseBackend::attend(int, const at::Tensor& q, const at::Tensor& k,
                                 const at::Tensor& v) {
   return dense_causal_attention(q, k, v);
+}
+
+at::Tensor DenseBackend::attend_window(int, const at::Tensor& q, const at::Tensor& k,
+                                       const at::Tensor& v, int64_t window) {
+  return dense_causal_attention(q, k, v, int64_t(256) << 20, window);
 }
 
 XAttentionBackend::XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options)

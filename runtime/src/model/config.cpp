@@ -2,6 +2,7 @@
 #include "xattn/paths.h"
 #include "xattn/model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -74,45 +75,78 @@ struct Reader {
   }
 };
 
+struct KnownArchitecture {
+  const char* class_name;
+  const char* model_type;
+  Architecture architecture;
+};
+
+constexpr KnownArchitecture kArchitectures[] = {
+    {"LlamaForCausalLM", "llama", Architecture::kLlama},
+    {"MistralForCausalLM", "mistral", Architecture::kMistral},
+    {"Qwen2ForCausalLM", "qwen2", Architecture::kQwen2},
+    {"Qwen3ForCausalLM", "qwen3", Architecture::kQwen3},
+    {"Phi3ForCausalLM", "phi3", Architecture::kPhi3},
+};
+
 Architecture parse_architecture(const json& j, const std::string& source) {
-  std::string name;
+  std::string name, key;
   if (j.contains("architectures") && j["architectures"].is_array() &&
       !j["architectures"].empty() && j["architectures"][0].is_string()) {
     name = j["architectures"][0].get<std::string>();
-    if (name == "LlamaForCausalLM") return Architecture::kLlama;
-    if (name == "MistralForCausalLM") return Architecture::kMistral;
-    if (name == "Qwen2ForCausalLM") return Architecture::kQwen2;
+    key = "architectures";
+    for (const auto& a : kArchitectures)
+      if (name == a.class_name) return a.architecture;
   } else if (j.contains("model_type") && j["model_type"].is_string()) {
     name = j["model_type"].get<std::string>();
-    if (name == "llama") return Architecture::kLlama;
-    if (name == "mistral") return Architecture::kMistral;
-    if (name == "qwen2") return Architecture::kQwen2;
+    key = "model_type";
+    for (const auto& a : kArchitectures)
+      if (name == a.model_type) return a.architecture;
   } else {
     throw Error(ErrorKind::kBadInput,
                 detail::concat(source, ": neither 'architectures' nor 'model_type' is set"));
   }
   throw Error(ErrorKind::kBadInput,
-              detail::concat(source, ": unsupported architecture '", name,
-                             "' (key 'architectures'); supported: LlamaForCausalLM, "
-                             "MistralForCausalLM, Qwen2ForCausalLM"));
+              detail::concat(source, ": unsupported architecture '", name, "' (key '", key,
+                             "'); supported: LlamaForCausalLM, MistralForCausalLM, "
+                             "Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM"));
 }
 
-RopeConfig parse_rope(const Reader& r) {
+// The rope parameters object: "rope_parameters" (transformers 5) or "rope_scaling" (4), with its
+// key; null when neither is set.
+const json* rope_parameters(const Reader& r, std::string* key) {
+  for (const char* k : {"rope_parameters", "rope_scaling"}) {
+    if (!r.has(k)) continue;
+    XATTN_CHECK_INPUT(r.j[k].is_object(), r.where(k), " must be an object");
+    *key = k;
+    return &r.j[k];
+  }
+  return nullptr;
+}
+
+std::vector<double> number_list(const Reader& r, const json& params, const std::string& key,
+                                const std::string& where) {
+  XATTN_CHECK_INPUT(params.contains(key) && params[key].is_array(), r.where(where),
+                    " of rope_type longrope needs the list '", key, "'");
+  std::vector<double> out;
+  for (const json& v : params[key]) {
+    XATTN_CHECK_INPUT(v.is_number() && v.get<double>() > 0, r.where(where + "." + key),
+                      " must hold positive numbers, got ", v.dump());
+    out.push_back(v.get<double>());
+  }
+  return out;
+}
+
+// yarn's attention factor from its scale: 1 for scale <= 1, else 0.1 * mscale * ln(scale) + 1.
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+RopeConfig parse_rope(const Reader& r, int64_t max_position_embeddings) {
   RopeConfig rope;
   const json& j = r.j;
-  // transformers 5 keeps theta and the scaling fields together in "rope_parameters";
-  // transformers 4 has "rope_theta" at the top and optional "rope_scaling".
-  const json* params = nullptr;
   std::string params_key;
-  if (r.has("rope_parameters")) {
-    params_key = "rope_parameters";
-  } else if (r.has("rope_scaling")) {
-    params_key = "rope_scaling";
-  }
-  if (!params_key.empty()) {
-    params = &j[params_key];
-    XATTN_CHECK_INPUT(params->is_object(), r.where(params_key), " must be an object");
-  }
+  const json* params = rope_parameters(r, &params_key);
   rope.theta = r.number_or(j, "rope_theta", 10000.0);
   if (params) rope.theta = r.number_or(*params, "rope_theta", rope.theta);
   XATTN_CHECK_INPUT(rope.theta > 1.0, r.where("rope_theta"), " must be > 1, got ", rope.theta);
@@ -122,6 +156,21 @@ RopeConfig parse_rope(const Reader& r) {
   for (const char* key : {"rope_type", "type"})
     if (params->contains(key) && (*params)[key].is_string()) type = (*params)[key].get<std::string>();
   const std::string key = params_key + ".rope_type";
+  auto require = [&](std::initializer_list<const char*> keys) {
+    for (const char* k : keys)
+      XATTN_CHECK_INPUT(params->contains(k) && !(*params)[k].is_null(), r.where(params_key),
+                        " of rope_type ", type, " lacks '", k, "'");
+  };
+  // The pretrained context: in the rope parameters, else at the top level (Phi-3), else
+  // max_position_embeddings.
+  auto original_context = [&]() {
+    int64_t n = r.integer_in(*params, "original_max_position_embeddings",
+                             r.integer_or("original_max_position_embeddings",
+                                          max_position_embeddings));
+    XATTN_CHECK_INPUT(n > 0, r.where(params_key + ".original_max_position_embeddings"),
+                      " must be positive (or max_position_embeddings set), got ", n);
+    return n;
+  };
   if (type == "default") {
     rope.type = RopeType::kDefault;
   } else if (type == "linear") {
@@ -129,27 +178,123 @@ RopeConfig parse_rope(const Reader& r) {
     rope.factor = r.number_or(*params, "factor", 1.0);
   } else if (type == "llama3") {
     rope.type = RopeType::kLlama3;
-    for (const char* k : {"factor", "low_freq_factor", "high_freq_factor",
-                          "original_max_position_embeddings"})
-      XATTN_CHECK_INPUT(params->contains(k), r.where(params_key), " of rope_type llama3 lacks '",
-                        k, "'");
+    require({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"});
     rope.factor = r.number_or(*params, "factor", 8.0);
     rope.low_freq_factor = r.number_or(*params, "low_freq_factor", 1.0);
     rope.high_freq_factor = r.number_or(*params, "high_freq_factor", 4.0);
-    rope.original_max_position_embeddings =
-        r.integer_in(*params, "original_max_position_embeddings", 8192);
-    XATTN_CHECK_INPUT(rope.original_max_position_embeddings > 0,
-                      r.where(params_key + ".original_max_position_embeddings"),
-                      " must be positive, got ", rope.original_max_position_embeddings);
+    rope.original_max_position_embeddings = original_context();
     XATTN_CHECK_INPUT(rope.high_freq_factor > rope.low_freq_factor, r.where(params_key),
                       ": high_freq_factor must exceed low_freq_factor");
+  } else if (type == "dynamic") {
+    rope.type = RopeType::kDynamic;
+    require({"factor"});
+    rope.factor = r.number_or(*params, "factor", 1.0);
+    rope.max_position_embeddings = max_position_embeddings;
+    XATTN_CHECK_INPUT(max_position_embeddings > 0, r.where("max_position_embeddings"),
+                      " must be set for rope_type dynamic");
+  } else if (type == "yarn") {
+    rope.type = RopeType::kYarn;
+    rope.original_max_position_embeddings = original_context();
+    const bool has_factor = params->contains("factor") && !(*params)["factor"].is_null();
+    XATTN_CHECK_INPUT(has_factor || max_position_embeddings > 0, r.where(params_key),
+                      " of rope_type yarn lacks 'factor'");
+    rope.factor = has_factor ? r.number_or(*params, "factor", 1.0)
+                             : double(max_position_embeddings) /
+                                   double(rope.original_max_position_embeddings);
+    rope.beta_fast = r.number_or(*params, "beta_fast", 32.0);
+    rope.beta_slow = r.number_or(*params, "beta_slow", 1.0);
+    if (params->contains("truncate") && !(*params)["truncate"].is_null()) {
+      XATTN_CHECK_INPUT((*params)["truncate"].is_boolean(), r.where(params_key + ".truncate"),
+                        " must be true or false");
+      rope.truncate = (*params)["truncate"].get<bool>();
+    }
+    const double mscale = r.number_or(*params, "mscale", 0.0);
+    const double mscale_all_dim = r.number_or(*params, "mscale_all_dim", 0.0);
+    if (params->contains("attention_factor") && !(*params)["attention_factor"].is_null())
+      rope.attention_factor = r.number_or(*params, "attention_factor", 1.0);
+    else if (mscale != 0.0 && mscale_all_dim != 0.0)
+      rope.attention_factor =
+          yarn_mscale(rope.factor, mscale) / yarn_mscale(rope.factor, mscale_all_dim);
+    else
+      rope.attention_factor = yarn_mscale(rope.factor, 1.0);
+  } else if (type == "longrope") {
+    rope.type = RopeType::kLongRope;
+    rope.original_max_position_embeddings = original_context();
+    rope.short_factor = number_list(r, *params, "short_factor", params_key);
+    rope.long_factor = number_list(r, *params, "long_factor", params_key);
+    const bool has_factor = params->contains("factor") && !(*params)["factor"].is_null();
+    rope.factor = has_factor ? r.number_or(*params, "factor", 1.0)
+                             : double(std::max<int64_t>(max_position_embeddings, 1)) /
+                                   double(rope.original_max_position_embeddings);
+    if (params->contains("attention_factor") && !(*params)["attention_factor"].is_null())
+      rope.attention_factor = r.number_or(*params, "attention_factor", 1.0);
+    else
+      rope.attention_factor =
+          rope.factor <= 1.0
+              ? 1.0
+              : std::sqrt(1.0 + std::log(rope.factor) /
+                                    std::log(double(rope.original_max_position_embeddings)));
   } else {
     throw Error(ErrorKind::kBadInput,
                 detail::concat(r.where(key), ": unsupported rope type '", type,
-                               "'; supported: default, linear, llama3"));
+                               "'; supported: default, linear, llama3, dynamic, yarn, longrope"));
   }
   XATTN_CHECK_INPUT(rope.factor > 0, r.where(params_key + ".factor"), " must be positive");
+  XATTN_CHECK_INPUT(rope.attention_factor > 0, r.where(params_key + ".attention_factor"),
+                    " must be positive");
   return rope;
+}
+
+// partial_rotary_factor, at the top level or among the rope parameters; 1 when absent.
+double partial_rotary_factor(const Reader& r) {
+  std::string key;
+  const json* params = rope_parameters(r, &key);
+  double f = r.number_or(r.j, "partial_rotary_factor", 1.0);
+  if (params) f = r.number_or(*params, "partial_rotary_factor", f);
+  XATTN_CHECK_INPUT(f > 0 && f <= 1, r.where("partial_rotary_factor"), " must lie in (0, 1], got ",
+                    f);
+  return f;
+}
+
+// Each layer's sliding window (0: none). "layer_types" decides where given; otherwise Mistral and
+// Phi-3 use "sliding_window" on every layer, Qwen2/Qwen3 only with use_sliding_window and from
+// layer max_window_layers on.
+void parse_sliding_windows(const Reader& r, ModelConfig& c) {
+  const json& j = r.j;
+  std::optional<int64_t> window;
+  if (r.has("sliding_window")) {
+    window = r.integer("sliding_window");
+    XATTN_CHECK_INPUT(*window > 0, r.where("sliding_window"), " must be positive, got ", *window);
+  }
+  c.layer_windows.assign(size_t(c.num_layers), 0);
+  const bool qwen = c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
+  if (r.has("layer_types")) {
+    const json& types = j["layer_types"];
+    XATTN_CHECK_INPUT(types.is_array() && int64_t(types.size()) == c.num_layers,
+                      r.where("layer_types"), " must list one type per layer (",
+                      c.num_layers, "), got ", types.dump());
+    for (size_t i = 0; i < types.size(); ++i) {
+      const std::string t = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+      if (t == "full_attention") continue;
+      XATTN_CHECK_INPUT(t == "sliding_attention", r.where("layer_types"), "[", i,
+                        "]: unsupported layer type '", t,
+                        "'; supported: full_attention, sliding_attention");
+      XATTN_CHECK_INPUT(window.has_value(), r.where("layer_types"), "[", i,
+                        "] is sliding_attention but 'sliding_window' is not set");
+      c.layer_windows[i] = *window;
+    }
+  } else if (qwen) {
+    if (r.boolean_or("use_sliding_window", false) && window) {
+      const int64_t first = r.integer_or("max_window_layers", 0);
+      for (int64_t i = std::max<int64_t>(first, 0); i < c.num_layers; ++i)
+        c.layer_windows[size_t(i)] = *window;
+    }
+  } else if (window && (c.architecture == Architecture::kMistral ||
+                        c.architecture == Architecture::kPhi3)) {
+    c.layer_windows.assign(size_t(c.num_layers), *window);
+  }
+  for (int64_t w : c.layer_windows)
+    if (w > 0) c.sliding_window = w;
 }
 
 }  // namespace
@@ -159,6 +304,8 @@ const char* architecture_name(Architecture a) {
     case Architecture::kLlama: return "LlamaForCausalLM";
     case Architecture::kMistral: return "MistralForCausalLM";
     case Architecture::kQwen2: return "Qwen2ForCausalLM";
+    case Architecture::kQwen3: return "Qwen3ForCausalLM";
+    case Architecture::kPhi3: return "Phi3ForCausalLM";
   }
   return "unknown";
 }
@@ -168,6 +315,20 @@ const char* model_type_name(Architecture a) {
     case Architecture::kLlama: return "llama";
     case Architecture::kMistral: return "mistral";
     case Architecture::kQwen2: return "qwen2";
+    case Architecture::kQwen3: return "qwen3";
+    case Architecture::kPhi3: return "phi3";
+  }
+  return "unknown";
+}
+
+const char* rope_type_name(RopeType t) {
+  switch (t) {
+    case RopeType::kDefault: return "default";
+    case RopeType::kLinear: return "linear";
+    case RopeType::kLlama3: return "llama3";
+    case RopeType::kDynamic: return "dynamic";
+    case RopeType::kYarn: return "yarn";
+    case RopeType::kLongRope: return "longrope";
   }
   return "unknown";
 }
@@ -212,11 +373,25 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   c.rms_norm_eps = r.number_or(j, "rms_norm_eps", 1e-6);
   XATTN_CHECK_INPUT(c.rms_norm_eps >= 0, r.where("rms_norm_eps"), " must be >= 0, got ",
                     c.rms_norm_eps);
-  c.rope = parse_rope(r);
   c.tie_word_embeddings = r.boolean_or("tie_word_embeddings", false);
   c.max_position_embeddings = r.integer_or("max_position_embeddings", 0);
   XATTN_CHECK_INPUT(c.max_position_embeddings >= 0, r.where("max_position_embeddings"),
                     " must be >= 0, got ", c.max_position_embeddings);
+  c.rope = parse_rope(r, c.max_position_embeddings);
+  const double partial = partial_rotary_factor(r);
+  XATTN_CHECK_INPUT(partial == 1.0 || c.architecture == Architecture::kPhi3,
+                    r.where("partial_rotary_factor"), " = ", partial, " is supported for ",
+                    "Phi3ForCausalLM only (", architecture_name(c.architecture),
+                    " rotates whole heads)");
+  c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * partial);
+  XATTN_CHECK_INPUT(c.rotary_dim > 0 && c.rotary_dim % 2 == 0, r.where("partial_rotary_factor"),
+                    ": head_dim ", c.head_dim, " x ", partial, " must give a positive even ",
+                    "number of rotated dimensions, got ", c.rotary_dim);
+  if (c.rope.type == RopeType::kLongRope)
+    for (const auto* list : {&c.rope.short_factor, &c.rope.long_factor})
+      XATTN_CHECK_INPUT(int64_t(list->size()) == c.rotary_dim / 2, r.where("rope_parameters"),
+                        ": longrope short_factor and long_factor need rotary_dim / 2 = ",
+                        c.rotary_dim / 2, " entries, got ", list->size());
   const std::string act = r.string_or("hidden_act", "silu");
   XATTN_CHECK_INPUT(act == "silu", r.where("hidden_act"), ": unsupported activation '", act,
                     "' (the runner implements the SwiGLU MLP with silu)");
@@ -226,17 +401,19 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
       c.mlp_bias = r.boolean_or("mlp_bias", false);
       break;
     case Architecture::kMistral:
-      if (r.has("sliding_window")) c.sliding_window = r.integer("sliding_window");
       break;
     case Architecture::kQwen2:
       c.qkv_bias = true;
-      if (r.boolean_or("use_sliding_window", false) && r.has("sliding_window"))
-        c.sliding_window = r.integer("sliding_window");
+      break;
+    case Architecture::kQwen3:
+      c.qkv_bias = c.o_bias = r.boolean_or("attention_bias", false);
+      c.qk_norm = true;
+      break;
+    case Architecture::kPhi3:
+      c.fused_projections = true;
       break;
   }
-  if (c.sliding_window)
-    XATTN_CHECK_INPUT(*c.sliding_window > 0, r.where("sliding_window"), " must be positive, got ",
-                      *c.sliding_window);
+  parse_sliding_windows(r, c);
   c.torch_dtype = r.string_or("torch_dtype", r.string_or("dtype", ""));
   c.byte_level = r.boolean_or("xattn_byte_level", false);
   c.bos_token_id = r.token_id("bos_token_id");
@@ -264,14 +441,29 @@ ModelConfig load_model_config(const std::string& dir) {
   return parse_model_config(text.str(), path);
 }
 
+int64_t shortest_sliding_window(const ModelConfig& c) {
+  int64_t shortest = 0;
+  for (int64_t w : c.layer_windows)
+    if (w > 0 && (shortest == 0 || w < shortest)) shortest = w;
+  return shortest;
+}
+
 std::string describe(const ModelConfig& c) {
   std::ostringstream out;
   out << architecture_name(c.architecture) << ": " << c.num_layers << " layers, hidden "
       << c.hidden_size << ", " << c.num_heads << " query heads / " << c.num_kv_heads
       << " kv heads of dim " << c.head_dim << ", mlp " << c.intermediate_size << ", vocab "
       << c.vocab_size << ", rope theta " << c.rope.theta;
-  if (c.rope.type == RopeType::kLinear) out << " (linear x" << c.rope.factor << ")";
-  if (c.rope.type == RopeType::kLlama3) out << " (llama3 x" << c.rope.factor << ")";
+  if (c.rope.type != RopeType::kDefault)
+    out << " (" << rope_type_name(c.rope.type) << " x" << c.rope.factor << ")";
+  if (c.rotary_dim != c.head_dim) out << ", rotary dim " << c.rotary_dim;
+  if (c.qk_norm) out << ", q/k norm";
+  if (c.sliding_window) {
+    int64_t n = 0;
+    for (int64_t w : c.layer_windows) n += w > 0;
+    out << ", sliding window " << *c.sliding_window << " on " << n << " of " << c.num_layers
+        << " layers";
+  }
   if (c.tie_word_embeddings) out << ", tied embeddings";
   if (c.byte_level) out << ", byte-level";
   return out.str();

@@ -69,9 +69,25 @@ Model::Model(const std::string& dir, const LoadOptions& options)
     L.post_norm = load(p + "post_attention_layernorm.weight", {H}, "hidden_size");
     const std::string qwhy = "num_attention_heads * head_dim, hidden_size";
     const std::string kvwhy = "num_key_value_heads * head_dim, hidden_size";
-    L.wq = load(p + "self_attn.q_proj.weight", {q_out, H}, qwhy);
-    L.wk = load(p + "self_attn.k_proj.weight", {kv_out, H}, kvwhy);
-    L.wv = load(p + "self_attn.v_proj.weight", {kv_out, H}, kvwhy);
+    if (c.fused_projections) {
+      // Phi-3: one [q; k; v] and one [gate; up] matrix, split into views of the usual parts.
+      const at::Tensor qkv = load(p + "self_attn.qkv_proj.weight", {q_out + 2 * kv_out, H},
+                                  "(num_attention_heads + 2 * num_key_value_heads) * head_dim, "
+                                  "hidden_size");
+      L.wq = qkv.narrow(0, 0, q_out).contiguous();
+      L.wk = qkv.narrow(0, q_out, kv_out).contiguous();
+      L.wv = qkv.narrow(0, q_out + kv_out, kv_out).contiguous();
+      const at::Tensor gate_up =
+          load(p + "mlp.gate_up_proj.weight", {2 * I, H}, "2 * intermediate_size, hidden_size");
+      L.w_gate = gate_up.narrow(0, 0, I).contiguous();
+      L.w_up = gate_up.narrow(0, I, I).contiguous();
+    } else {
+      L.wq = load(p + "self_attn.q_proj.weight", {q_out, H}, qwhy);
+      L.wk = load(p + "self_attn.k_proj.weight", {kv_out, H}, kvwhy);
+      L.wv = load(p + "self_attn.v_proj.weight", {kv_out, H}, kvwhy);
+      L.w_gate = load(p + "mlp.gate_proj.weight", {I, H}, "intermediate_size, hidden_size");
+      L.w_up = load(p + "mlp.up_proj.weight", {I, H}, "intermediate_size, hidden_size");
+    }
     L.wo = load(p + "self_attn.o_proj.weight", {H, q_out}, "hidden_size, num_attention_heads * head_dim");
     if (c.qkv_bias) {
       L.bq = load(p + "self_attn.q_proj.bias", {q_out}, "num_attention_heads * head_dim");
@@ -79,8 +95,10 @@ Model::Model(const std::string& dir, const LoadOptions& options)
       L.bv = load(p + "self_attn.v_proj.bias", {kv_out}, "num_key_value_heads * head_dim");
     }
     if (c.o_bias) L.bo = load(p + "self_attn.o_proj.bias", {H}, "hidden_size");
-    L.w_gate = load(p + "mlp.gate_proj.weight", {I, H}, "intermediate_size, hidden_size");
-    L.w_up = load(p + "mlp.up_proj.weight", {I, H}, "intermediate_size, hidden_size");
+    if (c.qk_norm) {
+      L.q_norm = load(p + "self_attn.q_norm.weight", {d}, "head_dim");
+      L.k_norm = load(p + "self_attn.k_norm.weight", {d}, "head_dim");
+    }
     L.w_down = load(p + "mlp.down_proj.weight", {H, I}, "hidden_size, intermediate_size");
     if (c.mlp_bias) {
       L.b_gate = load(p + "mlp.gate_proj.bias", {I}, "intermediate_size");
@@ -88,7 +106,7 @@ Model::Model(const std::string& dir, const LoadOptions& options)
       L.b_down = load(p + "mlp.down_proj.bias", {H}, "hidden_size");
     }
   }
-  inv_freq_ = rope_inv_freq(c.rope, d);
+  inv_freq_ = rope_inv_freq(c.rope, c.rotary_dim);
 }
 
 int64_t Model::parameter_count() const {
@@ -96,8 +114,8 @@ int64_t Model::parameter_count() const {
   if (!config_.tie_word_embeddings) n += lm_head_.numel();
   for (const auto& L : layers_)
     for (const at::Tensor* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
-                                &L.bk, &L.bv, &L.bo, &L.w_gate, &L.w_up, &L.w_down, &L.b_gate,
-                                &L.b_up, &L.b_down})
+                                &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.w_gate, &L.w_up,
+                                &L.w_down, &L.b_gate, &L.b_up, &L.b_down})
       if (t->defined()) n += t->numel();
   return n;
 }
@@ -130,14 +148,18 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
   const ModelConfig& c = config_;
   const int64_t len = hidden.size(0), d = c.head_dim;
   const at::Tensor x = rms_norm(hidden, w.input_norm, c.rms_norm_eps);
-  // [len, heads * d] -> [1, heads, len, d]
-  auto heads_first = [&](const at::Tensor& t, int64_t heads) {
-    return t.view({len, heads, d}).transpose(0, 1).unsqueeze(0);
+  // [len, heads * d] -> [1, heads, len, d], with Qwen3's per-head RMSNorm first where it has one.
+  auto heads_first = [&](const at::Tensor& t, int64_t heads, const at::Tensor& norm) {
+    at::Tensor per_head = t.view({len, heads, d});
+    if (norm.defined()) per_head = rms_norm(per_head, norm, c.rms_norm_eps);
+    return per_head.transpose(0, 1).unsqueeze(0);
   };
   const at::Tensor q =
-      apply_rotary(heads_first(fast::linear(x, w.wq, w.bq), c.num_heads), rotary).contiguous();
-  at::Tensor k = apply_rotary(heads_first(fast::linear(x, w.wk, w.bk), c.num_kv_heads), rotary);
-  at::Tensor v = heads_first(fast::linear(x, w.wv, w.bv), c.num_kv_heads);
+      apply_rotary(heads_first(fast::linear(x, w.wq, w.bq), c.num_heads, w.q_norm), rotary)
+          .contiguous();
+  at::Tensor k =
+      apply_rotary(heads_first(fast::linear(x, w.wk, w.bk), c.num_kv_heads, w.k_norm), rotary);
+  at::Tensor v = heads_first(fast::linear(x, w.wv, w.bv), c.num_kv_heads, at::Tensor());
   if (cache) {
     at::Tensor& ck = cache->k[static_cast<size_t>(index)];
     at::Tensor& cv = cache->v[static_cast<size_t>(index)];
@@ -150,7 +172,10 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
     k = k.contiguous();
     v = v.contiguous();
   }
-  const at::Tensor attn = backend.attend(index, q, k, v);
+  const int64_t window = c.layer_windows.empty() ? 0 : c.layer_windows[size_t(index)];
+  const at::Tensor attn = window > 0 && window < k.size(2)
+                              ? backend.attend_window(index, q, k, v, window)
+                              : backend.attend(index, q, k, v);
   XATTN_CHECK(attn.sizes() == q.sizes(), ErrorKind::kInternal, "attention backend returned ",
               attn.sizes(), " for q ", q.sizes());
   const at::Tensor merged =
@@ -178,9 +203,14 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
   XATTN_CHECK_INPUT(len > 0, "the input has no tokens");
   XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
   const int64_t start = cache ? cache->length : 0;
-  XATTN_CHECK_ARG(!c.sliding_window || start + len <= *c.sliding_window, "the input (",
-                  start + len, " tokens) is longer than the model's sliding_window (",
-                  *c.sliding_window, "), which the runner does not implement");
+  for (size_t i = 0; i < c.layer_windows.size(); ++i) {
+    const int64_t window = c.layer_windows[i];
+    XATTN_CHECK_ARG(window == 0 || start + len <= window || backend.supports_sliding_window(),
+                    "layer ", i, " of the model attends within sliding_window = ", window,
+                    " (config.json) but the input spans ", start + len, " tokens: XAttention "
+                    "does not implement sliding windows yet; run dense attention, or at most ",
+                    window, " tokens");
+  }
   if (cache) {
     if (cache->capacity == 0) {
       cache->capacity = len + std::max<int64_t>(extra_capacity, 0);
@@ -206,7 +236,13 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
     XATTN_CHECK_ARG(p >= 0 && p < len, "logit position ", p, " is outside the input [0, ", len,
                     ")");
 
-  RotaryTables rotary = rotary_tables(inv_freq_, start, len);
+  // Dynamic and longrope frequencies depend on the length so far, as transformers recomputes them.
+  const bool length_dependent =
+      c.rope.type == RopeType::kDynamic || c.rope.type == RopeType::kLongRope;
+  const at::Tensor inv_freq =
+      length_dependent ? rope_inv_freq(c.rope, c.rotary_dim, start + len) : inv_freq_;
+  RotaryTables rotary =
+      rotary_tables(inv_freq, start, len, rope_attention_scaling(c.rope));
   // Moved once here rather than per layer (the tables are float32 on the host).
   rotary.cos = rotary.cos.to(device_, dtype_);
   rotary.sin = rotary.sin.to(device_, dtype_);

@@ -19,15 +19,22 @@ struct AttentionBackend {
   virtual ~AttentionBackend() = default;
   virtual at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v) = 0;
+  // Sliding-window causal attention: the query at position p sees keys p - window + 1 .. p. The
+  // model calls it for layers whose window is shorter than len_k, after asking
+  // supports_sliding_window() before any compute; the default refuses.
+  virtual bool supports_sliding_window() const { return false; }
+  virtual at::Tensor attend_window(int layer, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v, int64_t window);
 };
 
 // Exact causal attention with GQA, softmax scale 1/sqrt(head_dim). Queries are processed in chunks
 // so the float32 score matrix stays under `score_bytes` (default 256 MiB); each key/value head
 // serves its query group through one matrix product, without copying K/V per query head.
-// On CUDA with LibTorch >= 2 and len_q == len_k, torch's fused scaled_dot_product_attention is
-// used instead.
+// On CUDA with LibTorch >= 2, len_q == len_k and no window, torch's fused
+// scaled_dot_product_attention is used instead. window > 0: sliding-window attention (query at
+// position p sees keys p - window + 1 .. p; each query chunk reads only the keys in reach).
 at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  int64_t score_bytes = int64_t(256) << 20);
+                                  int64_t score_bytes = int64_t(256) << 20, int64_t window = 0);
 
 // Causal block-sparse attention on the CPU from select_blocks' compact form (count [1, heads_q,
 // nQB], sorted indices [1, heads_q, nQB, nKB]): per head and query block, the kept key blocks are
@@ -41,12 +48,16 @@ class DenseBackend : public AttentionBackend {
  public:
   at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) override;
+  bool supports_sliding_window() const override { return true; }
+  at::Tensor attend_window(int layer, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, int64_t window) override;
 };
 
 // XAttention prefill (antidiagonal scoring, per-head threshold selection, block-sparse attention)
 // through xattn::runtime ops: the CPU reference for CPU tensors, the kernels for CUDA tensors.
 // thresholds [num_layers, heads_q] float32. Records the per-head density of its last call per
-// layer (kept / allowed blocks).
+// layer (kept / allowed blocks). Sliding windows are not implemented: the model refuses sparse
+// runs where a layer's window is shorter than the input.
 class XAttentionBackend : public AttentionBackend {
  public:
   XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options = {});
@@ -82,6 +93,12 @@ class CaptureBackend : public AttentionBackend {
                     const at::Tensor& v) override {
     callback_(layer, q, k, v);
     return inner_.attend(layer, q, k, v);
+  }
+  bool supports_sliding_window() const override { return inner_.supports_sliding_window(); }
+  at::Tensor attend_window(int layer, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, int64_t window) override {
+    callback_(layer, q, k, v);
+    return inner_.attend_window(layer, q, k, v, window);
   }
 
  private:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 12 on the GPU machine in one go: builds the GPU tests and the op library against the
 # PyTorch wheel, runs the GPU tests (both attention kernels against the CPU reference), the
-# compute-sanitizer memcheck and racecheck of the small all-kernels case, then bench/compare.py.
+# compute-sanitizer memcheck and racecheck of the small all-kernels case, with
+# XATTN_RUNTIME_TESTS=1 the runtime's CUDA tests and the op library's bad-argument cases on CUDA,
+# then bench/compare.py.
 #
 #   scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]
 #
@@ -38,6 +40,19 @@ if [ "${XATTN_SKIP_SANITIZER:-0}" != 1 ]; then
     [ $code -ne 0 ] && status=1
     note "compute-sanitizer $tool: exit $code, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer_$tool.log" | tr '\n' ' ')"
   done
+fi
+
+if [ "${XATTN_RUNTIME_TESTS:-0}" = 1 ]; then
+  # The runtime on CUDA (engine, op library) and the op library's bad-argument cases on CUDA.
+  if ninja -C "$build" -j16 xattn_tests > "$out/build_tests.log" 2>&1; then
+    "$build/tests/xattn_tests" --gtest_filter='*Cuda*:OpLibrary*:Engine*' > "$out/runtime_tests.log" 2>&1 || status=1
+    note "xattn_tests *Cuda*:OpLibrary*:Engine*: $(grep -E '^\[  (PASSED|FAILED)  \]' "$out/runtime_tests.log" | tr '\n' ' ')"
+  else
+    status=1; note "build of xattn_tests FAILED"; grep -E "error|FAILED" "$out/build_tests.log" | head -10
+  fi
+  XATTN_OPS="$build/runtime/libxattn_ops.so" XATTN_TEST_DEVICE=cuda \
+    python3 tests/python/test_op_errors.py > "$out/op_errors_cuda.log" 2>&1 || status=1
+  note "test_op_errors.py on cuda: $(tail -1 "$out/op_errors_cuda.log"), $(grep -c ': CRASHED' "$out/op_errors_cuda.log") crashed"
 fi
 
 if [ -n "$lengths" ]; then

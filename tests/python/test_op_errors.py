@@ -113,6 +113,18 @@ CASES = [
     ("mask of 16-token blocks",
      "mask = torch.ones(1, HQ, L // 16, L // 16, dtype=torch.bool, device=dev)",
      "ops.block_sparse_attention(q, k, v, mask)", "block_size 16", CUDA),
+    ("compact count int64",
+     "n = L // 128\ncount = torch.ones(1, HQ, n, dtype=torch.int64, device=dev)\n"
+     "index = torch.zeros(1, HQ, n, n, dtype=torch.int32, device=dev)",
+     "ops.block_sparse_attention_compact(q, k, v, count, index)", "int32", True),
+    ("compact index of the wrong shape",
+     "n = L // 128\ncount = torch.ones(1, HQ, n, dtype=torch.int32, device=dev)\n"
+     "index = torch.zeros(1, HQ, n, n + 1, dtype=torch.int32, device=dev)",
+     "ops.block_sparse_attention_compact(q, k, v, count, index)", "kv_block_index", True),
+    ("compact block_size 100",
+     "n = L // 128\ncount = torch.ones(1, HQ, n, dtype=torch.int32, device=dev)\n"
+     "index = torch.zeros(1, HQ, n, n, dtype=torch.int32, device=dev)",
+     "ops.block_sparse_attention_compact(q, k, v, count, index, 100)", "block_size 100", True),
     ("varlen cu_seqlens past the tensor",
      "qp, kp, vp = (x[0].transpose(0, 1).contiguous() for x in (q, k, v))\n"
      "cu = torch.tensor([0, L + 904], dtype=torch.int32, device=dev)",
@@ -171,6 +183,15 @@ class OpErrorsTest(unittest.TestCase):
     def test_a_valid_call_returns(self):
         outcomes = run_cases([("valid", "", "ops.prefill(q, k, v, th, 8, 128, True, True)")])
         self.assertEqual(outcomes["valid"][0], "RETURNED", outcomes)
+
+    def test_compact_counts_past_the_row_are_clamped(self):
+        # Counts are not read at the op boundary (that would synchronise); the kernels read at
+        # most nKB entries of a row, so an over-long count cannot read past the index tensor.
+        setup = ("n = L // 128\ncount = torch.full((1, HQ, n), n + 50, dtype=torch.int32, device=dev)\n"
+                 "index = torch.zeros(1, HQ, n, n, dtype=torch.int32, device=dev)")
+        outcomes = run_cases([("count past the row", setup,
+                               "ops.block_sparse_attention_compact(q, k, v, count, index)")])
+        self.assertEqual(outcomes["count past the row"][0], "RETURNED", outcomes)
 
     def test_bad_calls_raise_instead_of_crashing(self):
         outcomes = run_cases([case[:3] for case in CASES])

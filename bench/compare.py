@@ -84,6 +84,8 @@ def main():
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--skip-flash", action="store_true")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="time only the estimate op on both scoring kernels (prints JSON)")
     args = parser.parse_args()
 
     torch.ops.load_library(args.ops)
@@ -122,6 +124,16 @@ def main():
         ve = v.repeat_interleave(hq // hkv, dim=1)
         dense_flops = 4.0 * d * hq * length * length / 2
         per = {"length": length}
+        if args.estimate_only:
+            tau = torch.full((hq,), 0.9, device="cuda", dtype=torch.float32)
+            for stride in (8, 16):
+                for kernel in ("sm80", "sm90"):
+                    os.environ["XATTN_CUDA_KERNEL"] = kernel
+                    per[f"estimate_s{stride}_{kernel}_ms"] = timed(
+                        lambda: torch.ops.xattn.estimate(q, k, tau, stride, block, True),
+                        args.warmup, args.reps)
+            print(json.dumps(per), flush=True)
+            continue
         with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
             per["cudnn_ms"] = timed(lambda: torch.nn.functional.scaled_dot_product_attention(
                 q, ke, ve, is_causal=True), args.warmup, args.reps)

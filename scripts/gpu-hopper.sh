@@ -57,7 +57,7 @@ fi
 
 if [ -n "$lengths" ]; then
   python3 bench/compare.py --ops "$build/runtime/libxattn_ops.so" --out "$out" \
-    --lengths "$lengths" --densities "$densities" > "$out/compare.log" 2>&1 || status=1
+    --lengths "$lengths" --densities "$densities" ${XATTN_COMPARE_ARGS:-} > "$out/compare.log" 2>&1 || status=1
   note "compare.py: exit $?"
   tail -25 "$out/compare.log"
 fi

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include "xattn/calibrate/version.h"
@@ -16,7 +18,9 @@
 #include "xattn/model/config.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
+#include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
+#include "xattn/paths.h"
 
 namespace xattn::calibrate {
 namespace {
@@ -27,26 +31,33 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A model run's samples: token windows cut from the data files.
+// A model run's samples: token windows cut from the data files. Text goes through the model
+// folder's tokenizer (bytes for the bundled byte-level models); each sample of text starts with
+// the tokenizer's BOS when it adds one, as in training. Token id files are cut as they are.
 std::vector<std::vector<int64_t>> cut_samples(const CalibrationConfig& config,
-                                              const model::ModelConfig& model_config,
                                               std::vector<std::string>* sources) {
   XATTN_CHECK_ARG(config.sample_len >= 2, "--sample-len must be at least 2 tokens");
+  XATTN_CHECK_ARG(config.data_format == "text" || config.data_format == "ids",
+                  "--data-format must be text or ids, got '", config.data_format, "'");
+  std::unique_ptr<model::Tokenizer> tokenizer;
   std::vector<std::vector<int64_t>> samples;
   for (const auto& path : config.data_files) {
+    const std::string ext = io::extension(path);
+    const bool ids_file = config.data_format == "ids" || ext == ".h5" || ext == ".hdf5";
     std::vector<int64_t> tokens;
-    if (model_config.byte_level) {
-      tokens = model::byte_encode(model::read_text_file(path), false);
-    } else {
+    std::optional<int64_t> bos;
+    if (ids_file) {
       tokens = model::read_token_ids(path);
+    } else {
+      if (!tokenizer) tokenizer = model::load_tokenizer(config.model_dir);
+      tokens = tokenizer->encode(model::read_text_file(path), /*add_special=*/false);
+      if (tokenizer->add_bos) bos = tokenizer->bos_id;
     }
-    // Byte-level samples start with <bos>, as in training.
-    const bool add_bos = model_config.byte_level;
-    const int64_t body = config.sample_len - (add_bos ? 1 : 0);
+    const int64_t body = config.sample_len - (bos ? 1 : 0);
     for (int64_t start = 0; start + body <= int64_t(tokens.size()); start += body) {
       if (int64_t(samples.size()) >= config.max_samples) return samples;
       std::vector<int64_t> sample;
-      if (add_bos) sample.push_back(model::kByteBos);
+      if (bos) sample.push_back(*bos);
       sample.insert(sample.end(), tokens.begin() + start, tokens.begin() + start + body);
       samples.push_back(std::move(sample));
       sources->push_back(path + "@" + std::to_string(start));
@@ -188,7 +199,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     model = std::make_unique<model::Model>(config.model_dir, load);
     signature = model_signature_of(config.model_dir);
     std::vector<std::string> sources;
-    model_samples = cut_samples(config, model->config(), &sources);
+    model_samples = cut_samples(config, &sources);
     // Statistics of full causal attention would not describe a windowed layer.
     const int64_t window = model::shortest_sliding_window(model->config());
     for (const auto& sample : model_samples)

@@ -7,8 +7,9 @@
 //   producer  (warpgroup 0, 128 threads): gathers each k-step's rows (one t, 64 columns of
 //             head_dim) of q and k with 16-byte cp.async into a kStages ring, in the 128-byte
 //             swizzled layout wgmma reads (tokens past the sequence are zero-filled, which a TMA
-//             strided view could not guarantee); each thread announces a stage on its mbarrier
-//             once its copies have landed (two steps later);
+//             strided view could not guarantee); each thread's copies arrive on the stage's
+//             mbarrier when they land (cp.async.mbarrier.arrive), so the producer only ever waits
+//             for free stages;
 //   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n256k16 wgmma (both operands in
 //             shared memory); a stage is released once the MMA that read it has completed; after
 //             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
@@ -37,6 +38,11 @@ struct ScoringTile {
   static constexpr int kConsumerRegisters = 232;
 };
 
+// Arrives on `bar` once all of this thread's earlier cp.async copies have completed (the arrival
+// is counted in the barrier's expected count: no increment).
+__device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
 __device__ __forceinline__ void cp_async_zfill_16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0)
@@ -87,7 +93,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   auto empty = [&](int s) { return bars + 8u * (kStages + s); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full(s), 128);  // one arrival per producer thread
+      mbarrier_init(full(s), 128);  // one cp.async arrival per producer thread
       mbarrier_init(empty(s), Tile::kConsumerThreads);
     }
     fence_barrier_init();
@@ -119,13 +125,6 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     const T* k_thread = k_base + int64_t(pass_row) * S * k_stride + chunk * 8;
     const int64_t q_pass_elems = int64_t(pass_tokens) * q_stride;
     const int64_t k_pass_elems = int64_t(pass_tokens) * k_stride;
-    // A stage is announced kLag steps after its copies were issued: once they have landed, the
-    // proxy fence makes them visible to wgmma (an async-proxy reader), then the arrival.
-    constexpr int kLag = 2;
-    auto announce = [&](int step) {
-      fence_proxy_async_shared();
-      mbarrier_arrive(full(step % kStages));
-    };
     for (int step = 0; step < total_steps; ++step) {
       const int s = step % kStages;
       if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
@@ -149,14 +148,10 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
         cp_async_zfill_16(b_stage(s) + row * 128 + ((chunk ^ (row & 7)) << 4),
                           valid ? k_src : k_base, valid);
       }
-      cp_async_commit();
-      if (step >= kLag) {
-        cp_async_wait<kLag>();
-        announce(step - kLag);
-      }
+      // The stage's barrier gets this thread's arrival when its copies have landed; the producer
+      // never waits for its own copies, only for free stages.
+      cp_async_mbarrier_arrive_noinc(full(s));
     }
-    cp_async_wait<0>();
-    for (int step = max(0, total_steps - kLag); step < total_steps; ++step) announce(step);
     return;
   }
 
@@ -179,6 +174,8 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     const int s = step % kStages;
     const int in_tile = step % steps_per_tile;
     mbarrier_wait(full(s), (step / kStages) & 1);
+    // The stage was written by cp.async (generic proxy); wgmma reads through the async proxy.
+    fence_proxy_async_shared();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kDepth / 16; ++kk) {

@@ -14,7 +14,7 @@ python3 scripts/make_random_llama.py /tmp/llama8b /tmp/llama8b_tokens.txt --toke
   > "$out/make_model.log" 2>&1 || { tail -5 "$out/make_model.log"; exit 1; }
 echo "random 8B checkpoint written in $(( $(date +%s) - t0 )) s"
 t0=$(date +%s)
-"$build/calibrate/xattn" calibrate --model /tmp/llama8b --data /tmp/llama8b_tokens.txt \
+"$build/calibrate/xattn" calibrate --model /tmp/llama8b --data /tmp/llama8b_tokens.txt --data-format ids \
   --sample-len 32768 --samples "$samples" --holdout 0 --device cuda --out "$out/profile-8b.h5" \
   > "$out/calibrate_8b.log" 2>&1
 echo "calibrate exit $?, $(( $(date +%s) - t0 )) s wall for $samples x 32K tokens, 32 layers"

@@ -37,6 +37,11 @@ void check_calibrate_arguments(const po::variables_map& vm) {
   // may drop or add options without this function reading one that is not there.
   auto has = [&](const char* key) { return vm.count(key) > 0; };
   if (has("device")) model_cli::parse_device(vm["device"].as<std::string>());
+  if (has("data-format")) {
+    const std::string format = vm["data-format"].as<std::string>();
+    XATTN_CHECK_ARG(format == "text" || format == "ids", "--data-format '", format,
+                    "': use text (raw text through the model's tokenizer) or ids (token ids)");
+  }
   if (has("sample-len"))
     XATTN_CHECK_ARG(vm["sample-len"].as<int64_t>() >= 2, "--sample-len ",
                     vm["sample-len"].as<int64_t>(), " must be at least 2 tokens");

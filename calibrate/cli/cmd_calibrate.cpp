@@ -103,6 +103,7 @@ int run_calibrate(const Args& args) {
       ("help,h", "this help")
       ("model", po::value<std::string>(), "checkpoint folder (config.json + safetensors)")
       ("data", po::value<std::vector<std::string>>()->multitoken(), "text or token-id files to cut samples from")
+      ("data-format", po::value<std::string>()->default_value("text"), "text: raw text, tokenized with the model folder's tokenizer (tokenizer.json, tokenizer.model, or bytes for byte-level models); ids: token ids (integers; *.h5 files are always ids)")
       ("capture", po::value<std::vector<std::string>>()->multitoken(), "capture files (docs/capture-format.md)")
       ("stats", po::value<std::vector<std::string>>()->multitoken(), "statistics files to merge (from --stats-out of earlier runs)")
       ("out", po::value<std::string>(), "profile to write (default out/profile-<time>.h5)")
@@ -133,6 +134,7 @@ int run_calibrate(const Args& args) {
   calibrate::CalibrationConfig config;
   if (vm.count("model")) config.model_dir = vm["model"].as<std::string>();
   if (vm.count("data")) config.data_files = vm["data"].as<std::vector<std::string>>();
+  config.data_format = vm["data-format"].as<std::string>();
   if (vm.count("capture")) config.capture_files = vm["capture"].as<std::vector<std::string>>();
   if (vm.count("stats")) config.statistics_files = vm["stats"].as<std::vector<std::string>>();
   const bool no_source = config.model_dir.empty() && config.capture_files.empty() &&

@@ -77,7 +77,7 @@ int run_capture(const Args& args) {
 
   const model::Model model(dir, model_cli::load_options(vm));
   const model::ModelConfig& c = model.config();
-  const std::vector<int64_t> tokens = model_cli::read_input(vm, c);
+  const std::vector<int64_t> tokens = model_cli::read_input(vm, dir);
   std::set<int64_t> layers;
   if (vm.count("layers")) {
     layers = parse_layers(vm["layers"].as<std::string>(), c.num_layers);

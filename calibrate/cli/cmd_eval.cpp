@@ -15,6 +15,7 @@
 #include "xattn/file_io.h"
 #include "xattn/model/model.h"
 #include "xattn/model/niah.h"
+#include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
 
 namespace xattn::cli {
@@ -31,8 +32,9 @@ constexpr const char* kUsage =
     "12345 is the pass key.\" is placed at each depth of a haystack text; the prompt ends with\n"
     "\"What is the pass key? The pass key is \" and the model generates 5 tokens greedily.\n"
     "A sample counts as correct when all 5 digits come back. Every prompt runs with dense\n"
-    "attention and with XAttention (default: --threshold 0.9 for every head). Lengths are in\n"
-    "tokens (bytes for byte-level models), <bos> included.\n\n";
+    "attention and with XAttention (default: --threshold 0.9 for every head). Prompts are\n"
+    "built through the model folder's tokenizer; lengths are in its tokens (bytes for\n"
+    "byte-level models), the BOS included.\n\n";
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> out;
@@ -97,11 +99,13 @@ int run_niah(const Args& args) {
   // Before minutes of prompts, not after (issue 11).
   check_outputs({{"--json", json_path}}, {{"--haystack", haystack_path}}, vm.count("force") > 0);
   model_cli::check_attention_options(vm);
+  // Prompts go through the model folder's tokenizer (bytes for byte-level models); the haystack
+  // is tokenized once.
+  const std::unique_ptr<model::Tokenizer> tokenizer = model::load_tokenizer(dir);
+  const std::vector<int64_t> haystack_ids = tokenizer->encode(haystack, /*add_special=*/false);
 
   const model::Model model(dir, model_cli::load_options(vm));
   const model::ModelConfig& c = model.config();
-  XATTN_CHECK_ARG(c.byte_level, "eval niah builds byte-level prompts; model '", dir,
-                  "' has no \"xattn_byte_level\": true in its config.json");
   const std::unique_ptr<model::XAttentionBackend> xattention =
       model_cli::make_xattention(vm, model, 0.9);
   std::string xattn_label;
@@ -128,11 +132,12 @@ int run_niah(const Args& args) {
       cell.length = length;
       cell.depth = depth;
       for (int64_t s = 0; s < samples; ++s) {
-        const model::NiahPrompt p = model::make_niah_prompt(haystack, length, depth, s, seed);
+        const model::NiahPrompt p = model::make_niah_prompt(*tokenizer, haystack_ids, length, depth,
+                                                              s, seed);
         nlohmann::json detail = {{"sample", s}, {"key", p.key}, {"needle_start", p.needle_start}};
         if (run_dense) {
           const model::GenerateResult g = model.generate(p.tokens, key_tokens, dense);
-          const std::string text = model::byte_decode(g.tokens);
+          const std::string text = tokenizer->decode(g.tokens);
           const bool ok = model::passkey_correct(text, p.key);
           cell.dense_correct += ok;
           cell.dense_seconds += g.time_to_first_token;
@@ -140,7 +145,7 @@ int run_niah(const Args& args) {
         }
         xattention->clear_density();
         const model::GenerateResult g = model.generate(p.tokens, key_tokens, *xattention);
-        const std::string text = model::byte_decode(g.tokens);
+        const std::string text = tokenizer->decode(g.tokens);
         cell.xattn_correct += model::passkey_correct(text, p.key);
         cell.xattn_seconds += g.time_to_first_token;
         const double density = xattention->mean_density();

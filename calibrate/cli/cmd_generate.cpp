@@ -23,7 +23,8 @@ constexpr const char* kUsage =
     "                      [--device cpu|cuda] [--dtype auto|float32|bfloat16|float16]\n\n"
     "Prefills the prompt layer by layer (dense attention, or XAttention with --threshold /\n"
     "--profile), then generates N tokens greedily with a KV cache and dense decode steps.\n"
-    "Prints the time to first token and the tokens (as text for byte-level models). --nll\n"
+    "Prints the time to first token and the tokens (and their text, through the model folder's\n"
+    "tokenizer; --text and --prompt are tokenized with it). --nll\n"
     "runs one more forward pass and prints each input token's negative log-likelihood (nats)\n"
     "given its prefix, and their mean.\n\n";
 
@@ -50,7 +51,7 @@ int run_generate(const Args& args) {
 
   const model::Model model(dir, model_cli::load_options(vm));
   const model::ModelConfig& c = model.config();
-  const std::vector<int64_t> prompt = model_cli::read_input(vm, c);
+  const std::vector<int64_t> prompt = model_cli::read_input(vm, dir);
   std::cout << model::describe(c) << "\n"
             << "parameters " << model.parameter_count() << ", device " << model.device()
             << ", dtype " << c10::toString(model.dtype()) << "\n"
@@ -75,8 +76,15 @@ int run_generate(const Args& args) {
   std::cout << "generated ids:";
   for (int64_t t : r.tokens) std::cout << " " << t;
   std::cout << "\n";
-  if (c.byte_level)
-    std::cout << "generated text: \"" << model_cli::escape_bytes(model::byte_decode(r.tokens))
+  // The folder's tokenizer shows the text; a folder without one (token ids given) shows ids only.
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  try {
+    tokenizer = model::load_tokenizer(dir);
+  } catch (const Error&) {
+    if (!vm.count("input")) throw;
+  }
+  if (tokenizer)
+    std::cout << "generated text: \"" << model_cli::escape_bytes(tokenizer->decode(r.tokens))
               << "\"\n";
 
   if (vm.count("nll")) {

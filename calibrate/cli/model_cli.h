@@ -17,6 +17,7 @@
 #include "xattn/error.h"
 #include "xattn/file_io.h"
 #include "xattn/model/model.h"
+#include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
 
 namespace xattn::cli {
@@ -38,8 +39,9 @@ inline void add_input_options(po::options_description& o) {
                   "token ids: text file of integers, or HDF5 (*.h5) dataset")(
       "dataset", po::value<std::string>()->default_value(""),
       "HDF5 dataset of --input (default: input_ids, tokens or ids)")(
-      "text", po::value<std::string>(), "raw text file (byte-level models; <bos> is prepended)")(
-      "prompt", po::value<std::string>(), "raw text given inline (byte-level models)")(
+      "text", po::value<std::string>(),
+      "raw text file, tokenized with the model folder's tokenizer (its BOS prepended)")(
+      "prompt", po::value<std::string>(), "raw text given inline, tokenized like --text")(
       "max-len", po::value<int64_t>(), "keep only the first N tokens of the input");
 }
 
@@ -81,9 +83,9 @@ inline model::LoadOptions load_options(const po::variables_map& vm) {
   return o;
 }
 
-// The input tokens from --input / --text / --prompt (exactly one), cut to --max-len.
-inline std::vector<int64_t> read_input(const po::variables_map& vm,
-                                       const model::ModelConfig& config) {
+// The input tokens from --input / --text / --prompt (exactly one), cut to --max-len. Text goes
+// through the model folder's tokenizer (xattn/model/tokenizer.h) with its BOS.
+inline std::vector<int64_t> read_input(const po::variables_map& vm, const std::string& model_dir) {
   const int given = int(vm.count("input")) + int(vm.count("text")) + int(vm.count("prompt"));
   XATTN_CHECK_ARG(given == 1, "give exactly one input: --input IDS_FILE, --text FILE or --prompt "
                   "STRING");
@@ -91,11 +93,10 @@ inline std::vector<int64_t> read_input(const po::variables_map& vm,
   if (vm.count("input")) {
     ids = model::read_token_ids(vm["input"].as<std::string>(), vm["dataset"].as<std::string>());
   } else {
-    XATTN_CHECK_ARG(config.byte_level, "--text and --prompt need a byte-level model (config.json "
-                    "\"xattn_byte_level\": true); for this model give token ids with --input");
+    const std::unique_ptr<model::Tokenizer> tokenizer = model::load_tokenizer(model_dir);
     const std::string text = vm.count("text") ? model::read_text_file(vm["text"].as<std::string>())
                                               : vm["prompt"].as<std::string>();
-    ids = model::byte_encode(text, /*add_bos=*/true);
+    ids = tokenizer->encode(text, /*add_special=*/true);
   }
   if (vm.count("max-len")) {
     const int64_t n = vm["max-len"].as<int64_t>();

@@ -57,6 +57,7 @@ TEST(CalibrationObjective, HeadScaledUpInOProjGetsTheTighterThreshold) {
   CalibrationConfig config;
   config.model_dir = dir.path() + "/m";
   config.data_files = {data};
+  config.data_format = "ids";
   config.sample_len = 512;
   config.max_samples = 4;
   config.settings.block_size = 64;

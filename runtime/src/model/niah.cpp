@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "xattn/error.h"
+#include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
 
 namespace xattn::model {
@@ -46,15 +47,38 @@ size_t nearest_sentence_boundary(const std::string& hay, size_t target) {
   return target;
 }
 
-}  // namespace
 
-NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double depth,
-                            int64_t sample, uint64_t seed) {
+Rng prompt_rng(int64_t length, double depth, int64_t sample, uint64_t seed) {
   XATTN_CHECK_ARG(depth >= 0.0 && depth <= 1.0, "needle depth must lie in [0, 1], got ", depth);
   Rng rng{seed ^ (static_cast<uint64_t>(length) * 0x100000001B3ull) ^
           (static_cast<uint64_t>(std::llround(depth * 1e6)) << 20) ^
           (static_cast<uint64_t>(sample) * 0xD6E8FEB86659FD93ull)};
   for (int i = 0; i < 4; ++i) rng.next();
+  return rng;
+}
+
+// Token boundary i of `ids` (between ids[i - 1] and ids[i]) follows a sentence end: the text
+// before it ends with . ? or ! and whitespace comes next, either at the end of that text or at
+// the start of the next token's. Decoded over a few tokens on each side.
+bool is_token_sentence_end(const Tokenizer& tok, const std::vector<int64_t>& ids, size_t i) {
+  if (i == 0 || i >= ids.size()) return false;
+  const size_t from = i >= 4 ? i - 4 : 0;
+  const std::string before = tok.decode(std::vector<int64_t>(ids.begin() + long(from),
+                                                             ids.begin() + long(i)));
+  const std::string with_next = tok.decode(std::vector<int64_t>(ids.begin() + long(from),
+                                                                ids.begin() + long(i) + 1));
+  auto space = [](char c) { return c == ' ' || c == '\n'; };
+  auto end = [](char c) { return c == '.' || c == '?' || c == '!'; };
+  if (before.size() >= 2 && space(before.back()) && end(before[before.size() - 2])) return true;
+  return !before.empty() && end(before.back()) && with_next.size() > before.size() &&
+         with_next.compare(0, before.size(), before) == 0 && space(with_next[before.size()]);
+}
+
+}  // namespace
+
+NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double depth,
+                            int64_t sample, uint64_t seed) {
+  Rng rng = prompt_rng(length, depth, sample, seed);
   NiahPrompt p;
   p.length = length;
   p.depth = depth;
@@ -82,6 +106,62 @@ NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double 
   p.needle_start = 1 + static_cast<int64_t>(cut + before.size());
   XATTN_CHECK(static_cast<int64_t>(p.tokens.size()) == length, ErrorKind::kInternal,
               "niah prompt has ", p.tokens.size(), " tokens, expected ", length);
+  return p;
+}
+
+NiahPrompt make_niah_prompt(const Tokenizer& tok, const std::vector<int64_t>& haystack_ids,
+                            int64_t length, double depth, int64_t sample, uint64_t seed) {
+  if (tok.byte_level) return make_niah_prompt(byte_decode(haystack_ids), length, depth, sample,
+                                              seed);
+  Rng rng = prompt_rng(length, depth, sample, seed);
+  NiahPrompt p;
+  p.length = length;
+  p.depth = depth;
+  p.sample = sample;
+  p.key = std::to_string(10000 + rng.below(90000));
+  const std::string needle =
+      "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key.";
+  const std::string before = kSeparators[rng.below(3)];
+  const std::string after = kSeparators[rng.below(3)];
+  const std::string tail = std::string(kSeparators[rng.below(3)]) + kPassKeyQuestion;
+  const std::vector<int64_t> needle_ids = tok.encode(before + needle + after, false);
+  const std::vector<int64_t> tail_ids = tok.encode(tail, false);
+  const bool bos = tok.add_bos && tok.bos_id.has_value();
+  const int64_t fixed = (bos ? 1 : 0) + int64_t(needle_ids.size() + tail_ids.size());
+  const int64_t hay_len = length - fixed;
+  XATTN_CHECK_ARG(hay_len >= 16, "prompt length ", length, " is too short: the needle and the "
+                  "question alone take ", fixed, " tokens");
+  XATTN_CHECK_INPUT(int64_t(haystack_ids.size()) > hay_len, "the haystack text has ",
+                    haystack_ids.size(), " tokens; a prompt of ", length,
+                    " tokens needs more than ", hay_len,
+                    " (use a longer --haystack or shorter --lengths)");
+  const size_t start = size_t(rng.below(haystack_ids.size() - size_t(hay_len)));
+  const std::vector<int64_t> hay(haystack_ids.begin() + long(start),
+                                 haystack_ids.begin() + long(start) + hay_len);
+  // The sentence end nearest to the target token; the window's ends count as boundaries.
+  const size_t target = size_t(std::llround(depth * double(hay_len)));
+  size_t cut = target;
+  if (target > 0 && target < hay.size()) {
+    for (size_t delta = 0; delta <= hay.size(); ++delta) {
+      if (target >= delta && is_token_sentence_end(tok, hay, target - delta)) {
+        cut = target - delta;
+        break;
+      }
+      if (target + delta < hay.size() && is_token_sentence_end(tok, hay, target + delta)) {
+        cut = target + delta;
+        break;
+      }
+      if (target < delta && target + delta >= hay.size()) break;
+    }
+  }
+  if (bos) p.tokens.push_back(*tok.bos_id);
+  p.tokens.insert(p.tokens.end(), hay.begin(), hay.begin() + long(cut));
+  p.needle_start = int64_t(p.tokens.size());
+  p.tokens.insert(p.tokens.end(), needle_ids.begin(), needle_ids.end());
+  p.tokens.insert(p.tokens.end(), hay.begin() + long(cut), hay.end());
+  p.tokens.insert(p.tokens.end(), tail_ids.begin(), tail_ids.end());
+  XATTN_CHECK(int64_t(p.tokens.size()) == length, ErrorKind::kInternal, "niah prompt has ",
+              p.tokens.size(), " tokens, expected ", length);
   return p;
 }
 

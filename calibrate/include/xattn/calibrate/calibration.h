@@ -18,7 +18,10 @@ namespace xattn::calibrate {
 struct CalibrationConfig {
   // Sources (any mix of captures and statistics files; a model run needs model_dir + data_files).
   std::string model_dir;
-  std::vector<std::string> data_files;     // raw text (byte-level models) or token-id files
+  std::vector<std::string> data_files;     // raw text, or token ids (data_format, *.h5)
+  // "text": tokenized with the model folder's tokenizer (xattn/model/tokenizer.h); "ids": token
+  // id files (xattn/model/tokens.h). HDF5 files (*.h5, *.hdf5) are always token ids.
+  std::string data_format = "text";
   std::vector<std::string> capture_files;  // capture format, docs/capture-format.md
   std::vector<std::string> statistics_files;
   int64_t sample_len = 4096;  // tokens per sample cut from the data files

@@ -5,6 +5,7 @@
 // and the model is expected to continue with the 5 digits. SEP is one of " ", "\n", "\n\n"
 // (seeded). The needle goes to the sentence boundary nearest to depth x haystack length.
 // Everything is a function of (seed, length, depth, sample): the same prompts on every machine.
+// Other models get the same prompt through their tokenizer (the overload taking a Tokenizer).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +28,16 @@ extern const char* const kPassKeyQuestion;  // "What is the pass key? The pass k
 // One prompt of exactly `length` tokens. Throws when the haystack is too short or length too small.
 NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double depth,
                             int64_t sample, uint64_t seed);
+
+class Tokenizer;
+
+// The prompt through a model's tokenizer: the haystack given as its token ids (tokenized once by
+// the caller), needle and question tokenized as text; the window, the key and the separators are
+// drawn as above, lengths count tokens (the tokenizer's BOS included when it adds one), and the
+// needle goes to the token boundary after a sentence end nearest to depth x window. For a
+// byte-level tokenizer this is exactly the prompt above.
+NiahPrompt make_niah_prompt(const Tokenizer& tokenizer, const std::vector<int64_t>& haystack_ids,
+                            int64_t length, double depth, int64_t sample, uint64_t seed);
 
 // True when the generated text starts with the key (leading spaces ignored).
 bool passkey_correct(const std::string& generated, const std::string& key);

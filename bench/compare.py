@@ -72,6 +72,13 @@ def computed_flops(mask, d, block):
     return 4.0 * d * block * block * (n_full + 0.5 * n_diag)
 
 
+def write_json(folder, results):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "compare.json.tmp"), "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(os.path.join(folder, "compare.json.tmp"), os.path.join(folder, "compare.json"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", required=True, help="path of libxattn_ops.so")
@@ -196,10 +203,9 @@ def main():
             print(json.dumps(row), flush=True)
         del q, k, v, ke, ve
         torch.cuda.empty_cache()
+        write_json(args.out, results)  # after every length: a run cut short keeps what it measured
 
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "compare.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(args.out, results)
     lines = [f"# Attention side by side ({results['device']}, torch {results['torch']}, {results['date']})",
              "", f"Command: `{results['command']}`", "",
              f"bf16, batch 1, Hq {hq}, Hkv {hkv}, d {d}, causal, block 128, medians of {args.reps}.",

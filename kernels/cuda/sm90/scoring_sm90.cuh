@@ -11,7 +11,7 @@
 //             mbarrier when they land (cp.async.mbarrier.arrive), so the producer only ever waits
 //             for free stages;
 //   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n256k16 wgmma (both operands in
-//             shared memory); a stage is released once the MMA that read it has completed; after
+//             shared memory); a stage is released as soon as the MMA that read it is done; after
 //             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
 //             statistics). Each row's 256 columns live in one quad of lanes.
 // Shared memory: kStages x (128 + 256) rows x 128 B = 192 KiB (4 stages); one CTA per SM.
@@ -169,7 +169,6 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
 
   float acc[kCols / 2];
   float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.f, 0.f};
-  int pending = -1;  // stage whose MMA group has been issued but not yet waited for
   for (int step = 0; step < total_steps; ++step) {
     const int s = step % kStages;
     const int in_tile = step % steps_per_tile;
@@ -184,16 +183,13 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       wgmma_ss_m64n256k16<T>(acc, a_desc, b_desc, in_tile > 0 || kk > 0);
     }
     wgmma_commit();
-    if (pending >= 0) {
-      wgmma_wait<1>();
-      mbarrier_arrive(empty(pending));
-    }
-    pending = s;
-    if (in_tile != steps_per_tile - 1) continue;
+    // Each stage goes back as soon as its MMAs are done: holding one stage instead of two leaves
+    // three of the four for loads in flight, which the gathers' latency needs more than the
+    // consumer needs an MMA group queued behind the running one.
     wgmma_wait<0>();
+    mbarrier_arrive(empty(s));
+    if (in_tile != steps_per_tile - 1) continue;
     fence_registers(acc);
-    mbarrier_arrive(empty(pending));
-    pending = -1;
 
     // Tile epilogue: mask, per key block log2-sum-exp to scratch, running row statistics.
     const int64_t c_tile = int64_t(step / steps_per_tile) * kCols;

@@ -267,6 +267,9 @@ TEST(FamilyConfig, UnsupportedOptionsNameTheirField) {
   refused("LlamaForCausalLM", R"(,"rope_scaling":{"rope_type":"dynamic"})",
           {"dynamic", "factor"});
   refused("LlamaForCausalLM", R"(,"hidden_act":"gelu")", {"hidden_act", "gelu"});
+  // Per-layer windows hold one entry per layer: a huge layer count is refused before that.
+  refused("LlamaForCausalLM", R"(,"num_hidden_layers":4000000000000000000)",
+          {"num_hidden_layers", "limit"});
 }
 
 }  // namespace

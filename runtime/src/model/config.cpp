@@ -266,6 +266,10 @@ void parse_sliding_windows(const Reader& r, ModelConfig& c) {
     window = r.integer("sliding_window");
     XATTN_CHECK_INPUT(*window > 0, r.where("sliding_window"), " must be positive, got ", *window);
   }
+  // One entry per layer: bounded first, as a config.json can come from anywhere.
+  constexpr int64_t kMaxLayers = int64_t(1) << 16;
+  XATTN_CHECK_INPUT(c.num_layers <= kMaxLayers, r.where("num_hidden_layers"), " = ", c.num_layers,
+                    " exceeds the runner's limit of ", kMaxLayers, " layers");
   c.layer_windows.assign(size_t(c.num_layers), 0);
   const bool qwen = c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
   if (r.has("layer_types")) {

@@ -9,6 +9,11 @@
 // place); batches of equal length or varlen (cu_seqlens); len_q <= len_k; any length.
 // Scoring needs (block_size / stride) in {8, 16, 32, 64}; attention needs block_size a multiple
 // of 64 (64, 128, 256, ...). Ask unsupported_reason() / supports() before launching.
+//
+// Two kernels per family: sm_80 (mma.sync, every GPU built for) and sm_90a (warpgroup MMA with
+// TMA or cp.async producers, compute capability 9.0 only). params.kernel = kAuto takes sm_90a on
+// an H100/H200 when it runs the parameters (attention: block_size 128; varlen with
+// packed_tokens_* set; strides TMA can address), else sm_80; kSm80 / kSm90 force one.
 #pragma once
 
 #include <cuda_runtime_api.h>

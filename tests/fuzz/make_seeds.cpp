@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -167,6 +168,54 @@ void profile_seeds(const std::string& dir) {
   calibrate::write_profile(dir + "/profile.h5", p, true);
 }
 
+// The smallest tokenizer.json of each pre-tokenizer kind (the committed corpus and
+// tests/data/tokenizers/ hold fuller ones).
+void tokenizer_seeds(const std::string& dir) {
+  const std::string model =
+      R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
+  write_text(dir + "/tiny-bpe.json", "{" + model + "}");
+  write_text(dir + "/tiny-bytelevel.json",
+             R"({"pre_tokenizer": {"type": "ByteLevel", "use_regex": true}, )" + model + "}");
+  write_text(dir + "/tiny-metaspace.json",
+             R"({"pre_tokenizer": {"type": "Metaspace", "prepend_scheme": "always"}, )" + model +
+                 "}");
+}
+
+// Protobuf pieces for a hand-made tokenizer.model.
+std::string varint(uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(char((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(char(v));
+  return out;
+}
+std::string field(uint32_t number, const std::string& bytes) {
+  return varint((uint64_t(number) << 3) | 2) + varint(bytes.size()) + bytes;
+}
+std::string piece(const std::string& text, float score, int type) {
+  char f[4];
+  std::memcpy(f, &score, 4);
+  return field(1, field(1, text) + varint((2 << 3) | 5) + std::string(f, 4) + varint(3 << 3) +
+                      varint(uint64_t(type)));
+}
+
+// SentencePiece models of both kinds: <unk>, <s>, </s>, two byte pieces, a few normal pieces.
+void sentencepiece_seeds(const std::string& dir) {
+  const std::string pieces = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3) +
+                             piece("<0x41>", 0, 6) + piece("<0xC3>", 0, 6) +
+                             piece("\xE2\x96\x81", -1, 1) + piece("a", -2, 1) +
+                             piece("\xE2\x96\x81" "a", -3, 1) + piece("b", -4, 4);
+  for (int type : {1, 2}) {
+    const std::string trainer = varint(3 << 3) + varint(uint64_t(type)) + varint(35 << 3) +
+                                varint(1);
+    const std::string normalizer = field(1, "identity") + varint(3 << 3) + varint(1);
+    write_text(dir + (type == 1 ? "/unigram.model" : "/bpe.model"),
+               pieces + field(2, trainer) + field(3, normalizer));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,6 +233,8 @@ int main(int argc, char** argv) {
     capture_seeds(folder(root, "capture"));
     statistics_seeds(folder(root, "statistics"));
     profile_seeds(folder(root, "profile"));
+    tokenizer_seeds(folder(root, "tokenizer"));
+    sentencepiece_seeds(folder(root, "sentencepiece"));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "xattn_fuzz_seeds: %s\n", e.what());
     return 1;

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors checkpoint_index config token_ids profile statistics capture)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors checkpoint_index config token_ids profile statistics capture tokenizer sentencepiece)
 work="${work:-$build/fuzz-work}"
 fuzz_dir="$root/tests/fuzz"
 
@@ -37,13 +37,15 @@ bundled() {
     config) echo "$root/examples/models/xattn-byte/config.json" ;;
     profile) echo "$root/profiles/xattn-byte.h5" "$root/profiles/xattn-byte-eps0.1.h5" ;;
     statistics) echo "$root/profiles/stats-xattn-byte.h5" ;;
+    tokenizer) ls "$root"/tests/data/tokenizers/*/tokenizer.json ;;
+    sentencepiece) ls "$root"/tests/data/tokenizers/*/tokenizer.model ;;
   esac
 }
 
 # JSON-reading targets get a dictionary of the format's keys.
 dictionary() {
   case "$1" in
-    safetensors|checkpoint_index|config) echo "-dict=$fuzz_dir/dict/$1.dict" ;;
+    safetensors|checkpoint_index|config|tokenizer) echo "-dict=$fuzz_dir/dict/$1.dict" ;;
   esac
 }
 
@@ -74,7 +76,7 @@ run_one() {
   mkdir -p "$corpus"
   cp -f "$work/seeds/$t"/* "$corpus"/
   [ -d "$fuzz_dir/corpus/$t" ] && cp -f "$fuzz_dir/corpus/$t"/* "$corpus"/ 2>/dev/null || true
-  for f in $(bundled "$t"); do cp -f "$f" "$corpus/bundled-$(basename "$f")"; done
+  for f in $(bundled "$t"); do cp -f "$f" "$corpus/bundled-$(basename "$(dirname "$f")")-$(basename "$f")"; done
   if [ -d "$fuzz_dir/regressions/$t" ] && [ -n "$(ls -A "$fuzz_dir/regressions/$t")" ]; then
     if ! "$exe" "${limits[@]}" "$fuzz_dir/regressions/$t"/* > "$log.replay" 2>&1; then
       echo "fuzz $t: a regression input fails again (log: $log.replay)"; tail -30 "$log.replay"

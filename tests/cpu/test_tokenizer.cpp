@@ -4,10 +4,9 @@
 // theirs exactly. Then the split-pattern regex, NFC, and the refusals of unsupported files.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "model/tokenizer_text.h"
@@ -130,14 +129,16 @@ TEST(TokenizerRegex, HostileBacktrackingStopsWithAnError) {
 }
 
 TEST(TokenizerText, NfcComposesAndReorders) {
-  EXPECT_EQ(text::nfc("e\xCC\x81"), "\xC3\xA9");                   // e + acute -> é
-  EXPECT_EQ(text::nfc("A\xCC\x8A"), "\xC3\x85");                   // A + ring -> Å
-  EXPECT_EQ(text::nfc("\xE2\x84\xAB"), "\xC3\x85");                // Angstrom sign -> Å
+  EXPECT_EQ(text::nfc("e\xCC\x81"), "\xC3\xA9");     // e + acute -> é
+  EXPECT_EQ(text::nfc("A\xCC\x8A"), "\xC3\x85");     // A + ring -> Å
+  EXPECT_EQ(text::nfc("\xE2\x84\xAB"), "\xC3\x85");  // Angstrom sign -> Å
   EXPECT_EQ(text::nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"), "\xEA\xB0\x81");  // jamo -> 각
   // q + dot below + dot above: already ordered, no composite; a + dot above + dot below -> ạ̇
   EXPECT_EQ(text::nfc("a\xCC\x87\xCC\xA3"), "\xE1\xBA\xA1\xCC\x87");
   EXPECT_EQ(text::nfc("plain ascii"), "plain ascii");
-  EXPECT_EQ(text::decode_utf8("\xFF" "a"), (std::vector<char32_t>{0xFFFD, 'a'}));
+  EXPECT_EQ(text::decode_utf8("\xFF"
+                              "a"),
+            (std::vector<char32_t>{0xFFFD, 'a'}));
 }
 
 // ---------------------------------------------------------------------------------------------

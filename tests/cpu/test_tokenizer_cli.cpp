@@ -41,8 +41,8 @@ TEST(TokenizerCli, TextInEveryCommand) {
   const std::string model = tiny_model(tmp, true);
   const std::string text = kSource + "/examples/data/calibration.txt";
 
-  const CliResult gen = xattn::testing::run_xattn("generate --model " + model +
-                                                  " --prompt 'Hello world' --tokens 3");
+  const CliResult gen =
+      xattn::testing::run_xattn("generate --model " + model + " --prompt 'Hello world' --tokens 3");
   ASSERT_EQ(gen.code, 0) << gen.out;
   const size_t prompt = load_tokenizer(model)->encode("Hello world", true).size();
   EXPECT_TRUE(has(gen.out, "prompt " + std::to_string(prompt) + " tokens")) << gen.out;
@@ -70,8 +70,8 @@ TEST(TokenizerCli, TextInEveryCommand) {
   const CliResult cal_ids = xattn::testing::run_xattn(calibrate + tmp.file("q.h5") + " --data " +
                                                       tmp.file("ids.txt") + " --data-format ids");
   ASSERT_EQ(cal_ids.code, 0) << cal_ids.out;
-  const CliResult bad_format = xattn::testing::run_xattn(
-      calibrate + tmp.file("r.h5") + " --data " + text + " --data-format bytes");
+  const CliResult bad_format = xattn::testing::run_xattn(calibrate + tmp.file("r.h5") + " --data " +
+                                                         text + " --data-format bytes");
   EXPECT_EQ(bad_format.code, 2) << bad_format.out;
   EXPECT_TRUE(has(bad_format.out, "--data-format")) << bad_format.out;
 }

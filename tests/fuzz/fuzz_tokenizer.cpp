@@ -11,7 +11,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace xattn;
   static const std::string kText =
-      "Hello, world! It's 2026-12-01: 1234567 tokens.\n\n  Grüße, мир, 中文, 😀👍🏽 e\xCC\x81\t\r\n"
+      "Hello, world! It's 2026-12-01: 1234567 tokens.\n\n  Grüße, мир, 中文, 😀👍🏽 "
+      "e\xCC\x81\t\r\n"
       "<s></s><|endoftext|> \xFF\xFE";
   fuzz::expect_refusal_only([&] {
     const std::string json(reinterpret_cast<const char*>(data), size);

@@ -5,12 +5,11 @@
 // word into ids, and the post-processor's template adds BOS/EOS.
 #include "xattn/model/tokenizer.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <stdexcept>
@@ -44,8 +43,7 @@ struct Fields {
   }
   std::string string(const json& j, const char* key, const std::string& field) const {
     const auto it = j.find(key);
-    if (it == j.end() || !it->is_string())
-      refuse(field + "." + key, "missing or not a string");
+    if (it == j.end() || !it->is_string()) refuse(field + "." + key, "missing or not a string");
     return it->get<std::string>();
   }
   std::string string_or(const json& j, const char* key, const std::string& fallback,
@@ -163,9 +161,15 @@ std::string normalize(const std::vector<NormStep>& steps, std::string s) {
       case NormStep::kPrepend:
         if (!s.empty()) s = n.a + s;
         break;
-      case NormStep::kReplace: s = replace_all(s, n.a, n.b); break;
-      case NormStep::kReplaceRegex: s = replace_regex(s, *n.regex, n.b); break;
-      case NormStep::kNfc: s = text::nfc(s); break;
+      case NormStep::kReplace:
+        s = replace_all(s, n.a, n.b);
+        break;
+      case NormStep::kReplaceRegex:
+        s = replace_regex(s, *n.regex, n.b);
+        break;
+      case NormStep::kNfc:
+        s = text::nfc(s);
+        break;
       case NormStep::kStrip: {
         const std::vector<char32_t> cps = text::decode_utf8(s);
         size_t b = 0, e = cps.size();
@@ -309,7 +313,9 @@ void pre_tokenize_step(const PreStep& s, std::vector<Word>& words) {
   std::vector<Word> out;
   for (Word& w : words) {
     switch (s.kind) {
-      case PreStep::kSplit: split_word(s, w, out); break;
+      case PreStep::kSplit:
+        split_word(s, w, out);
+        break;
       case PreStep::kByteLevel: {
         if (s.add_prefix_space && w.text[0] != ' ') w.text = " " + w.text;
         std::vector<Word> parts;
@@ -328,8 +334,8 @@ void pre_tokenize_step(const PreStep& s, std::vector<Word>& words) {
       }
       case PreStep::kMetaspace: {
         std::string t = replace_all(w.text, " ", s.replacement);
-        const bool prepend = s.prepend == PreStep::kAlways || (s.prepend == PreStep::kFirst &&
-                                                               w.at_start);
+        const bool prepend =
+            s.prepend == PreStep::kAlways || (s.prepend == PreStep::kFirst && w.at_start);
         if (prepend && t.compare(0, s.replacement.size(), s.replacement) != 0)
           t = s.replacement + t;
         if (!s.split) {
@@ -353,8 +359,8 @@ void pre_tokenize_step(const PreStep& s, std::vector<Word>& words) {
 
 PreStep::Prepend parse_prepend_scheme(const Fields& f, const json& j, const std::string& field) {
   const std::string scheme = f.string_or(j, "prepend_scheme", "", field);
-  if (scheme.empty()) return f.boolean_or(j, "add_prefix_space", true, field) ? PreStep::kAlways
-                                                                             : PreStep::kNever;
+  if (scheme.empty())
+    return f.boolean_or(j, "add_prefix_space", true, field) ? PreStep::kAlways : PreStep::kNever;
   if (scheme == "always") return PreStep::kAlways;
   if (scheme == "first") return PreStep::kFirst;
   if (scheme == "never") return PreStep::kNever;
@@ -391,15 +397,16 @@ void parse_pre_tokenizer(const Fields& f, const json& j, const std::string& fiel
     if (behavior == "Removed") {
       s.remove = true;
     } else if (behavior != "Isolated") {
-      f.refuse(field + ".behavior", detail::concat("'", behavior,
-                                                   "' is not supported (Isolated, Removed)"));
+      f.refuse(field + ".behavior",
+               detail::concat("'", behavior, "' is not supported (Isolated, Removed)"));
     }
-    if (f.boolean_or(j, "invert", false, field)) f.refuse(field + ".invert", "true is not supported");
+    if (f.boolean_or(j, "invert", false, field))
+      f.refuse(field + ".invert", "true is not supported");
   } else if (type == "ByteLevel") {
     s.kind = PreStep::kByteLevel;
     s.add_prefix_space = f.boolean_or(j, "add_prefix_space", true, field);
-    if (f.boolean_or(j, "use_regex", true, field)) s.regex = std::make_shared<text::Regex>(
-        kGpt2Pattern);
+    if (f.boolean_or(j, "use_regex", true, field))
+      s.regex = std::make_shared<text::Regex>(kGpt2Pattern);
   } else if (type == "Metaspace") {
     s.kind = PreStep::kMetaspace;
     s.replacement = metaspace_replacement(f, j, field);
@@ -418,7 +425,7 @@ void parse_pre_tokenizer(const Fields& f, const json& j, const std::string& fiel
 
 struct DecodeStep {
   enum Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip } kind;
-  std::string a, b;  // replace a -> b; metaspace replacement a; strip content a
+  std::string a, b;               // replace a -> b; metaspace replacement a; strip content a
   bool strip_first_space = true;  // Metaspace: prepend_scheme other than never
   int64_t start = 0, stop = 0;    // Strip
 };
@@ -801,8 +808,7 @@ class HfTokenizer final : public Tokenizer {
   std::string decode(const std::vector<int64_t>& ids) const override {
     std::vector<std::string> tokens;
     for (int64_t id : ids) {
-      if (id < 0 || size_t(id) >= id_to_token_.size() || id_to_token_[size_t(id)].empty())
-        continue;
+      if (id < 0 || size_t(id) >= id_to_token_.size() || id_to_token_[size_t(id)].empty()) continue;
       if (std::binary_search(special_ids_.begin(), special_ids_.end(), id)) continue;
       tokens.push_back(id_to_token_[size_t(id)]);
     }
@@ -869,7 +875,8 @@ class HfTokenizer final : public Tokenizer {
           while (begin > from && std::isspace(static_cast<unsigned char>(t[begin - 1]))) --begin;
         if (best->rstrip)
           while (end < t.size() && std::isspace(static_cast<unsigned char>(t[end]))) ++end;
-        if (begin > from) out.push_back({t.substr(from, begin - from), -1, seg.at_start && from == 0});
+        if (begin > from)
+          out.push_back({t.substr(from, begin - from), -1, seg.at_start && from == 0});
         out.push_back({"", best->id, false});
         from = i = end;
       }
@@ -921,8 +928,7 @@ void parse_post_processor(const Fields& f, const json& j, const std::string& fie
         seen_sequence = true;
         continue;
       }
-      if (!item.is_object() || !item.contains("SpecialToken") ||
-          !item["SpecialToken"].is_object())
+      if (!item.is_object() || !item.contains("SpecialToken") || !item["SpecialToken"].is_object())
         f.refuse(where, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       const std::string name = f.string(item["SpecialToken"], "id", where + ".SpecialToken");
       std::vector<int64_t> ids;
@@ -969,10 +975,10 @@ json parse_json(const std::string& text, const std::string& source, const char* 
 }
 
 // BOS/EOS from tokenizer_config.json, applied over what the tokenizer file says.
-void apply_tokenizer_config(
-    Tokenizer& tok, const std::string& config_text, const std::string& source,
-    const std::function<std::optional<int64_t>(const std::string&)>& lookup,
-    std::vector<int64_t>* prefix, std::vector<int64_t>* suffix) {
+void apply_tokenizer_config(Tokenizer& tok, const std::string& config_text,
+                            const std::string& source,
+                            const std::function<std::optional<int64_t>(const std::string&)>& lookup,
+                            std::vector<int64_t>* prefix, std::vector<int64_t>* suffix) {
   if (config_text.empty()) return;
   const json config = parse_json(config_text, source, "tokenizer_config.json");
   const Fields f{source};
@@ -1104,9 +1110,9 @@ std::unique_ptr<Tokenizer> parse_tokenizer_json(const std::string& json_text,
   tok->add_bos = !prefix.empty();
   tok->add_eos = !suffix.empty();
   const HfTokenizer& lookup = *tok;
-  apply_tokenizer_config(*tok, tokenizer_config, source + " (tokenizer_config.json)",
-                         [&](const std::string& t) { return lookup.token_id(t); }, &prefix,
-                         &suffix);
+  apply_tokenizer_config(
+      *tok, tokenizer_config, source + " (tokenizer_config.json)",
+      [&](const std::string& t) { return lookup.token_id(t); }, &prefix, &suffix);
   tok->prefix = prefix;
   tok->suffix = suffix;
   return tok;

@@ -35,7 +35,14 @@ namespace {
 
 constexpr const char* kSpace = "\xE2\x96\x81";  // ▁
 
-enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+enum PieceType {
+  kNormal = 1,
+  kUnknown = 2,
+  kControl = 3,
+  kUserDefined = 4,
+  kUnused = 5,
+  kByte = 6
+};
 
 struct Piece {
   std::string text;
@@ -91,11 +98,21 @@ class Wire {
 
   void skip(uint32_t wire_type) {
     switch (wire_type) {
-      case 0: varint(); break;
-      case 1: check(end_ - p_ >= 8, "a truncated field"); p_ += 8; break;
-      case 2: bytes(); break;
-      case 5: fixed32(); break;
-      default: fail("an unsupported protobuf wire type " + std::to_string(wire_type));
+      case 0:
+        varint();
+        break;
+      case 1:
+        check(end_ - p_ >= 8, "a truncated field");
+        p_ += 8;
+        break;
+      case 2:
+        bytes();
+        break;
+      case 5:
+        fixed32();
+        break;
+      default:
+        fail("an unsupported protobuf wire type " + std::to_string(wire_type));
     }
   }
 
@@ -133,12 +150,18 @@ NormalizerSpec parse_normalizer(const std::string& msg, const std::string& sourc
   Wire w(msg.data(), msg.size(), source);
   while (!w.done()) {
     const auto [field, type] = w.key();
-    if (field == 1 && type == 2) n.name = w.bytes();
-    else if (field == 2 && type == 2) n.charsmap = w.bytes();
-    else if (field == 3 && type == 0) n.add_dummy_prefix = w.varint() != 0;
-    else if (field == 4 && type == 0) n.remove_extra_whitespaces = w.varint() != 0;
-    else if (field == 5 && type == 0) n.escape_whitespaces = w.varint() != 0;
-    else w.skip(type);
+    if (field == 1 && type == 2)
+      n.name = w.bytes();
+    else if (field == 2 && type == 2)
+      n.charsmap = w.bytes();
+    else if (field == 3 && type == 0)
+      n.add_dummy_prefix = w.varint() != 0;
+    else if (field == 4 && type == 0)
+      n.remove_extra_whitespaces = w.varint() != 0;
+    else if (field == 5 && type == 0)
+      n.escape_whitespaces = w.varint() != 0;
+    else
+      w.skip(type);
   }
   return n;
 }
@@ -148,12 +171,18 @@ TrainerSpec parse_trainer(const std::string& msg, const std::string& source) {
   Wire w(msg.data(), msg.size(), source);
   while (!w.done()) {
     const auto [field, type] = w.key();
-    if (field == 3 && type == 0) t.model_type = int(w.varint() & 0xFF);
-    else if (field == 24 && type == 0) t.treat_whitespace_as_suffix = w.varint() != 0;
-    else if (field == 35 && type == 0) t.byte_fallback = w.varint() != 0;
-    else if (field == 46 && type == 2) t.bos_piece = w.bytes();
-    else if (field == 47 && type == 2) t.eos_piece = w.bytes();
-    else w.skip(type);
+    if (field == 3 && type == 0)
+      t.model_type = int(w.varint() & 0xFF);
+    else if (field == 24 && type == 0)
+      t.treat_whitespace_as_suffix = w.varint() != 0;
+    else if (field == 35 && type == 0)
+      t.byte_fallback = w.varint() != 0;
+    else if (field == 46 && type == 2)
+      t.bos_piece = w.bytes();
+    else if (field == 47 && type == 2)
+      t.eos_piece = w.bytes();
+    else
+      w.skip(type);
   }
   return t;
 }
@@ -163,10 +192,14 @@ Piece parse_piece(const std::string& msg, const std::string& source) {
   Wire w(msg.data(), msg.size(), source);
   while (!w.done()) {
     const auto [field, type] = w.key();
-    if (field == 1 && type == 2) p.text = w.bytes();
-    else if (field == 2 && type == 5) p.score = w.fixed32();
-    else if (field == 3 && type == 0) p.type = int(w.varint() & 0xFF);
-    else w.skip(type);
+    if (field == 1 && type == 2)
+      p.text = w.bytes();
+    else if (field == 2 && type == 5)
+      p.score = w.fixed32();
+    else if (field == 3 && type == 0)
+      p.type = int(w.varint() & 0xFF);
+    else
+      w.skip(type);
   }
   return p;
 }
@@ -266,10 +299,10 @@ class SentencePieceTokenizer final : public Tokenizer {
     };
     if (pieces_.empty()) refuse("pieces", "none (not a SentencePiece model)");
     if (trainer_.model_type != 1 && trainer_.model_type != 2)
-      refuse("trainer_spec.model_type",
-             detail::concat(trainer_.model_type == 3 ? "WORD" : trainer_.model_type == 4 ? "CHAR"
-                                                                                        : "unknown",
-                            " models are not supported (UNIGRAM, BPE)"));
+      refuse("trainer_spec.model_type", detail::concat(trainer_.model_type == 3   ? "WORD"
+                                                       : trainer_.model_type == 4 ? "CHAR"
+                                                                                  : "unknown",
+                                                       " models are not supported (UNIGRAM, BPE)"));
     if (trainer_.treat_whitespace_as_suffix)
       refuse("trainer_spec.treat_whitespace_as_suffix", "true is not supported");
     if (!spec_.charsmap.empty()) charsmap_ = CharsMap(spec_.charsmap, source);
@@ -309,7 +342,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     }
     if (unk_ < 0) refuse("pieces", "no unknown piece");
     for (const auto& entry : lookup_)
-      for (size_t len = 1; len <= entry.first.size(); ++len) prefixes_.insert(entry.first.substr(0, len));
+      for (size_t len = 1; len <= entry.first.size(); ++len)
+        prefixes_.insert(entry.first.substr(0, len));
     if (min_score_ > max_score_) min_score_ = max_score_ = 0.f;
     for (const auto* name : {&trainer_.bos_piece, &trainer_.eos_piece}) {
       const auto it = reserved_.find(*name);
@@ -329,9 +363,9 @@ class SentencePieceTokenizer final : public Tokenizer {
     bool last_unk = false;
     for (const auto& [piece, id] : pieces) {
       const bool unk = id == unk_;
-      if (unk && trainer_.byte_fallback &&
-          std::all_of(piece.begin(), piece.end(),
-                      [&](char b) { return byte_ids_[static_cast<unsigned char>(b)] >= 0; })) {
+      if (unk && trainer_.byte_fallback && std::all_of(piece.begin(), piece.end(), [&](char b) {
+            return byte_ids_[static_cast<unsigned char>(b)] >= 0;
+          })) {
         for (char b : piece) ids.push_back(byte_ids_[static_cast<unsigned char>(b)]);
         last_unk = false;
         continue;
@@ -556,11 +590,11 @@ class SentencePieceTokenizer final : public Tokenizer {
         if (it == lookup_.end()) continue;
         const Piece& p = pieces_[size_t(it->second)];
         if (p.type == kUnused) continue;
-        const float score =
-            p.type == kUserDefined ? float(len) * max_score_ - 0.1f : p.score;
+        const float score = p.type == kUserDefined ? float(len) * max_score_ - 0.1f : p.score;
         Best& target = best[start + len];
         const float candidate = score + here;
-        if (target.start == -1 || candidate > target.score) target = {it->second, candidate, long(start)};
+        if (target.start == -1 || candidate > target.score)
+          target = {it->second, candidate, long(start)};
         if (len == mblen) single = true;
       }
       if (!single) {
@@ -580,7 +614,6 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::reverse(out.begin(), out.end());
     return out;
   }
-
 
   std::string source_;
   std::vector<Piece> pieces_;

@@ -1,12 +1,12 @@
 // UTF-8, Unicode categories, NFC and the split-pattern regex engine; see tokenizer_text.h.
 #include "model/tokenizer_text.h"
 
-#include "xattn/error.h"
-
 #include <algorithm>
 #include <iterator>
 #include <stdexcept>
 #include <unordered_map>
+
+#include "xattn/error.h"
 
 namespace xattn::model::text {
 
@@ -29,8 +29,8 @@ struct Decomposition {
 
 template <typename Range>
 const Range* find_range(const Range* begin, const Range* end, char32_t cp) {
-  const Range* it = std::upper_bound(begin, end, cp,
-                                     [](char32_t c, const Range& r) { return c < r.first; });
+  const Range* it =
+      std::upper_bound(begin, end, cp, [](char32_t c, const Range& r) { return c < r.first; });
   if (it == begin) return nullptr;
   --it;
   return cp <= it->last ? it : nullptr;
@@ -38,15 +38,15 @@ const Range* find_range(const Range* begin, const Range* end, char32_t cp) {
 
 uint8_t combining_class(char32_t cp) {
   if (cp < 0x300) return 0;
-  const ClassRange* r = find_range(std::begin(kCombiningClassRanges),
-                                   std::end(kCombiningClassRanges), cp);
+  const ClassRange* r =
+      find_range(std::begin(kCombiningClassRanges), std::end(kCombiningClassRanges), cp);
   return r ? r->combining_class : 0;
 }
 
 const Decomposition* decomposition(char32_t cp) {
-  const Decomposition* it = std::lower_bound(
-      std::begin(kDecompositions), std::end(kDecompositions), cp,
-      [](const Decomposition& d, char32_t c) { return d.cp < c; });
+  const Decomposition* it =
+      std::lower_bound(std::begin(kDecompositions), std::end(kDecompositions), cp,
+                       [](const Decomposition& d, char32_t c) { return d.cp < c; });
   return it != std::end(kDecompositions) && it->cp == cp ? it : nullptr;
 }
 
@@ -160,8 +160,7 @@ std::string encode_utf8(const std::vector<char32_t>& cps, size_t begin, size_t e
 }
 
 Category category(char32_t cp) {
-  const CategoryRange* r =
-      find_range(std::begin(kCategoryRanges), std::end(kCategoryRanges), cp);
+  const CategoryRange* r = find_range(std::begin(kCategoryRanges), std::end(kCategoryRanges), cp);
   return r ? static_cast<Category>(r->category) : Category::kCn;
 }
 
@@ -198,8 +197,7 @@ std::string nfc(const std::string& s) {
     for (size_t i = 1; i < d.size(); ++i) {
       const char32_t c = d[i];
       const int cc = combining_class(c);
-      const char32_t composite =
-          combining_class(d[starter]) == 0 ? compose(d[starter], c) : 0;
+      const char32_t composite = combining_class(d[starter]) == 0 ? compose(d[starter], c) : 0;
       if (composite && (last_class < cc || last_class == 0)) {
         d[starter] = composite;
       } else {
@@ -234,10 +232,9 @@ constexpr uint32_t kOthers = bit(Category::kCc) | bit(Category::kCf) | bit(Categ
                              bit(Category::kCo) | bit(Category::kCn);
 
 uint32_t category_mask(const std::string& name) {
-  static const char* const kNames[] = {"Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc",
-                                       "Me", "Nd", "Nl", "No", "Pc", "Pd", "Ps", "Pe",
-                                       "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Zs",
-                                       "Zl", "Zp", "Cc", "Cf", "Cs", "Co"};
+  static const char* const kNames[] = {"Cn", "Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd",
+                                       "Nl", "No", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm",
+                                       "Sc", "Sk", "So", "Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co"};
   for (unsigned i = 0; i < 30; ++i)
     if (name == kNames[i]) return 1u << i;
   if (name == "L" || name == "Letter") return kLetters;
@@ -267,9 +264,15 @@ struct ClassItem {
   bool matches(char32_t c) const {
     bool m = false;
     switch (kind) {
-      case kRange: m = c >= first && c <= last; break;
-      case kCategories: m = (bit(category(c)) & categories) != 0; break;
-      case kWhite: m = is_white_space(c); break;
+      case kRange:
+        m = c >= first && c <= last;
+        break;
+      case kCategories:
+        m = (bit(category(c)) & categories) != 0;
+        break;
+      case kWhite:
+        m = is_white_space(c);
+        break;
     }
     return m != negated;
   }
@@ -428,9 +431,16 @@ class Parser {
 
   static bool nullable(const Node& n) {
     switch (n.kind) {
-      case Node::kChar: case Node::kClass: case Node::kAny: return false;
-      case Node::kBegin: case Node::kEnd: case Node::kLook: return true;
-      case Node::kRepeat: return n.min == 0 || nullable(n.kids[0]);
+      case Node::kChar:
+      case Node::kClass:
+      case Node::kAny:
+        return false;
+      case Node::kBegin:
+      case Node::kEnd:
+      case Node::kLook:
+        return true;
+      case Node::kRepeat:
+        return n.min == 0 || nullable(n.kids[0]);
       case Node::kConcat:
         for (const Node& k : n.kids)
           if (!nullable(k)) return false;
@@ -552,21 +562,25 @@ class Parser {
     const char32_t e = peek();
     ++i_;
     switch (e) {
-      case 's': case 'S':
+      case 's':
+      case 'S':
         item->kind = ClassItem::kWhite;
         item->negated = e == 'S';
         return true;
-      case 'd': case 'D':
+      case 'd':
+      case 'D':
         item->kind = ClassItem::kCategories;
         item->categories = bit(Category::kNd);
         item->negated = e == 'D';
         return true;
-      case 'w': case 'W':
+      case 'w':
+      case 'W':
         item->kind = ClassItem::kCategories;
         item->categories = kLetters | kMarks | bit(Category::kNd) | bit(Category::kPc);
         item->negated = e == 'W';
         return true;
-      case 'p': case 'P': {
+      case 'p':
+      case 'P': {
         std::string name;
         bool negated = e == 'P';
         if (more() && peek() == '{') {
@@ -591,14 +605,30 @@ class Parser {
         item->negated = negated;
         return true;
       }
-      case 'r': *literal = '\r'; return false;
-      case 'n': *literal = '\n'; return false;
-      case 't': *literal = '\t'; return false;
-      case 'f': *literal = '\f'; return false;
-      case 'v': *literal = '\v'; return false;
-      case 'a': *literal = 0x07; return false;
-      case 'e': *literal = 0x1B; return false;
-      case '0': *literal = 0; return false;
+      case 'r':
+        *literal = '\r';
+        return false;
+      case 'n':
+        *literal = '\n';
+        return false;
+      case 't':
+        *literal = '\t';
+        return false;
+      case 'f':
+        *literal = '\f';
+        return false;
+      case 'v':
+        *literal = '\v';
+        return false;
+      case 'a':
+        *literal = 0x07;
+        return false;
+      case 'e':
+        *literal = 0x1B;
+        return false;
+      case '0':
+        *literal = 0;
+        return false;
       case 'x':
         if (more() && peek() == '{') {
           ++i_;
@@ -616,8 +646,11 @@ class Parser {
           *literal = hex(2);
         }
         return false;
-      case 'u': *literal = hex(4); return false;
-      default: break;
+      case 'u':
+        *literal = hex(4);
+        return false;
+      default:
+        break;
     }
     if (e < 0x80 && !((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') || (e >= '0' && e <= '9'))) {
       *literal = e;
@@ -690,11 +723,21 @@ class Compiler {
   void emit(const Node& n) {
     if (prog_.size() > kMaxInstructions) throw std::invalid_argument("pattern too large");
     switch (n.kind) {
-      case Node::kChar: push({Op::kChar, n.icase, n.c, 0, 0}); break;
-      case Node::kClass: push({Op::kClass, false, 0, n.cls, 0}); break;
-      case Node::kAny: push({Op::kAny, false, 0, 0, 0}); break;
-      case Node::kBegin: push({Op::kBegin, false, 0, 0, 0}); break;
-      case Node::kEnd: push({Op::kEnd, false, 0, 0, 0}); break;
+      case Node::kChar:
+        push({Op::kChar, n.icase, n.c, 0, 0});
+        break;
+      case Node::kClass:
+        push({Op::kClass, false, 0, n.cls, 0});
+        break;
+      case Node::kAny:
+        push({Op::kAny, false, 0, 0, 0});
+        break;
+      case Node::kBegin:
+        push({Op::kBegin, false, 0, 0, 0});
+        break;
+      case Node::kEnd:
+        push({Op::kEnd, false, 0, 0, 0});
+        break;
       case Node::kConcat:
         for (const Node& k : n.kids) emit(k);
         break;

@@ -11,16 +11,18 @@
 namespace xattn::model::text {
 
 // Unicode general categories in the order of unicode_tables.inc (Cn: unassigned).
+// clang-format off
 enum class Category : uint8_t {
   kCn, kLu, kLl, kLt, kLm, kLo, kMn, kMc, kMe, kNd, kNl, kNo, kPc, kPd, kPs, kPe, kPi, kPf, kPo,
   kSm, kSc, kSk, kSo, kZs, kZl, kZp, kCc, kCf, kCs, kCo
 };
+// clang-format on
 
 // Code points of UTF-8 text; each invalid byte becomes U+FFFD (as Rust's from_utf8_lossy).
 std::vector<char32_t> decode_utf8(const std::string& s);
 void append_utf8(std::string& out, char32_t cp);
 std::string encode_utf8(const std::vector<char32_t>& cps, size_t begin, size_t end);
-// Byte length of each code point's UTF-8 form, for invalid input: 1 per invalid byte.
+// True when `s` is well-formed UTF-8 (no stray, overlong or surrogate sequences).
 bool is_valid_utf8(const std::string& s);
 
 Category category(char32_t cp);
@@ -32,9 +34,10 @@ std::string nfc(const std::string& s);
 // One compiled pattern. Supported: literals and escapes (\r \n \t \f \v \0 \xNN \x{...} \uNNNN,
 // escaped punctuation), . (any but \n), classes [...] with ranges and negation, \s \S \d \D \w \W
 // \p{..} \P{..} \pL (general categories and their one-letter groups), groups ( ), (?: ), (?i: ),
-// (?i) at the start, lookahead (?= ) (?! ), alternation |, quantifiers ? * + {n} {n,} {n,m} (greedy,
-// lazy with ?, possessive with + treated as greedy is refused), anchors ^ $. Case-insensitive
-// matching folds ASCII letters (and U+017F to s, U+212A to k). Anything else throws
+// (?i) at the start, lookahead (?= ) (?! ), alternation |, quantifiers ? * + {n} {n,} {n,m}
+// (greedy, or lazy with a trailing ?), anchors ^ $. Case-insensitive matching folds ASCII letters
+// (and U+017F to s, U+212A to k). Anything else (possessive quantifiers, lookbehind,
+// backreferences, named groups, POSIX classes, quantified empty matches) throws
 // std::invalid_argument with the reason; the caller names the field.
 class Regex {
  public:

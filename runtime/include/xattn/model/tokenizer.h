@@ -41,8 +41,8 @@ class Tokenizer {
 
   std::optional<int64_t> bos_id;
   std::optional<int64_t> eos_id;
-  bool add_bos = false;  // encode(text, true) starts with bos_id
-  bool add_eos = false;  // encode(text, true) ends with eos_id
+  bool add_bos = false;     // encode(text, true) starts with bos_id
+  bool add_eos = false;     // encode(text, true) ends with eos_id
   bool byte_level = false;  // the project's byte-level convention (xattn_byte_level)
 };
 
@@ -60,8 +60,7 @@ std::unique_ptr<Tokenizer> parse_tokenizer_json(const std::string& json_text,
 // as above. Read by the project (libsentencepiece's bundled protobuf clashes with LibTorch's).
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path,
                                               const std::string& tokenizer_config = "");
-std::unique_ptr<Tokenizer> parse_sentencepiece(const std::string& bytes,
-                                               const std::string& source,
+std::unique_ptr<Tokenizer> parse_sentencepiece(const std::string& bytes, const std::string& source,
                                                const std::string& tokenizer_config = "");
 
 // The byte-level tokenizer of the bundled models (xattn/model/tokens.h).

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 
+#include "xattn/calibrate/statistics_checks.h"
 #include "xattn/calibrate/version.h"
 #include "xattn/capture.h"
 #include "xattn/error.h"
@@ -188,7 +189,12 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
   // 1. Statistics.
   auto start = Clock::now();
   std::vector<Statistics> parts;
-  for (const auto& path : config.statistics_files) parts.push_back(read_statistics(path));
+  // The library's own checks, so callers other than the CLI get the same refusals: values
+  // (finite, non-negative, within the model) and a model signature that names the model.
+  for (const auto& path : config.statistics_files) {
+    parts.push_back(read_checked_statistics(path));
+    check_statistics_signature(parts.back(), path);
+  }
   std::unique_ptr<model::Model> model;
   std::vector<std::vector<int64_t>> model_samples;
   ModelSignature signature;

@@ -14,6 +14,7 @@
 #include "calibrate_checks.h"
 #include "cli_util.h"
 #include "scratch.h"
+#include "xattn/calibrate/calibration.h"
 #include "xattn/calibrate/statistics.h"
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/error.h"
@@ -169,6 +170,22 @@ TEST(Robustness, StatisticsMustNameTheirModelToBeCalibratedAlone) {
           "positive integer");
   refused("llama layers=1 heads_q=4 heads_kv=1 head_dim=16", {0}, "heads_q=4");
   refused("llama layers=1 heads_q", {0}, "not name=value");
+}
+
+// The library refuses such statistics too: run_calibration called directly (not through the CLI's
+// checks) must not build a threshold table from a signature that names no model.
+TEST(Robustness, RunCalibrationChecksStatisticsItself) {
+  test_files::ScratchFolder scratch;
+  calibrate::Statistics s = small_statistics();
+  s.model_signature = "seed-signature";
+  const std::string path = scratch.file("unsigned.h5");
+  calibrate::write_statistics(path, s, false);
+  calibrate::CalibrationConfig config;
+  config.statistics_files = {path};
+  std::string message;
+  EXPECT_EQ(kind_of([&] { calibrate::run_calibration(config, nullptr); }, &message),
+            ErrorKind::kBadInput);
+  EXPECT_TRUE(has(message, "does not name the model")) << message;
 }
 
 // Parses `args` with options named and typed as `xattn calibrate`'s (calibrate/cli/

@@ -488,7 +488,7 @@ const char* kernel_name(CudaKernel k) {
 }
 
 RawOutput gpu_attention(const Data& d, const Selection* sel,
-                        CudaKernel kernel = CudaKernel::kAuto, int32_t persistent_ctas = 0) {
+                        CudaKernel kernel = CudaKernel::kAuto) {
   DeviceBuffer<uint16_t> out(d.q_elements());
   DeviceBuffer<float> lse(d.batch * d.c.heads_q * d.max_q);
   out.poison();
@@ -501,7 +501,6 @@ RawOutput gpu_attention(const Data& d, const Selection* sel,
   AttentionParams p = attention_params(d, true, sel ? count->get() : nullptr,
                                        sel ? index->get() : nullptr, out.get(), lse.get());
   p.kernel = kernel;
-  p.persistent_ctas = persistent_ctas;
   const std::string why = cuda::unsupported_reason(p);
   if (!why.empty()) throw std::runtime_error("unsupported: " + why);
   cuda_check(cuda::block_sparse_attention(p, nullptr), "block_sparse_attention");
@@ -561,18 +560,13 @@ void expect_attention_close(const Data& d, const Selection* sel) {
         continue;
       }
     }
-    // sm_90a: once with one CTA per SM, once with 3 persistent CTAs (each walks many items).
-    for (int32_t ctas : kernel == CudaKernel::kSm90 ? std::vector<int32_t>{0, 3}
-                                                    : std::vector<int32_t>{0}) {
-      SCOPED_TRACE("persistent_ctas " + std::to_string(ctas));
-      const RawOutput gpu = gpu_attention(d, sel, kernel, ctas);
-      bool nan_gpu = false;
-      const double err_gpu = relative_error(d, gpu.out, oracle, &nan_gpu);
-      const double slack = d.c.dtype == DType::kBFloat16 ? 1.0 / 1024 : 1.0 / 8192;
-      EXPECT_FALSE(nan_gpu) << "NaN (or an unwritten element) in the GPU output";
-      EXPECT_LE(err_gpu, 2 * err_cpu + slack) << "relative L2: gpu " << err_gpu << ", cpu " << err_cpu;
-      EXPECT_LE(max_lse_error(d, gpu.lse, oracle), 2e-3) << "lse differs from the float64 oracle";
-    }
+    const RawOutput gpu = gpu_attention(d, sel, kernel);
+    bool nan_gpu = false;
+    const double err_gpu = relative_error(d, gpu.out, oracle, &nan_gpu);
+    const double slack = d.c.dtype == DType::kBFloat16 ? 1.0 / 1024 : 1.0 / 8192;
+    EXPECT_FALSE(nan_gpu) << "NaN (or an unwritten element) in the GPU output";
+    EXPECT_LE(err_gpu, 2 * err_cpu + slack) << "relative L2: gpu " << err_gpu << ", cpu " << err_cpu;
+    EXPECT_LE(max_lse_error(d, gpu.lse, oracle), 2e-3) << "lse differs from the float64 oracle";
   }
 }
 
@@ -908,8 +902,6 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     EXPECT_EQ(out.out.size(), dense.out.size());
     const RawOutput out_sm80 = gpu_attention(*d, &sel, CudaKernel::kSm80);
     EXPECT_EQ(out_sm80.out.size(), out.out.size());
-    const RawOutput out_two_ctas = gpu_attention(*d, &sel, CudaKernel::kAuto, 2);  // many items each
-    EXPECT_EQ(out_two_ctas.out.size(), out.out.size());
   }
 }
 

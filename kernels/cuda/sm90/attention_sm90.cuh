@@ -1,8 +1,8 @@
 // Block-sparse attention forward for Hopper (sm_90a): warpgroup MMA, TMA and mbarrier pipelines
 // (XATTENTION.md §3; the design follows HOPPER-NOTES.md's sketch).
 //
-// Persistent: one CTA per SM walks work items (the 128 query rows of one query block of one
-// (sequence, query head)), the last query blocks first, with three warpgroups:
+// One CTA computes the 128 query rows of one query block of one (sequence, query head) with three
+// warpgroups:
 //   producer  (warpgroup 0): one thread issues TMA loads of the Q tile once and of the K and V
 //             tiles of each kept key block into a kStages-deep ring of shared-memory buffers;
 //   consumers (warpgroups 1, 2): 64 query rows each. Per key block: S = Q K^T on wgmma (both
@@ -11,9 +11,6 @@
 //             products are software-pipelined: step i issues S(i) and O += P(i-1) V(i-1) and runs
 //             softmax(i) while the second is in flight. K of a stage goes back to the producer
 //             once S is read, V once O += P V has run.
-// The producer loads the next item's Q while the consumers finish the current one (its last
-// O += P V and the epilogue), and its K/V as soon as stages are free, so short rows (low
-// densities) do not pay a launch and a pipeline fill each.
 // Key tiles are 128 keys, one mask block (the kernel runs block_size 128 only). The kept list is
 // walked from its end, so with the usual ascending lists the causal diagonal block comes first;
 // the token mask is applied only to tiles that cross the causal diagonal or the end of the keys.
@@ -41,7 +38,7 @@ struct AttentionTile {
   static constexpr int kStages = kHeadDim == 128 ? 3 : 4;
   static constexpr int kThreads = 384;
   static constexpr int kConsumerThreads = 256;
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
   static constexpr int kSmemBytes = 1024 /* alignment slack */ + kTileBytes * (1 + 2 * kStages) +
                                     kBarrierBytes;
   static constexpr int kProducerRegisters = 40;
@@ -77,30 +74,6 @@ struct KeptBlocksReversed {
   }
 };
 
-// One work item: the 128 query rows of query block `q_block` of one (sequence, query head).
-struct WorkItem {
-  int head, q_block, batch, kv_head;
-  int64_t len_q, len_k, offset, q0, rows_here;
-  bool empty;  // past its sequence's queries (varlen) or a sequence without keys
-};
-
-// Work items in launch order: the last query blocks first (the longest rows under a causal mask),
-// the heads of one query block next to each other (a GQA group's K/V stay in L2).
-__device__ __forceinline__ WorkItem work_item(const Problem& pr, int64_t nqb_max, int64_t w) {
-  WorkItem it;
-  it.head = int(w % pr.heads_q);
-  it.batch = int((w / pr.heads_q) % pr.batch);
-  it.q_block = int(nqb_max - 1 - w / (pr.heads_q * pr.batch));
-  it.kv_head = it.head / int(pr.heads_q / pr.heads_kv);
-  it.len_q = pr.len_q(it.batch);
-  it.len_k = pr.len_k(it.batch);
-  it.offset = it.len_k - it.len_q;
-  it.q0 = int64_t(it.q_block) * 128;
-  it.rows_here = it.len_q - it.q0 < 128 ? it.len_q - it.q0 : 128;
-  it.empty = it.q0 >= it.len_q || it.len_k == 0;
-  return it;
-}
-
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
     block_sparse_attention_sm90_kernel(const __grid_constant__ AttentionArgs args) {
@@ -114,28 +87,32 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
 
   const AttentionParams& params = args.params;
   const Problem& pr = params.problem;
+  const int head = blockIdx.x;
+  const int q_block = gridDim.y - 1 - blockIdx.y;  // longest rows first
+  const int batch = blockIdx.z;
+  const int64_t len_q = pr.len_q(batch), len_k = pr.len_k(batch);
+  const int64_t q0 = int64_t(q_block) * Tile::kRows;
+  if (q0 >= len_q || len_k == 0) return;
+  const int64_t offset = len_k - len_q;
+  const int kv_head = head / int(pr.heads_q / pr.heads_kv);
+  const BlockGeometry geometry{len_q, len_k, Tile::kKeys, offset, pr.causal};
   const int64_t nqb_max = ceil_div(pr.max_len_q, int64_t(Tile::kKeys));
   const int64_t nkb_max = ceil_div(pr.max_len_k, int64_t(Tile::kKeys));
-  const int64_t n_items = nqb_max * pr.heads_q * pr.batch;
+  const int64_t row_id = (int64_t(batch) * pr.heads_q + head) * nqb_max + q_block;
+  const int64_t rows_here = len_q - q0 < Tile::kRows ? len_q - q0 : Tile::kRows;
 
-  // The kept blocks of an item, walked from the end of its list (see KeptBlocksReversed).
-  auto kept_blocks = [&](const WorkItem& it) {
-    const BlockGeometry geometry{it.len_q, it.len_k, Tile::kKeys, it.offset, pr.causal};
-    const int64_t row_id = (int64_t(it.batch) * pr.heads_q + it.head) * nqb_max + it.q_block;
-    KeptBlocksReversed kept;
-    kept.allowed = int32_t(geometry.allowed_blocks(it.q_block));
-    if (params.kv_block_count) {
-      kept.list = params.kv_block_index + row_id * nkb_max;
-      // A count past the row (a caller's bug) reads no further than the row.
-      kept.cursor = int32_t(min(int64_t(params.kv_block_count[row_id]), nkb_max)) - 1;
-    } else {
-      kept.list = nullptr;
-      kept.cursor = kept.allowed - 1;
-    }
-    kept.len_k = it.len_k;
-    kept.last_visible_key = pr.causal ? it.offset + it.q0 + it.rows_here - 1 : it.len_k - 1;
-    return kept;
-  };
+  KeptBlocksReversed kept;
+  kept.allowed = int32_t(geometry.allowed_blocks(q_block));
+  if (params.kv_block_count) {
+    kept.list = params.kv_block_index + row_id * nkb_max;
+    // A count past the row (a caller's bug) reads no further than the row.
+    kept.cursor = int32_t(min(int64_t(params.kv_block_count[row_id]), nkb_max)) - 1;
+  } else {
+    kept.list = nullptr;
+    kept.cursor = kept.allowed - 1;
+  }
+  kept.len_k = len_k;
+  kept.last_visible_key = pr.causal ? offset + q0 + rows_here - 1 : len_k - 1;
 
   // Shared memory carve-up: 1024-byte aligned tiles, then the barriers.
   extern __shared__ unsigned char smem_raw[];
@@ -145,15 +122,14 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   const uint32_t k_smem = q_smem + Tile::kTileBytes;             // kStages tiles
   const uint32_t v_smem = k_smem + kStages * Tile::kTileBytes;  // kStages tiles
   const uint32_t bars = v_smem + kStages * Tile::kTileBytes;
-  const uint32_t q_full = bars, q_empty = bars + 8u;
-  auto k_full = [&](int s) { return bars + 8u * (2 + s); };
-  auto v_full = [&](int s) { return bars + 8u * (2 + kStages + s); };
-  auto k_empty = [&](int s) { return bars + 8u * (2 + 2 * kStages + s); };
-  auto v_empty = [&](int s) { return bars + 8u * (2 + 3 * kStages + s); };
+  const uint32_t q_full = bars;
+  auto k_full = [&](int s) { return bars + 8u * (1 + s); };
+  auto v_full = [&](int s) { return bars + 8u * (1 + kStages + s); };
+  auto k_empty = [&](int s) { return bars + 8u * (1 + 2 * kStages + s); };
+  auto v_empty = [&](int s) { return bars + 8u * (1 + 3 * kStages + s); };
 
   if (threadIdx.x == 0) {
     mbarrier_init(q_full, 1);
-    mbarrier_init(q_empty, Tile::kConsumerThreads);
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(k_full(s), 1);
       mbarrier_init(v_full(s), 1);
@@ -164,53 +140,42 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   }
   __syncthreads();
 
-  // Persistent schedule: CTA b takes items b, b + gridDim.x, ... Producer and consumers walk the
-  // same items and lists, so the global tile counter i (stage i % kStages, phase i / kStages)
-  // and the item counter n (Q buffer phase) agree on both sides.
+  // TMA coordinates: varlen sequences are rows of one packed tensor (batch coordinate 0).
+  const int32_t q_row0 = int32_t((pr.cu_seqlens_q ? pr.cu_seqlens_q[batch] : 0) + q0);
+  const int32_t k_row0 = pr.cu_seqlens_k ? pr.cu_seqlens_k[batch] : 0;
+  const int32_t batch_coord = pr.cu_seqlens_q ? 0 : batch;
+
   const int warpgroup = threadIdx.x / 128;
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     // K and V of a stage are released separately: K right after S = Q K^T, V after O += P V,
-    // which runs one key block later (see the consumers' loop). Q of the next item is loaded
-    // once the consumers have read the last K of the current one.
+    // which runs one key block later (see the consumers' loop).
     release_registers<Tile::kProducerRegisters>();
     if (threadIdx.x == 0) {
-      prefetch_tensor_map(&args.q_map);
       prefetch_tensor_map(&args.k_map);
       prefetch_tensor_map(&args.v_map);
-      int i = 0, n = 0;
-      for (int64_t w = blockIdx.x; w < n_items; w += gridDim.x) {
-        const WorkItem it = work_item(pr, nqb_max, w);
-        if (it.empty) continue;
-        // TMA coordinates: varlen sequences are rows of one packed tensor (batch coordinate 0).
-        const int32_t q_row = int32_t((pr.cu_seqlens_q ? pr.cu_seqlens_q[it.batch] : 0) + it.q0);
-        const int32_t k_row0 = pr.cu_seqlens_k ? pr.cu_seqlens_k[it.batch] : 0;
-        const int32_t batch_coord = pr.cu_seqlens_q ? 0 : it.batch;
-        if (n > 0) mbarrier_wait(q_empty, (n - 1) & 1);
-        mbarrier_arrive_expect_tx(q_full, Tile::kTileBytes);
+      mbarrier_arrive_expect_tx(q_full, Tile::kTileBytes);
+#pragma unroll
+      for (int p = 0; p < Tile::kPanels; ++p)
+        tma_load_4d(q_smem + p * Tile::kPanelBytes, &args.q_map, q_full, p * 64, q_row0, head,
+                    batch_coord);
+      int i = 0;
+      for (int32_t j = kept.next(); j >= 0; j = kept.next(), ++i) {
+        const int s = i % kStages;
+        const uint32_t reuse_parity = ((i / kStages) - 1) & 1;
+        const int32_t row = k_row0 + j * Tile::kKeys;
+        if (i >= kStages) mbarrier_wait(k_empty(s), reuse_parity);
+        mbarrier_arrive_expect_tx(k_full(s), Tile::kTileBytes);
 #pragma unroll
         for (int p = 0; p < Tile::kPanels; ++p)
-          tma_load_4d(q_smem + p * Tile::kPanelBytes, &args.q_map, q_full, p * 64, q_row,
-                      it.head, batch_coord);
-        ++n;
-        KeptBlocksReversed kept = kept_blocks(it);
-        for (int32_t j = kept.next(); j >= 0; j = kept.next(), ++i) {
-          const int s = i % kStages;
-          const uint32_t reuse_parity = ((i / kStages) - 1) & 1;
-          const int32_t row = k_row0 + j * Tile::kKeys;
-          if (i >= kStages) mbarrier_wait(k_empty(s), reuse_parity);
-          mbarrier_arrive_expect_tx(k_full(s), Tile::kTileBytes);
+          tma_load_4d(k_smem + s * Tile::kTileBytes + p * Tile::kPanelBytes, &args.k_map,
+                      k_full(s), p * 64, row, kv_head, batch_coord);
+        if (i >= kStages) mbarrier_wait(v_empty(s), reuse_parity);
+        mbarrier_arrive_expect_tx(v_full(s), Tile::kTileBytes);
 #pragma unroll
-          for (int p = 0; p < Tile::kPanels; ++p)
-            tma_load_4d(k_smem + s * Tile::kTileBytes + p * Tile::kPanelBytes, &args.k_map,
-                        k_full(s), p * 64, row, it.kv_head, batch_coord);
-          if (i >= kStages) mbarrier_wait(v_empty(s), reuse_parity);
-          mbarrier_arrive_expect_tx(v_full(s), Tile::kTileBytes);
-#pragma unroll
-          for (int p = 0; p < Tile::kPanels; ++p)
-            tma_load_4d(v_smem + s * Tile::kTileBytes + p * Tile::kPanelBytes, &args.v_map,
-                        v_full(s), p * 64, row, it.kv_head, batch_coord);
-        }
+        for (int p = 0; p < Tile::kPanels; ++p)
+          tma_load_4d(v_smem + s * Tile::kTileBytes + p * Tile::kPanelBytes, &args.v_map,
+                      v_full(s), p * 64, row, kv_head, batch_coord);
       }
     }
     return;
@@ -222,10 +187,13 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
   const int row_in_cta = consumer * 64 + warp * 16 + g;  // and row_in_cta + 8
-  const float scale_log2 = params.scale * kLog2e;
 
   float o_acc[kOutRegs];
-  float row_max[2], row_sum[2];
+#pragma unroll
+  for (int n = 0; n < kOutRegs; ++n) o_acc[n] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  const float scale_log2 = params.scale * kLog2e;
+
   float s_acc[64];                 // S of the current key block, then its probabilities
   uint32_t p_frag[kKeySteps][4];   // P of the previous key block, the A operand of O += P V
   float correction[2] = {1.f, 1.f};
@@ -260,142 +228,122 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
     }
     wgmma_commit();
   };
-
-  int i = 0, n = 0;
-  for (int64_t w = blockIdx.x; w < n_items; w += gridDim.x) {
-    const WorkItem it = work_item(pr, nqb_max, w);
-    if (it.empty) continue;
-    KeptBlocksReversed kept = kept_blocks(it);
+  // Token mask, then the online softmax of s_acc in place (log2 domain): s_acc becomes the
+  // unnormalised probabilities, row_max / row_sum advance, correction rescales the old O.
+  auto softmax = [&](int32_t j) {
+    const int64_t k0 = int64_t(j) * Tile::kKeys;
+    if (k0 + Tile::kKeys > len_k || (pr.causal && k0 + Tile::kKeys - 1 > offset + q0)) {
+      const int key_shift = int(k0 - offset - q0);
+      const int keys_left = int(len_k - k0 < Tile::kKeys ? len_k - k0 : Tile::kKeys);
 #pragma unroll
-    for (int e = 0; e < kOutRegs; ++e) o_acc[e] = 0.f;
-    row_max[0] = row_max[1] = -INFINITY;
-    row_sum[0] = row_sum[1] = 0.f;
-
-    // Token mask, then the online softmax of s_acc in place (log2 domain): s_acc becomes the
-    // unnormalised probabilities, row_max / row_sum advance, correction rescales the old O.
-    auto softmax = [&](int32_t j) {
-      const int64_t k0 = int64_t(j) * Tile::kKeys;
-      if (k0 + Tile::kKeys > it.len_k || (pr.causal && k0 + Tile::kKeys - 1 > it.offset + it.q0)) {
-        const int key_shift = int(k0 - it.offset - it.q0);
-        const int keys_left = int(it.len_k - k0 < Tile::kKeys ? it.len_k - k0 : Tile::kKeys);
+      for (int n = 0; n < 16; ++n)
 #pragma unroll
-        for (int c = 0; c < 16; ++c)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = c * 8 + 2 * t4 + (e & 1);
-            const int row = row_in_cta + 8 * (e >> 1);
-            const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row);
-            if (!visible) s_acc[4 * c + e] = -INFINITY;
-          }
-      }
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {  // each row lives in one quad of lanes
-        float tile_max = -INFINITY;
-#pragma unroll
-        for (int c = 0; c < 16; ++c)
-          tile_max = fmaxf(tile_max, fmaxf(s_acc[4 * c + 2 * r], s_acc[4 * c + 2 * r + 1]));
-        tile_max = quad_max(tile_max);
-        const float new_max = fmaxf(row_max[r], tile_max);
-        const float shift = new_max == -INFINITY ? 0.f : new_max * scale_log2;
-        correction[r] = exp2f(row_max[r] * scale_log2 - shift);
-        row_max[r] = new_max;
-        float sum = 0.f;
-#pragma unroll
-        for (int c = 0; c < 16; ++c) {
-          float& a = s_acc[4 * c + 2 * r];
-          float& b = s_acc[4 * c + 2 * r + 1];
-          a = exp2f(fmaf(a, scale_log2, -shift));
-          b = exp2f(fmaf(b, scale_log2, -shift));
-          sum += a + b;
+        for (int e = 0; e < 4; ++e) {
+          const int key = n * 8 + 2 * t4 + (e & 1);
+          const int row = row_in_cta + 8 * (e >> 1);
+          const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row);
+          if (!visible) s_acc[4 * n + e] = -INFINITY;
         }
-        row_sum[r] = row_sum[r] * correction[r] + sum;
-      }
-    };
-    // Rescale O by the correction and pack P (accumulator layout == A-fragment layout).
-    auto rescale_and_pack = [&]() {
+    }
 #pragma unroll
-      for (int c = 0; c < kOutRegs / 4; ++c) {
-        o_acc[4 * c + 0] *= correction[0];
-        o_acc[4 * c + 1] *= correction[0];
-        o_acc[4 * c + 2] *= correction[1];
-        o_acc[4 * c + 3] *= correction[1];
-      }
+    for (int r = 0; r < 2; ++r) {  // each row lives in one quad of lanes
+      float tile_max = -INFINITY;
 #pragma unroll
-      for (int kk = 0; kk < kKeySteps; ++kk) {
-        p_frag[kk][0] = Traits::pack(s_acc[8 * kk + 0], s_acc[8 * kk + 1]);
-        p_frag[kk][1] = Traits::pack(s_acc[8 * kk + 2], s_acc[8 * kk + 3]);
-        p_frag[kk][2] = Traits::pack(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
-        p_frag[kk][3] = Traits::pack(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
+      for (int n = 0; n < 16; ++n)
+        tile_max = fmaxf(tile_max, fmaxf(s_acc[4 * n + 2 * r], s_acc[4 * n + 2 * r + 1]));
+      tile_max = quad_max(tile_max);
+      const float new_max = fmaxf(row_max[r], tile_max);
+      const float shift = new_max == -INFINITY ? 0.f : new_max * scale_log2;
+      correction[r] = exp2f(row_max[r] * scale_log2 - shift);
+      row_max[r] = new_max;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 16; ++n) {
+        float& a = s_acc[4 * n + 2 * r];
+        float& b = s_acc[4 * n + 2 * r + 1];
+        a = exp2f(fmaf(a, scale_log2, -shift));
+        b = exp2f(fmaf(b, scale_log2, -shift));
+        sum += a + b;
       }
-    };
+      row_sum[r] = row_sum[r] * correction[r] + sum;
+    }
+  };
+  // Rescale O by the correction and pack P (accumulator layout == A-fragment layout).
+  auto rescale_and_pack = [&]() {
+#pragma unroll
+    for (int n = 0; n < kOutRegs / 4; ++n) {
+      o_acc[4 * n + 0] *= correction[0];
+      o_acc[4 * n + 1] *= correction[0];
+      o_acc[4 * n + 2] *= correction[1];
+      o_acc[4 * n + 3] *= correction[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < kKeySteps; ++kk) {
+      p_frag[kk][0] = Traits::pack(s_acc[8 * kk + 0], s_acc[8 * kk + 1]);
+      p_frag[kk][1] = Traits::pack(s_acc[8 * kk + 2], s_acc[8 * kk + 3]);
+      p_frag[kk][2] = Traits::pack(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
+      p_frag[kk][3] = Traits::pack(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
+    }
+  };
 
-    mbarrier_wait(q_full, n & 1);
-    // Pipeline over the kept blocks j_0, j_1, ...: step i issues S(i) and O += P(i-1) V(i-1),
-    // runs softmax(i) while the second product is in flight, then rescales O and packs P(i).
-    int32_t j = kept.next();
-    if (j < 0) {
-      mbarrier_arrive(q_empty);
-    } else {
-      int s = i % kStages;
+  mbarrier_wait(q_full, 0);
+  // Pipeline over the kept blocks j_0, j_1, ...: step i issues S(i) and O += P(i-1) V(i-1),
+  // runs softmax(i) while the second product is in flight, then rescales O and packs P(i).
+  int32_t j = kept.next();
+  if (j >= 0) {
+    mbarrier_wait(k_full(0), 0);
+    issue_scores(0);
+    wgmma_wait<0>();
+    fence_registers(s_acc);
+    mbarrier_arrive(k_empty(0));
+    softmax(j);
+    rescale_and_pack();
+    int prev = 0, i_prev = 0;
+    for (int i = 1; (j = kept.next()) >= 0; ++i) {
+      const int s = i % kStages;
       mbarrier_wait(k_full(s), (i / kStages) & 1);
       issue_scores(s);
-      wgmma_wait<0>();
+      mbarrier_wait(v_full(prev), ((i - 1) / kStages) & 1);
+      issue_values(prev);
+      wgmma_wait<1>();  // S(i) is ready; O += P(i-1) V(i-1) may still run
       fence_registers(s_acc);
       mbarrier_arrive(k_empty(s));
       softmax(j);
-      rescale_and_pack();
-      int prev = s, i_prev = i;
-      ++i;
-      for (; (j = kept.next()) >= 0; ++i) {
-        s = i % kStages;
-        mbarrier_wait(k_full(s), (i / kStages) & 1);
-        issue_scores(s);
-        mbarrier_wait(v_full(prev), (i_prev / kStages) & 1);
-        issue_values(prev);
-        wgmma_wait<1>();  // S(i) is ready; O += P(i-1) V(i-1) may still run
-        fence_registers(s_acc);
-        mbarrier_arrive(k_empty(s));
-        softmax(j);
-        wgmma_wait<0>();
-        fence_registers(o_acc);
-        fence_registers(p_frag);
-        mbarrier_arrive(v_empty(prev));
-        rescale_and_pack();
-        prev = s;
-        i_prev = i;
-      }
-      mbarrier_arrive(q_empty);  // every S of this item has been read: Q may be replaced
-      mbarrier_wait(v_full(prev), (i_prev / kStages) & 1);
-      issue_values(prev);
       wgmma_wait<0>();
       fence_registers(o_acc);
       fence_registers(p_frag);
       mbarrier_arrive(v_empty(prev));
+      rescale_and_pack();
+      prev = s;
+      i_prev = i;
     }
-    ++n;
-
-    // Epilogue: normalise, write O and the log-sum-exp (natural log of the scaled logits).
-    T* out_base = static_cast<T*>(params.out.data) +
-                  sequence_base(pr.cu_seqlens_q, it.batch, it.head, params.out.batch_stride,
-                                params.out.head_stride, params.out.token_stride);
+    mbarrier_wait(v_full(prev), (i_prev / kStages) & 1);
+    issue_values(prev);
+    wgmma_wait<0>();
+    fence_registers(o_acc);
+    fence_registers(p_frag);
+    mbarrier_arrive(v_empty(prev));
+  }
+  // Epilogue: normalise, write O and the log-sum-exp (natural log of the scaled logits).
+  T* out_base = static_cast<T*>(params.out.data) +
+                sequence_base(pr.cu_seqlens_q, batch, head, params.out.batch_stride,
+                              params.out.head_stride, params.out.token_stride);
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const float total = quad_sum(row_sum[r]);
-      const int row = row_in_cta + 8 * r;
-      if (row >= it.rows_here) continue;
-      const float inv = total > 0.f ? 1.f / total : 0.f;
-      T* dst = out_base + (it.q0 + row) * params.out.token_stride + 2 * t4;
+  for (int r = 0; r < 2; ++r) {
+    const float total = quad_sum(row_sum[r]);
+    const int row = row_in_cta + 8 * r;
+    if (row >= rows_here) continue;
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+    T* dst = out_base + (q0 + row) * params.out.token_stride + 2 * t4;
 #pragma unroll
-      for (int c = 0; c < kOutRegs / 4; ++c)
-        *reinterpret_cast<uint32_t*>(dst + c * 8) =
-            Traits::pack(o_acc[4 * c + 2 * r] * inv, o_acc[4 * c + 2 * r + 1] * inv);
-      if (params.lse && t4 == 0)
-        params.lse[(int64_t(it.batch) * pr.heads_q + it.head) * pr.max_len_q + it.q0 + row] =
-            total > 0.f ? row_max[r] * params.scale + logf(total) : -INFINITY;
-    }
+    for (int n = 0; n < kOutRegs / 4; ++n)
+      *reinterpret_cast<uint32_t*>(dst + n * 8) =
+          Traits::pack(o_acc[4 * n + 2 * r] * inv, o_acc[4 * n + 2 * r + 1] * inv);
+    if (params.lse && t4 == 0)
+      params.lse[(int64_t(batch) * pr.heads_q + head) * pr.max_len_q + q0 + row] =
+          total > 0.f ? row_max[r] * params.scale + logf(total) : -INFINITY;
   }
 #endif
 }
-
 
 }  // namespace xattn::kernels::cuda::detail::sm90

@@ -21,15 +21,9 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& params, cu
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Tile::kSmemBytes);
   if (err != cudaSuccess) return err;
-  // Persistent: one CTA per SM (the shared memory allows no second), never more than items.
-  int device = 0, sms = 0;
-  if ((err = cudaGetDevice(&device)) != cudaSuccess) return err;
-  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
-    return err;
-  const int64_t items = ceil_div(params.problem.max_len_q, int64_t(Tile::kRows)) *
-                        params.problem.heads_q * params.problem.batch;
-  const int64_t ctas = params.persistent_ctas > 0 ? params.persistent_ctas : sms;
-  const unsigned grid = unsigned(items < ctas ? items : ctas);
+  const dim3 grid(unsigned(params.problem.heads_q),
+                  unsigned(ceil_div(params.problem.max_len_q, int64_t(Tile::kRows))),
+                  unsigned(params.problem.batch));
   kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(args);
   return cudaGetLastError();
 }

@@ -99,9 +99,6 @@ struct AttentionParams {
   // sm_90a kernel's TMA loads; 0 (unknown) keeps varlen batches on the sm_80 kernel.
   int64_t packed_tokens_q = 0;
   int64_t packed_tokens_k = 0;
-  // CTAs of the persistent sm_90a kernel; 0: one per SM. Tests pass a few, so that every CTA
-  // walks many work items.
-  int32_t persistent_ctas = 0;
 };
 
 // Exact block mass: for each (batch, head, query block i, key block j), the mean over the real

@@ -264,6 +264,10 @@ TEST(FamilyConfig, UnsupportedOptionsNameTheirField) {
           {"longrope", "8 entries"});
   refused("Phi3ForCausalLM", R"(,"rope_scaling":{"type":"longrope","short_factor":[1,1]})",
           {"long_factor"});
+  // ln(original context 1) = 0 would make longrope's attention factor infinite.
+  refused("Phi3ForCausalLM", R"(,"rope_scaling":{"type":"longrope","short_factor":[1,1,1,1,1,1,1,1],
+      "long_factor":[2,2,2,2,2,2,2,2],"original_max_position_embeddings":1})",
+          {"attention_factor", "finite"});
   refused("LlamaForCausalLM", R"(,"rope_scaling":{"rope_type":"dynamic"})",
           {"dynamic", "factor"});
   refused("LlamaForCausalLM", R"(,"hidden_act":"gelu")", {"hidden_act", "gelu"});

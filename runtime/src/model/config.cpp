@@ -240,8 +240,10 @@ RopeConfig parse_rope(const Reader& r, int64_t max_position_embeddings) {
                                "'; supported: default, linear, llama3, dynamic, yarn, longrope"));
   }
   XATTN_CHECK_INPUT(rope.factor > 0, r.where(params_key + ".factor"), " must be positive");
-  XATTN_CHECK_INPUT(rope.attention_factor > 0, r.where(params_key + ".attention_factor"),
-                    " must be positive");
+  XATTN_CHECK_INPUT(rope.attention_factor > 0 && std::isfinite(rope.attention_factor),
+                    r.where(params_key + ".attention_factor"),
+                    " must be a positive finite number (given, or derived from factor and the "
+                    "original context), got ", rope.attention_factor);
   return rope;
 }
 

@@ -68,5 +68,28 @@ TEST(ModelCuda, XAttentionKernelsAtTauOneMatchDenseOnAPrompt) {
   EXPECT_NEAR(full.mean_density(), 1.0, 1e-12);
 }
 
+// The dense sliding-window path on CUDA (float32, so transformers' float32 logits hold within
+// 1e-3): the windowed checkpoints of tests/data/models, whose 64-token input spans the window.
+TEST(ModelCuda, SlidingWindowFamiliesMatchTransformersOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device (or LibTorch without CUDA)";
+  const std::string models = std::string(XATTN_SOURCE_DIR) + "/tests/data/models/";
+  for (const char* name : {"mistral-window", "qwen2-window", "qwen3-window", "phi3-partial-window"}) {
+    SCOPED_TRACE(name);
+    const SafetensorsFile golden(models + name + "/golden.safetensors");
+    const at::Tensor ids_tensor = golden.load("input_ids").to(at::kLong).contiguous();
+    LoadOptions load;
+    load.device = at::Device(at::kCUDA);
+    load.dtype = at::kFloat;
+    const Model model(models + name, load);
+    DenseBackend dense;
+    ForwardOptions all;
+    all.all_logits = true;
+    const at::Tensor logits = model.forward(as_vector(ids_tensor), dense, all).logits.cpu();
+    const double err = (logits.to(at::kDouble) - golden.load("logits").to(at::kDouble))
+                           .abs().max().item<double>();
+    EXPECT_LT(err, 1e-3);
+  }
+}
+
 }  // namespace
 }  // namespace xattn::model

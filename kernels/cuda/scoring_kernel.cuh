@@ -76,6 +76,62 @@ __device__ __forceinline__ void row_block_epilogue(const float (&x)[8][2], int64
   }
 }
 
+// What one scoring CTA covers (shared by the sm_80 and sm_90a kernels): strided rows
+// [r0, r0 + rows_here) of one (sequence, query head) and key columns 0 .. last_col. CTAs are
+// launched with the last rows first (causal: later rows see more keys).
+struct ScoringCta {
+  int head, batch, kv_head;
+  int64_t S, len_q, len_k, n_rows, n_cols, r0, rows_here, offset, cols_per_block, nkb_max,
+      nqb_max, last_col;
+  bool empty;  // past the sequence's rows, or no keys
+};
+
+__device__ __forceinline__ ScoringCta scoring_cta(const ScoringLaunch& launch, int rows_per_cta) {
+  const ScoringParams& params = launch.params;
+  const Problem& pr = params.problem;
+  ScoringCta c;
+  c.head = blockIdx.x;
+  c.batch = blockIdx.z;
+  c.kv_head = c.head / int(pr.heads_q / pr.heads_kv);
+  c.S = params.stride;
+  c.len_q = pr.len_q(c.batch);
+  c.len_k = pr.len_k(c.batch);
+  c.n_rows = ceil_div(c.len_q, c.S);
+  c.n_cols = ceil_div(c.len_k, c.S);
+  c.r0 = launch.row_begin + int64_t(gridDim.y - 1 - blockIdx.y) * rows_per_cta;
+  c.empty = c.r0 >= c.n_rows || c.len_k == 0;
+  c.rows_here = c.n_rows - c.r0 < rows_per_cta ? c.n_rows - c.r0 : rows_per_cta;
+  c.offset = c.len_k - c.len_q;
+  c.cols_per_block = params.block_size / c.S;
+  c.nkb_max = ceil_div(pr.max_len_k, int64_t(params.block_size));
+  c.nqb_max = ceil_div(pr.max_len_q, int64_t(params.block_size));
+  c.last_col = pr.causal
+                   ? min(c.n_cols - 1, (c.offset + (c.r0 + c.rows_here - 1) * c.S + c.S - 1) / c.S)
+                   : c.n_cols - 1;
+  return c;
+}
+
+// The CTA's block scores from its scratch rows (block log2-sum-exp) and row_lse (each row's
+// log2-sum-exp, +inf for a row that contributes nothing): for each query block, the sum over its
+// strided rows of exp2(block_lse - row_lse). Threads `thread` of `threads` stride the key blocks.
+__device__ __forceinline__ void write_block_scores(const ScoringParams& params,
+                                                   const ScoringCta& c, const float* scratch,
+                                                   const float* row_lse, int64_t n_blocks_seen,
+                                                   int thread, int threads) {
+  float* scores_head = params.block_scores +
+                       (int64_t(c.batch) * params.problem.heads_q + c.head) * c.nqb_max * c.nkb_max;
+  for (int64_t qb_row0 = 0; qb_row0 < c.rows_here; qb_row0 += c.cols_per_block) {
+    const int64_t i = (c.r0 + qb_row0) / c.cols_per_block;
+    const int64_t row_end = min(c.rows_here, qb_row0 + c.cols_per_block);
+    for (int64_t j = thread; j < n_blocks_seen; j += threads) {
+      float sum = 0.f;
+      for (int64_t row = qb_row0; row < row_end; ++row)
+        sum += exp2f(scratch[row * c.nkb_max + j] - row_lse[row]);
+      scores_head[i * c.nkb_max + j] = sum;
+    }
+  }
+}
+
 template <typename T, int kHeadDim, int kMTiles>
 __global__ void __launch_bounds__(ScoringTile<kMTiles>::kThreads, ScoringTile<kMTiles>::kMinBlocks)
     antidiagonal_scoring_kernel(const ScoringLaunch launch) {
@@ -90,23 +146,13 @@ __global__ void __launch_bounds__(ScoringTile<kMTiles>::kThreads, ScoringTile<kM
 
   const ScoringParams& params = launch.params;
   const Problem& pr = params.problem;
-  const int head = blockIdx.x;
-  const int tile_m = gridDim.y - 1 - blockIdx.y;  // causal: later rows see more keys, start them first
-  const int batch = blockIdx.z;
-  const int64_t S = params.stride, bs = params.block_size;
-  const int64_t len_q = pr.len_q(batch), len_k = pr.len_k(batch);
-  const int64_t n_rows = ceil_div(len_q, S), n_cols = ceil_div(len_k, S);
-  const int64_t r0 = launch.row_begin + int64_t(tile_m) * kRows;
-  if (r0 >= n_rows || len_k == 0) return;
-  const int64_t rows_here = n_rows - r0 < kRows ? n_rows - r0 : kRows;
-  const int64_t offset = len_k - len_q;
-  const int kv_head = head / int(pr.heads_q / pr.heads_kv);
-  const int64_t cols_per_block = bs / S;
-  const int64_t nkb_max = ceil_div(pr.max_len_k, bs), nqb_max = ceil_div(pr.max_len_q, bs);
-
-  const int64_t last_col =
-      pr.causal ? min(n_cols - 1, (offset + (r0 + rows_here - 1) * S + S - 1) / S) : n_cols - 1;
-  const int n_tiles = int(last_col / kCols + 1);
+  const ScoringCta cta = scoring_cta(launch, kRows);
+  if (cta.empty) return;
+  const int head = cta.head, batch = cta.batch, kv_head = cta.kv_head;
+  const int64_t S = cta.S, len_q = cta.len_q, len_k = cta.len_k, n_cols = cta.n_cols;
+  const int64_t r0 = cta.r0, rows_here = cta.rows_here, offset = cta.offset;
+  const int64_t cols_per_block = cta.cols_per_block, nkb_max = cta.nkb_max;
+  const int n_tiles = int(cta.last_col / kCols + 1);
   const int total_steps = n_tiles * int(S) * kDepthChunks;
 
   const T* q_base = static_cast<const T*>(params.q.data) +
@@ -282,17 +328,7 @@ __global__ void __launch_bounds__(ScoringTile<kMTiles>::kThreads, ScoringTile<kM
 
   // Block scores: sum over the strided rows of each query block of exp2(block_lse - row_lse).
   const int64_t n_blocks_seen = min(nkb_max, ceil_div(int64_t(n_tiles) * kCols, cols_per_block));
-  float* scores_head = params.block_scores + (int64_t(batch) * pr.heads_q + head) * nqb_max * nkb_max;
-  for (int64_t qb_row0 = 0; qb_row0 < rows_here; qb_row0 += cols_per_block) {
-    const int64_t i = (r0 + qb_row0) / cols_per_block;
-    const int64_t row_end = min(rows_here, qb_row0 + cols_per_block);
-    for (int64_t j = tid; j < n_blocks_seen; j += Tile::kThreads) {
-      float sum = 0.f;
-      for (int64_t row = qb_row0; row < row_end; ++row)
-        sum += exp2f(scratch[row * nkb_max + j] - row_lse[row]);
-      scores_head[i * nkb_max + j] = sum;
-    }
-  }
+  write_block_scores(params, cta, scratch, row_lse, n_blocks_seen, tid, Tile::kThreads);
 }
 
 }  // namespace xattn::kernels::cuda::detail

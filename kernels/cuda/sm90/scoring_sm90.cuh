@@ -65,22 +65,13 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
 
   const ScoringParams& params = launch.params;
   const Problem& pr = params.problem;
-  const int head = blockIdx.x;
-  const int tile_m = gridDim.y - 1 - blockIdx.y;  // causal: later rows see more keys, start them first
-  const int batch = blockIdx.z;
-  const int64_t S = params.stride, bs = params.block_size;
-  const int64_t len_q = pr.len_q(batch), len_k = pr.len_k(batch);
-  const int64_t n_rows = ceil_div(len_q, S), n_cols = ceil_div(len_k, S);
-  const int64_t r0 = launch.row_begin + int64_t(tile_m) * kRows;
-  if (r0 >= n_rows || len_k == 0) return;
-  const int64_t rows_here = n_rows - r0 < kRows ? n_rows - r0 : kRows;
-  const int64_t offset = len_k - len_q;
-  const int kv_head = head / int(pr.heads_q / pr.heads_kv);
-  const int64_t cols_per_block = bs / S;
-  const int64_t nkb_max = ceil_div(pr.max_len_k, bs), nqb_max = ceil_div(pr.max_len_q, bs);
-  const int64_t last_col =
-      pr.causal ? min(n_cols - 1, (offset + (r0 + rows_here - 1) * S + S - 1) / S) : n_cols - 1;
-  const int n_tiles = int(last_col / kCols + 1);
+  const ScoringCta cta = scoring_cta(launch, kRows);
+  if (cta.empty) return;
+  const int head = cta.head, batch = cta.batch, kv_head = cta.kv_head;
+  const int64_t S = cta.S, len_q = cta.len_q, len_k = cta.len_k, n_cols = cta.n_cols;
+  const int64_t r0 = cta.r0, rows_here = cta.rows_here, offset = cta.offset;
+  const int64_t cols_per_block = cta.cols_per_block, nkb_max = cta.nkb_max;
+  const int n_tiles = int(cta.last_col / kCols + 1);
   const int steps_per_tile = int(S) * kDepthChunks;
   const int total_steps = n_tiles * steps_per_tile;
 
@@ -236,18 +227,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
 
   // Block scores: sum over the strided rows of each query block of exp2(block_lse - row_lse).
   const int64_t n_blocks_seen = min(nkb_max, ceil_div(int64_t(n_tiles) * kCols, cols_per_block));
-  float* scores_head =
-      params.block_scores + (int64_t(batch) * pr.heads_q + head) * nqb_max * nkb_max;
-  for (int64_t qb_row0 = 0; qb_row0 < rows_here; qb_row0 += cols_per_block) {
-    const int64_t i = (r0 + qb_row0) / cols_per_block;
-    const int64_t row_end = min(rows_here, qb_row0 + cols_per_block);
-    for (int64_t j = ctid; j < n_blocks_seen; j += Tile::kConsumerThreads) {
-      float sum = 0.f;
-      for (int64_t row = qb_row0; row < row_end; ++row)
-        sum += exp2f(scratch[row * nkb_max + j] - row_lse[row]);
-      scores_head[i * nkb_max + j] = sum;
-    }
-  }
+  write_block_scores(params, cta, scratch, row_lse, n_blocks_seen, ctid, Tile::kConsumerThreads);
 #endif
 }
 

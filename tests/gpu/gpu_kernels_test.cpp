@@ -654,6 +654,15 @@ std::vector<Case> attention_cases() {
         c.len_k = {700, 1, 64};
         c.varlen = true;
         cases.push_back(c);
+        // Two sequences in the padded [batch, heads, len, d] layout (the batch coordinate of the
+        // sm_90a kernel's tensor maps), chunked-prefill shaped (len_q < len_k).
+        c.name = "batch2-chunked";
+        c.heads_q = 4;
+        c.heads_kv = 2;
+        c.len_q = {500, 500};
+        c.len_k = {800, 800};
+        c.varlen = false;
+        cases.push_back(c);
       }
   Case c;
   c.name = "bs64";

@@ -202,8 +202,14 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
                                                               std::nullopt, options_.block_size));
   } else {
     // The CPU reference kernel is a scalar oracle; the runner gathers kept blocks into matrix
-    // products instead (same result to rounding; tested against the reference).
-    out = gathered_block_sparse_attention(q, k, v, count, index, options_.block_size);
+    // products instead (same result to rounding; tested against the reference), one batch item
+    // at a time.
+    std::vector<at::Tensor> items;
+    for (int64_t b = 0; b < q.size(0); ++b)
+      items.push_back(gathered_block_sparse_attention(
+          q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), count.narrow(0, b, 1),
+          index.narrow(0, b, 1), options_.block_size));
+    out = items.size() == 1 ? items[0] : at::cat(items, 0);
   }
   density_[static_cast<size_t>(layer)] =
       runtime::head_density(count, len_q, len_k, options_.block_size, true).to(at::kCPU);

@@ -120,14 +120,21 @@ int64_t Model::parameter_count() const {
   return n;
 }
 
-at::Tensor Model::embed(const std::vector<int64_t>& tokens) const {
-  for (size_t i = 0; i < tokens.size(); ++i)
-    XATTN_CHECK_INPUT(tokens[i] >= 0 && tokens[i] < config_.vocab_size, "token ", i, " is ",
-                      tokens[i], ", outside the model's vocabulary [0, ", config_.vocab_size,
-                      "): the input was made for another tokenizer");
-  const at::Tensor ids =
-      at::tensor(tokens, at::TensorOptions().dtype(at::kLong)).to(device_);
-  return embed_tokens_.index_select(0, ids);
+at::Tensor Model::embed(const std::vector<const std::vector<int64_t>*>& sequences) const {
+  const bool batched = sequences.size() > 1;
+  std::vector<int64_t> ids;
+  for (size_t b = 0; b < sequences.size(); ++b) {
+    const std::vector<int64_t>& tokens = *sequences[b];
+    for (size_t i = 0; i < tokens.size(); ++i)
+      XATTN_CHECK_INPUT(tokens[i] >= 0 && tokens[i] < config_.vocab_size,
+                        batched ? detail::concat("sequence ", b, ", ") : std::string(), "token ",
+                        i, " is ", tokens[i], ", outside the model's vocabulary [0, ",
+                        config_.vocab_size, "): the input was made for another tokenizer");
+    ids.insert(ids.end(), tokens.begin(), tokens.end());
+  }
+  const at::Tensor index = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).to(device_);
+  return embed_tokens_.index_select(0, index)
+      .view({int64_t(sequences.size()), int64_t(sequences.front()->size()), config_.hidden_size});
 }
 
 at::Tensor Model::logits_of(const at::Tensor& rows) const {
@@ -146,13 +153,14 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
                                 int64_t token_chunk) const {
   const Layer& w = layers_[static_cast<size_t>(index)];
   const ModelConfig& c = config_;
-  const int64_t len = hidden.size(0), d = c.head_dim;
+  const int64_t batch = hidden.size(0), len = hidden.size(1), d = c.head_dim;
   const at::Tensor x = rms_norm(hidden, w.input_norm, c.rms_norm_eps);
-  // [len, heads * d] -> [1, heads, len, d], with Qwen3's per-head RMSNorm first where it has one.
+  // [batch, len, heads * d] -> [batch, heads, len, d], with Qwen3's per-head RMSNorm first where
+  // it has one.
   auto heads_first = [&](const at::Tensor& t, int64_t heads, const at::Tensor& norm) {
-    at::Tensor per_head = t.view({len, heads, d});
+    at::Tensor per_head = t.view({batch, len, heads, d});
     if (norm.defined()) per_head = rms_norm(per_head, norm, c.rms_norm_eps);
-    return per_head.transpose(0, 1).unsqueeze(0);
+    return per_head.transpose(1, 2);
   };
   const at::Tensor q =
       apply_rotary(heads_first(fast::linear(x, w.wq, w.bq), c.num_heads, w.q_norm), rotary)
@@ -161,6 +169,7 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
       apply_rotary(heads_first(fast::linear(x, w.wk, w.bk), c.num_kv_heads, w.k_norm), rotary);
   at::Tensor v = heads_first(fast::linear(x, w.wv, w.bv), c.num_kv_heads, at::Tensor());
   if (cache) {
+    XATTN_CHECK(batch == 1, ErrorKind::kInternal, "a KV cache holds one sequence, got ", batch);
     at::Tensor& ck = cache->k[static_cast<size_t>(index)];
     at::Tensor& cv = cache->v[static_cast<size_t>(index)];
     ck.narrow(2, cache->length, len).copy_(k);
@@ -178,28 +187,53 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
                               : backend.attend(index, q, k, v);
   XATTN_CHECK(attn.sizes() == q.sizes(), ErrorKind::kInternal, "attention backend returned ",
               attn.sizes(), " for q ", q.sizes());
-  const at::Tensor merged =
-      attn.to(hidden.scalar_type()).squeeze(0).transpose(0, 1).reshape({len, c.num_heads * d});
-  const at::Tensor h = hidden + fast::linear(merged, w.wo, w.bo);
+  const at::Tensor merged = attn.to(hidden.scalar_type())
+                                .transpose(1, 2)
+                                .reshape({batch * len, c.num_heads * d});
+  // Token rows [batch * len, hidden]: everything after attention is per token.
+  const at::Tensor h = hidden.reshape({batch * len, c.hidden_size}) + fast::linear(merged, w.wo, w.bo);
 
   // SwiGLU MLP in token chunks: the [chunk, intermediate] activations bound the memory.
   at::Tensor out = at::empty_like(h);
-  for (int64_t s = 0; s < len; s += token_chunk) {
-    const int64_t n = std::min(token_chunk, len - s);
+  const int64_t rows = batch * len;
+  for (int64_t s = 0; s < rows; s += token_chunk) {
+    const int64_t n = std::min(token_chunk, rows - s);
     const at::Tensor hs = h.narrow(0, s, n);
     const at::Tensor xs = rms_norm(hs, w.post_norm, c.rms_norm_eps);
     const at::Tensor act = at::silu(fast::linear(xs, w.w_gate, w.b_gate)) * fast::linear(xs, w.w_up, w.b_up);
     out.narrow(0, s, n).copy_(hs + fast::linear(act, w.w_down, w.b_down));
   }
-  return out;
+  return out.view({batch, len, c.hidden_size});
 }
 
-ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBackend& backend,
-                             const ForwardOptions& options, KVCache* cache,
-                             int64_t extra_capacity) const {
-  const auto t0 = std::chrono::steady_clock::now();
+std::vector<std::vector<size_t>> group_by_length(const std::vector<int64_t>& lengths,
+                                                 int64_t max_batch) {
+  XATTN_CHECK_ARG(max_batch >= 1, "the batch size must be at least 1, got ", max_batch);
+  std::vector<std::vector<size_t>> groups;
+  std::vector<int64_t> group_length;  // per group
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    // The last open group of this length, if it has room.
+    size_t g = groups.size();
+    for (size_t j = groups.size(); j-- > 0;)
+      if (group_length[j] == lengths[i]) {
+        if (int64_t(groups[j].size()) < max_batch) g = j;
+        break;
+      }
+    if (g == groups.size()) {
+      groups.emplace_back();
+      group_length.push_back(lengths[i]);
+    }
+    groups[g].push_back(i);
+  }
+  return groups;
+}
+
+at::Tensor Model::run_layers(const std::vector<const std::vector<int64_t>*>& sequences,
+                             AttentionBackend& backend, const ForwardOptions& options,
+                             KVCache* cache, int64_t extra_capacity) const {
   const ModelConfig& c = config_;
-  const int64_t len = static_cast<int64_t>(tokens.size());
+  const int64_t batch = int64_t(sequences.size());
+  const int64_t len = static_cast<int64_t>(sequences.front()->size());
   XATTN_CHECK_INPUT(len > 0, "the input has no tokens");
   XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
   const int64_t start = cache ? cache->length : 0;
@@ -225,13 +259,7 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
     XATTN_CHECK_ARG(start + len <= cache->capacity, "KV cache full: ", start, " + ", len,
                     " tokens exceed its capacity ", cache->capacity);
   }
-  std::vector<int64_t> positions = options.logit_positions;
-  if (options.all_logits) {
-    positions.resize(static_cast<size_t>(len));
-    for (int64_t i = 0; i < len; ++i) positions[static_cast<size_t>(i)] = i;
-  } else if (positions.empty()) {
-    positions.push_back(len - 1);
-  }
+  const std::vector<int64_t> positions = options.logit_positions;
   for (int64_t p : positions)
     XATTN_CHECK_ARG(p >= 0 && p < len, "logit position ", p, " is outside the input [0, ", len,
                     ")");
@@ -251,14 +279,31 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
   XATTN_CHECK_ARG(options.start_layer == 0 || (options.start_hidden.defined() && !cache),
                   "start_layer > 0 needs start_hidden (and no KV cache)");
   XATTN_CHECK_ARG(!options.layer_inputs || !cache, "layer_inputs are recorded without a KV cache");
-  at::Tensor h = options.start_layer > 0 ? options.start_hidden : embed(tokens);
+  at::Tensor h = options.start_layer > 0 ? options.start_hidden : embed(sequences);
+  XATTN_CHECK_ARG(h.dim() == 3 && h.size(0) == batch && h.size(1) == len &&
+                      h.size(2) == c.hidden_size,
+                  "start_hidden ", h.sizes(), " does not fit ", batch, " x ", len, " tokens of ",
+                  c.hidden_size, " hidden units");
   if (options.layer_inputs) options.layer_inputs->assign(size_t(c.num_layers), at::Tensor());
   for (int64_t i = options.start_layer; i < c.num_layers; ++i) {
     if (options.layer_inputs) (*options.layer_inputs)[size_t(i)] = h;
     h = layer_forward(static_cast<int>(i), h, rotary, backend, cache, options.token_chunk);
   }
   if (cache) cache->length += len;
+  return h;
+}
 
+ForwardResult Model::outputs_of(const at::Tensor& h, const std::vector<int64_t>& tokens,
+                                const ForwardOptions& options) const {
+  const ModelConfig& c = config_;
+  const int64_t len = h.size(0);
+  std::vector<int64_t> positions = options.logit_positions;
+  if (options.all_logits) {
+    positions.resize(static_cast<size_t>(len));
+    for (int64_t i = 0; i < len; ++i) positions[static_cast<size_t>(i)] = i;
+  } else if (positions.empty()) {
+    positions.push_back(len - 1);
+  }
   ForwardResult result;
   result.positions = positions;
   const at::Tensor index =
@@ -279,8 +324,49 @@ ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBacken
     }
     result.nll = nll.to(at::kCPU);
   }
+  return result;
+}
+
+ForwardResult Model::forward(const std::vector<int64_t>& tokens, AttentionBackend& backend,
+                             const ForwardOptions& options, KVCache* cache,
+                             int64_t extra_capacity) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  ForwardOptions batch_options = options;  // the batch-1 shapes [len, hidden] of the options
+  std::vector<at::Tensor> layer_inputs;
+  if (options.start_layer > 0 && options.start_hidden.defined())
+    batch_options.start_hidden = options.start_hidden.unsqueeze(0);
+  if (options.layer_inputs) batch_options.layer_inputs = &layer_inputs;
+  const at::Tensor h = run_layers({&tokens}, backend, batch_options, cache, extra_capacity);
+  if (options.layer_inputs) {
+    options.layer_inputs->assign(layer_inputs.size(), at::Tensor());
+    for (size_t i = 0; i < layer_inputs.size(); ++i)
+      if (layer_inputs[i].defined()) (*options.layer_inputs)[i] = layer_inputs[i][0];
+  }
+  ForwardResult result = outputs_of(h[0], tokens, options);
   result.seconds = seconds_since(t0);
   return result;
+}
+
+std::vector<ForwardResult> Model::forward_batch(const std::vector<std::vector<int64_t>>& sequences,
+                                                AttentionBackend& backend,
+                                                const ForwardOptions& options) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  XATTN_CHECK_ARG(!sequences.empty(), "forward_batch needs at least one sequence");
+  std::vector<const std::vector<int64_t>*> batch;
+  for (size_t b = 0; b < sequences.size(); ++b) {
+    XATTN_CHECK_ARG(sequences[b].size() == sequences[0].size(), "forward_batch runs sequences "
+                    "of one length, but sequence 0 has ", sequences[0].size(), " tokens and "
+                    "sequence ", b, " has ", sequences[b].size(), "; group them with "
+                    "group_by_length, or run forward() per sequence");
+    batch.push_back(&sequences[b]);
+  }
+  const at::Tensor h = run_layers(batch, backend, options, nullptr, 0);
+  std::vector<ForwardResult> results;
+  for (size_t b = 0; b < sequences.size(); ++b)
+    results.push_back(outputs_of(h[int64_t(b)], sequences[b], options));
+  const double seconds = seconds_since(t0);
+  for (auto& r : results) r.seconds = seconds;
+  return results;
 }
 
 at::Tensor Model::decode_step(int64_t token, KVCache& cache) const {

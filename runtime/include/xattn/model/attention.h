@@ -56,7 +56,7 @@ class DenseBackend : public AttentionBackend {
 // XAttention prefill (antidiagonal scoring, per-head threshold selection, block-sparse attention)
 // through xattn::runtime ops: the CPU reference for CPU tensors, the kernels for CUDA tensors.
 // thresholds [num_layers, heads_q] float32. Records the per-head density of its last call per
-// layer (kept / allowed blocks). Sliding windows are not implemented: the model refuses sparse
+// layer (kept / allowed blocks, over all batch items of a batched call). Sliding windows are not implemented: the model refuses sparse
 // runs where a layer's window is shorter than the input.
 class XAttentionBackend : public AttentionBackend {
  public:
@@ -81,7 +81,8 @@ class XAttentionBackend : public AttentionBackend {
   std::vector<at::Tensor> density_;
 };
 
-// Sees every layer's post-RoPE q, k, v (as passed in), then delegates to `inner`.
+// Sees every layer's post-RoPE q, k, v (as passed in: the whole batch of a batched forward
+// pass), then delegates to `inner`.
 using CaptureCallback =
     std::function<void(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)>;
 

@@ -7,7 +7,10 @@
 // a time, the MLP runs in token chunks, and logits are computed only where asked (the last position
 // by default; every position for the per-token loss, in chunks, without keeping them).
 //
-// Batch size 1: tokens are one sequence.
+// forward() runs one sequence; forward_batch() runs several sequences of one length in one pass
+// (hidden [batch, len, hidden], the backend sees q [batch, heads_q, len, head_dim]), which is what
+// keeps a GPU busy on short samples. Sequences of different lengths are not packed: group them
+// by length (group_by_length) and run each group.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -38,11 +41,13 @@ struct ForwardOptions {
   bool nll = false;
   // Token rows per MLP / lm_head chunk (bounds intermediate memory).
   int64_t token_chunk = 4096;
-  // Resume at a layer from its input hidden state [len, hidden] (recorded by an earlier pass
-  // through layer_inputs); the layers before it are skipped. Not with a KV cache.
+  // Resume at a layer from its input hidden state [len, hidden] (forward_batch: [batch, len,
+  // hidden]), recorded by an earlier pass through layer_inputs; the layers before it are skipped.
+  // Not with a KV cache.
   int64_t start_layer = 0;
   at::Tensor start_hidden;
-  // When set, receives every layer's input hidden state (what start_hidden takes).
+  // When set, receives every layer's input hidden state (what start_hidden takes, in the same
+  // shape).
   std::vector<at::Tensor>* layer_inputs = nullptr;
 };
 
@@ -50,8 +55,13 @@ struct ForwardResult {
   std::vector<int64_t> positions;  // rows of `logits`
   at::Tensor logits;               // [positions.size(), vocab] float32, CPU
   at::Tensor nll;                  // [len - 1] float32, CPU, when asked
-  double seconds = 0.0;            // wall time of the forward pass (device synchronised)
+  double seconds = 0.0;            // wall time of the forward pass (forward_batch: the batch's)
 };
+
+// Indices of `lengths` in groups of equal length and at most max_batch members (max_batch >= 1),
+// in order of first appearance; within a group the indices ascend. What forward_batch takes.
+std::vector<std::vector<size_t>> group_by_length(const std::vector<int64_t>& lengths,
+                                                 int64_t max_batch);
 
 // Post-RoPE keys and values of every layer, [1, heads_kv, capacity, head_dim] each.
 struct KVCache {
@@ -91,6 +101,15 @@ class Model {
                         const ForwardOptions& options = {}, KVCache* cache = nullptr,
                         int64_t extra_capacity = 0) const;
 
+  // Several sequences of one length (each as forward() takes it) in one pass: one ForwardResult
+  // per sequence, equal to forward() on that sequence up to float rounding (products over more
+  // rows may round differently). Every backend receives the whole batch; the options apply to
+  // each sequence (logit_positions, nll, ...), start_hidden and layer_inputs are [batch, len,
+  // hidden]. No KV cache. Sequences of different lengths are refused: run group_by_length first.
+  std::vector<ForwardResult> forward_batch(const std::vector<std::vector<int64_t>>& sequences,
+                                           AttentionBackend& backend,
+                                           const ForwardOptions& options = {}) const;
+
   // One token appended at position cache.length, dense attention over the cache: logits [vocab]
   // float32 CPU.
   at::Tensor decode_step(int64_t token, KVCache& cache) const;
@@ -107,10 +126,18 @@ class Model {
     at::Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   };
 
-  // One decoder layer on hidden [len, hidden] at positions start .. start + len - 1.
+  // One decoder layer on hidden [batch, len, hidden] at positions start .. start + len - 1
+  // (batch 1 with a KV cache).
   at::Tensor layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
                            AttentionBackend& backend, KVCache* cache, int64_t token_chunk) const;
-  at::Tensor embed(const std::vector<int64_t>& tokens) const;
+  // Every layer on sequences of one length: the final hidden state [batch, len, hidden].
+  at::Tensor run_layers(const std::vector<const std::vector<int64_t>*>& sequences,
+                        AttentionBackend& backend, const ForwardOptions& options, KVCache* cache,
+                        int64_t extra_capacity) const;
+  // Logits and NLL of one sequence from its final hidden state [len, hidden].
+  ForwardResult outputs_of(const at::Tensor& hidden, const std::vector<int64_t>& tokens,
+                           const ForwardOptions& options) const;
+  at::Tensor embed(const std::vector<const std::vector<int64_t>*>& sequences) const;
   at::Tensor logits_of(const at::Tensor& normed_rows) const;  // [n, vocab] float32
 
   std::string dir_;

@@ -48,6 +48,9 @@ void check_calibrate_arguments(const po::variables_map& vm) {
   if (has("samples"))
     XATTN_CHECK_ARG(vm["samples"].as<int64_t>() >= 1, "--samples ", vm["samples"].as<int64_t>(),
                     " must be at least 1");
+  if (has("batch"))
+    XATTN_CHECK_ARG(vm["batch"].as<int64_t>() >= 1, "--batch ", vm["batch"].as<int64_t>(),
+                    " must be at least 1 (samples per forward pass)");
   const int64_t stride = has("stride") ? vm["stride"].as<int64_t>() : 8;
   const int64_t block_size = has("block-size") ? vm["block-size"].as<int64_t>() : 128;
   check_block_settings(stride, block_size);

@@ -216,22 +216,42 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     Statistics stats = empty_statistics_for(signature, config.model_dir, config.settings);
     const int64_t layers = signature.num_layers;
     const int64_t total = int64_t(model_samples.size()) * layers;
+    XATTN_CHECK_ARG(config.batch >= 1, "--batch must be at least 1, got ", config.batch);
+    // Samples of one length run together, config.batch at a time; measure_layer sees each
+    // sample's own q, k, v, so the statistics are those of batch 1. Added in sample order.
+    std::vector<int64_t> lengths;
+    for (const auto& sample : model_samples) lengths.push_back(int64_t(sample.size()));
+    std::vector<std::vector<LayerMeasurement>> measured(model_samples.size());
+    int64_t done = 0;  // samples measured before the current group
     model::DenseBackend dense;
-    for (size_t i = 0; i < model_samples.size(); ++i) {
-      std::vector<LayerMeasurement> measured(layers);
+    for (const std::vector<size_t>& group : model::group_by_length(lengths, config.batch)) {
+      const int64_t size = int64_t(group.size());
+      for (size_t i : group) measured[i].resize(size_t(layers));
+      const std::string which =
+          size == 1 ? "sample " + std::to_string(group[0] + 1)
+                    : "samples " + std::to_string(group.front() + 1) + "-" +
+                          std::to_string(group.back() + 1);
       model::CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& v) {
         if (progress)
-          progress(int64_t(i) * layers + layer, total,
-                   "sample " + std::to_string(i + 1) + " layer " + std::to_string(layer));
-        measured[layer] = measure_layer(q, k, v, config.settings,
-                                        config.settings.output_error
-                                            ? model->output_projection(layer)
-                                            : at::Tensor());
+          progress(done * layers + layer * size, total, which + " layer " + std::to_string(layer));
+        for (int64_t b = 0; b < size; ++b)
+          measured[group[size_t(b)]][size_t(layer)] = measure_layer(
+              q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
+              config.settings.output_error ? model->output_projection(layer) : at::Tensor());
       });
-      model->forward(model_samples[i], capture);
+      if (size == 1) {
+        model->forward(model_samples[group[0]], capture);
+      } else {
+        std::vector<std::vector<int64_t>> batch;
+        for (size_t i : group) batch.push_back(model_samples[i]);
+        model->forward_batch(batch, capture);
+      }
+      done += size;
+    }
+    for (size_t i = 0; i < model_samples.size(); ++i) {
       const int64_t len = int64_t(model_samples[i].size());
-      stats.add_sample({len, len, sources[i]}, measured);
+      stats.add_sample({len, len, sources[i]}, measured[i]);
     }
     if (progress) progress(total, total, "statistics done");
     first_model_sample = 0;

@@ -27,6 +27,11 @@ struct CalibrationConfig {
   int64_t sample_len = 4096;  // tokens per sample cut from the data files
   int64_t max_samples = 8;
   std::string device = "cpu";  // "cpu" or "cuda"
+  // Samples per forward pass of the statistics pass (model::Model::forward_batch; samples of one
+  // length are grouped, the rest run alone). Statistics stay per sample: equal to batch 1 up to
+  // float rounding. Memory grows with it: the activations and one layer's q, k, v of every
+  // sample in the batch. The other passes run one sample at a time.
+  int64_t batch = 1;
 
   StatisticsSettings settings;
   // kl (default): each head's error through its o_proj slice, scaled by its layer's measured KL

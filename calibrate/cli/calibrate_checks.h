@@ -9,8 +9,8 @@
 namespace xattn::cli {
 
 // Right after parsing: --device (cpu, cuda, cuda:N; CUDA present), --sample-len >= 2,
-// --samples >= 1, --batch >= 1, --stride / --block-size, --taus in (0, 1], --epsilon and --cap finite >= 0,
-// --holdout in [0, 1), --target-kl / --target-nll-increase finite >= 0, --metric,
+// --samples >= 1, --batch >= 1, --stride / --block-size, --taus in (0, 1], --epsilon and --cap
+// finite >= 0, --holdout in [0, 1), --target-kl / --target-nll-increase finite >= 0, --metric,
 // --error-aggregate; --model, --data, --capture and --stats readable; each --stats file's numbers
 // plausible and naming their model (calibrate::check_statistics_values and
 // check_statistics_signature, kBadInput) and measured at the asked --stride,

@@ -112,7 +112,7 @@ int run_calibrate(const Args& args) {
       ("device", po::value<std::string>()->default_value("cpu"), "cpu or cuda")
       ("sample-len", po::value<int64_t>()->default_value(4096), "tokens per sample")
       ("samples", po::value<int64_t>()->default_value(4), "at most this many samples")
-      ("batch", po::value<int64_t>()->default_value(1), "samples per forward pass of the statistics pass (samples of one length run together; statistics are per sample, as with 1). Memory grows with it; on a GPU 8 or more keeps short samples from leaving it idle")
+      ("batch", po::value<int64_t>()->default_value(1), "samples per forward pass of the statistics pass (samples of one length run together; statistics are per sample, as with 1); memory grows with it (docs/runner.md, Batches)")
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S")
       ("block-size", po::value<int64_t>()->default_value(128), "block size")
       ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")

@@ -227,9 +227,10 @@ TEST(CalibrationBatch, StatisticsWithBatchFourEqualBatchOne) {
   const CalibrationResult one = run_calibration(config, nullptr);
   config.batch = 4;
   std::vector<std::string> steps;
-  const CalibrationResult four = run_calibration(config, [&](int64_t, int64_t, const std::string& what) {
-    steps.push_back(what);
-  });
+  const CalibrationResult four =
+      run_calibration(config, [&](int64_t, int64_t, const std::string& what) {
+        steps.push_back(what);
+      });
   const Statistics &a = one.statistics, &b = four.statistics;
   ASSERT_EQ(a.samples.size(), 5u);
   ASSERT_EQ(b.samples.size(), 5u);

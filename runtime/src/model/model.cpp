@@ -191,7 +191,8 @@ at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const Rotar
                                 .transpose(1, 2)
                                 .reshape({batch * len, c.num_heads * d});
   // Token rows [batch * len, hidden]: everything after attention is per token.
-  const at::Tensor h = hidden.reshape({batch * len, c.hidden_size}) + fast::linear(merged, w.wo, w.bo);
+  const at::Tensor h =
+      hidden.reshape({batch * len, c.hidden_size}) + fast::linear(merged, w.wo, w.bo);
 
   // SwiGLU MLP in token chunks: the [chunk, intermediate] activations bound the memory.
   at::Tensor out = at::empty_like(h);

@@ -56,8 +56,8 @@ class DenseBackend : public AttentionBackend {
 // XAttention prefill (antidiagonal scoring, per-head threshold selection, block-sparse attention)
 // through xattn::runtime ops: the CPU reference for CPU tensors, the kernels for CUDA tensors.
 // thresholds [num_layers, heads_q] float32. Records the per-head density of its last call per
-// layer (kept / allowed blocks, over all batch items of a batched call). Sliding windows are not implemented: the model refuses sparse
-// runs where a layer's window is shorter than the input.
+// layer (kept / allowed blocks, over all batch items of a batched call). Sliding windows are not
+// implemented: the model refuses sparse runs where a layer's window is shorter than the input.
 class XAttentionBackend : public AttentionBackend {
  public:
   XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options = {});

@@ -5,12 +5,12 @@
 # XATTN_RUNTIME_TESTS=1 the runtime's CUDA tests and the op library's bad-argument cases on CUDA,
 # then bench/compare.py.
 #
-#   scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]
+#   scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]   (LENGTHS "": no benchmark)
 #
 # Writes OUT_DIR/summary.txt, OUT_DIR/compare.{json,md} and OUT_DIR/logs.tar.gz.
 set -uo pipefail
 out=${1:?usage: scripts/gpu-hopper.sh OUT_DIR [LENGTHS] [DENSITIES] [GTEST_FILTER]}
-lengths=${2:-16384,32768,65536,131072}
+lengths=${2-16384,32768,65536,131072}
 densities=${3:-0.05,0.1,0.2,0.5}
 filter=${4:-'Gpu*'}
 mkdir -p "$out"

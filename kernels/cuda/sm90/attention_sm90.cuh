@@ -1,5 +1,5 @@
 // Block-sparse attention forward for Hopper (sm_90a): warpgroup MMA, TMA and mbarrier pipelines
-// (XATTENTION.md §3; the design follows HOPPER-NOTES.md's sketch).
+// (XATTENTION.md §3).
 //
 // One CTA computes the 128 query rows of one query block of one (sequence, query head) with three
 // warpgroups:

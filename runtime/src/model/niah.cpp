@@ -57,6 +57,26 @@ Rng prompt_rng(int64_t length, double depth, int64_t sample, uint64_t seed) {
   return rng;
 }
 
+// The random parts of a prompt (key, needle, separators, question), drawn in one order for both
+// prompt builders; fills p's identity and key.
+struct PromptParts {
+  std::string needle, before, after, tail;
+};
+
+PromptParts draw_prompt_parts(Rng& rng, int64_t length, double depth, int64_t sample,
+                              NiahPrompt& p) {
+  p.length = length;
+  p.depth = depth;
+  p.sample = sample;
+  p.key = std::to_string(10000 + rng.below(90000));
+  PromptParts parts;
+  parts.needle = "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key.";
+  parts.before = kSeparators[rng.below(3)];
+  parts.after = kSeparators[rng.below(3)];
+  parts.tail = std::string(kSeparators[rng.below(3)]) + kPassKeyQuestion;
+  return parts;
+}
+
 // Token boundary i of `ids` (between ids[i - 1] and ids[i]) follows a sentence end: the text
 // before it ends with . ? or ! and whitespace comes next, either at the end of that text or at
 // the start of the next token's. Decoded over a few tokens on each side.
@@ -80,15 +100,11 @@ NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double 
                             int64_t sample, uint64_t seed) {
   Rng rng = prompt_rng(length, depth, sample, seed);
   NiahPrompt p;
-  p.length = length;
-  p.depth = depth;
-  p.sample = sample;
-  p.key = std::to_string(10000 + rng.below(90000));
-  const std::string needle =
-      "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key.";
-  const std::string before = kSeparators[rng.below(3)];
-  const std::string after = kSeparators[rng.below(3)];
-  const std::string tail = std::string(kSeparators[rng.below(3)]) + kPassKeyQuestion;
+  const PromptParts parts = draw_prompt_parts(rng, length, depth, sample, p);
+  const std::string& needle = parts.needle;
+  const std::string& before = parts.before;
+  const std::string& after = parts.after;
+  const std::string& tail = parts.tail;
   const int64_t fixed = 1 + static_cast<int64_t>(before.size() + needle.size() + after.size() +
                                                  tail.size());
   const int64_t hay_len = length - fixed;
@@ -115,15 +131,11 @@ NiahPrompt make_niah_prompt(const Tokenizer& tok, const std::vector<int64_t>& ha
                                               seed);
   Rng rng = prompt_rng(length, depth, sample, seed);
   NiahPrompt p;
-  p.length = length;
-  p.depth = depth;
-  p.sample = sample;
-  p.key = std::to_string(10000 + rng.below(90000));
-  const std::string needle =
-      "The pass key is " + p.key + ". Remember it. " + p.key + " is the pass key.";
-  const std::string before = kSeparators[rng.below(3)];
-  const std::string after = kSeparators[rng.below(3)];
-  const std::string tail = std::string(kSeparators[rng.below(3)]) + kPassKeyQuestion;
+  const PromptParts parts = draw_prompt_parts(rng, length, depth, sample, p);
+  const std::string& needle = parts.needle;
+  const std::string& before = parts.before;
+  const std::string& after = parts.after;
+  const std::string& tail = parts.tail;
   const std::vector<int64_t> needle_ids = tok.encode(before + needle + after, false);
   const std::vector<int64_t> tail_ids = tok.encode(tail, false);
   const bool bos = tok.add_bos && tok.bos_id.has_value();

@@ -21,9 +21,7 @@ build=${XATTN_GPU_BUILD:-build-gpu}
 script_name=gpu-calibrate-batch
 source "$(dirname "$0")/gpu-common.sh"
 gpu_environment
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 || { note "configure FAILED"; tail -30 "$out/configure.log"; exit 1; }
+gpu_configure || exit 1
 if ! ninja -C "$build" -j16 xattn > "$out/build.log" 2>&1; then
   note "build FAILED"; grep -E "error|FAILED" "$out/build.log" | head -30; exit 1
 fi

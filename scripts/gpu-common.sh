@@ -5,6 +5,8 @@
 #   note TEXT              prints TEXT with the time and appends it to $out/summary.txt
 #   time_left WHAT         false (and says so) once XATTN_GPU_BUDGET_S (default 540) seconds
 #                          have passed since gpu_environment
+#   gpu_configure [ARGS]   configures $build (Release, LibTorch from python3, /opt/xs, sm_90, no
+#                          examples, plus ARGS) into $out/configure.log; on failure says so, 1
 #   archive_logs [KEEP...] moves everything in $out except summary.txt and the KEEP names into
 #                          $out/logs.tar.gz (the device tool returns only a few files)
 # Callers set $out (an absolute folder) and $script_name first.
@@ -18,6 +20,15 @@ gpu_environment() {
   torch_prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
   export PATH=/usr/local/cuda/bin:$PATH
   start=$(date +%s)
+}
+
+gpu_configure() {
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DXATTN_BUILD_EXAMPLES=OFF "$@" > "$out/configure.log" 2>&1 && return 0
+  note "configure FAILED"
+  tail -30 "$out/configure.log"
+  return 1
 }
 
 note() { echo "[$script_name $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }

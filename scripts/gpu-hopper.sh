@@ -20,10 +20,7 @@ script_name=gpu-hopper
 source "$(dirname "$0")/gpu-common.sh"
 gpu_environment
 status=0
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 \
-  || { note "configure FAILED"; tail -30 "$out/configure.log"; archive_logs; exit 1; }
+gpu_configure || { archive_logs; exit 1; }
 ninja -C "$build" -j16 xattn_gpu_tests xattn_ops > "$out/build.log" 2>&1 \
   || { note "build FAILED"; grep -E "error|FAILED" "$out/build.log" | head -20; archive_logs; exit 1; }
 note "built in $(( $(date +%s) - start )) s; $(grep -h 'registers\|spill' "$out/build.log" | sort | uniq -c | head -3)"

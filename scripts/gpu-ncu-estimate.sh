@@ -13,9 +13,7 @@ build=${XATTN_GPU_BUILD:-build-gpu}
 script_name=gpu-ncu-estimate
 source "$(dirname "$0")/gpu-common.sh"
 gpu_environment
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 || { note "configure FAILED"; exit 1; }
+gpu_configure || exit 1
 ninja -C "$build" -j16 xattn_ops > "$out/build.log" 2>&1 || { note "build FAILED"; exit 1; }
 cat > "$out/one_estimate.py" <<PY
 import torch

@@ -16,7 +16,6 @@ Writes JSON and markdown:  python3 bench/compare.py --ops build-gpu/runtime/libx
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys

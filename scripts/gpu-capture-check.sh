@@ -18,13 +18,13 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/xs/usr" -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DXATTN_BUILD_TESTS=OFF -DXATTN_BUILD_EXAMPLES=OFF > "$out/configure.log" 2>&1 \
   || { note "configure FAILED"; tail -30 "$out/configure.log"; exit 1; }
-ninja -C "$build" -j16 xattn > "$out/build.log" 2>&1 \
+ninja -C "$build" -j16 xattn xattn_ops > "$out/build.log" 2>&1 \
   || { note "build FAILED"; grep -E "error|FAILED" "$out/build.log" | head -20; exit 1; }
-note "built xattn in $(( $(date +%s) - start )) s"
+note "built xattn and xattn_ops in $(( $(date +%s) - start )) s"
 xattn="$build/calibrate/xattn"
 text=examples/data/calibration.txt
 python3 examples/python/capture_transformers.py --text $text --len 4096 --out "$out/hf.h5" \
-  > "$out/hf_capture.log" 2>&1
+  --ops "$build/runtime/libxattn_ops.so" > "$out/hf_capture.log" 2>&1
 note "transformers hook capture: exit $?, $(tail -1 "$out/hf_capture.log")"
 "$xattn" capture --model examples/models/xattn-byte --text $text --max-len 4096 --device cuda \
   --store-dtype bfloat16 --out "$out/ours.h5" > "$out/our_capture.log" 2>&1

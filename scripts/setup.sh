@@ -12,6 +12,10 @@ packages=(
   nlohmann-json3-dev      # JSON export of profiles and benchmark results
   chromium                # headless browser for the `xattn report` HTML test (label browser)
   clang libclang-rt-14-dev libomp-dev  # fuzz build: clang, libFuzzer + sanitizer runtimes, OpenMP
+  # The Python package and its tests (ctest label python): PyTorch 1.13 and h5py for the system
+  # python3, and what `pip install --no-build-isolation .` needs offline (README, Python).
+  python3-torch python3-h5py python3-numpy python3-setuptools python3-wheel python3-pip
+  python3-venv
 )
 
 missing=()

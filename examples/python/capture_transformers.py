@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Captures q/k/v of a transformers Llama model over a byte-level text with TransformersCaptureHook.
+"""Captures q/k/v of a transformers Llama model over a byte-level text with
+xattn.capture.TransformersCaptureHook.
 
     python3 examples/python/capture_transformers.py --text examples/data/calibration.txt \\
-        --len 4096 --out hf_capture.h5
+        --len 4096 --out hf_capture.h5 [--ops build/runtime/libxattn_ops.so]
 
 The bundled byte-level model's tokens: <bos> (256), then one token per byte of the text, cut to
 --len tokens; the same tokens `xattn capture --text FILE --max-len N` gives the C++ runner.
@@ -13,7 +14,6 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts", "train"))
 
 
@@ -25,13 +25,20 @@ def main():
     p.add_argument("--len", type=int, default=4096, help="tokens, <bos> included")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="default: cuda when available")
+    p.add_argument("--ops", default=None,
+                   help="the op library of a build tree (e.g. build/runtime/libxattn_ops.so): "
+                        "use the xattn package from python/ without installing it; default: "
+                        "the installed package")
     args = p.parse_args()
+    if args.ops:
+        os.environ["XATTN_OPS"] = args.ops
+        sys.path.insert(0, os.path.join(ROOT, "python"))
 
     import torch
     from transformers import LlamaForCausalLM
 
     from model import BOS  # the bundled model's token ids (scripts/train/model.py)
-    from xattn_capture import CaptureWriter, TransformersCaptureHook
+    from xattn.capture import CaptureWriter, TransformersCaptureHook
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

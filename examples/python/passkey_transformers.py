@@ -3,12 +3,12 @@
 
 Every prompt is answered twice with the same weights, greedily through ``model.generate``:
 first with transformers' sdpa attention, then after
-``xattn_transformers.patch_model`` with the profile's per-head thresholds. The output JSON
+``xattn.patch_model`` with the profile's per-head thresholds. The output JSON
 lists, per prompt length, how many answers are identical, how many are correct under each
 attention, the prefill times, and which attention calls ran sparse or dense.
 
-    python3 examples/python/passkey_transformers.py --profile profile.json \\
-        --ops build/runtime/libxattn_ops.so --out passkey_transformers.json
+    python3 examples/python/passkey_transformers.py --profile profiles/xattn-byte.h5 \\
+        --out passkey_transformers.json [--ops build/runtime/libxattn_ops.so]
 
 The prompts are the bundled model's passkey prompts (scripts/train/eval_passkey.py: <bos>,
 haystack window, needle at a depth, question; 5 greedy bytes). ``--crossover 0`` (the default
@@ -22,7 +22,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "scripts", "train"))
 
 
@@ -60,10 +59,14 @@ def median(values):
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", required=True, help="`xattn profile export --json` output")
+    p.add_argument("--profile", required=True,
+                   help="a profile (HDF5, or its `xattn profile export --json` copy)")
     p.add_argument("--model", default=os.path.join(ROOT, "examples", "models", "xattn-byte"))
     p.add_argument("--haystack", default=os.path.join(ROOT, "examples", "data", "haystack.txt"))
-    p.add_argument("--ops", default=os.path.join(ROOT, "build", "runtime", "libxattn_ops.so"))
+    p.add_argument("--ops", default=None,
+                   help="the op library of a build tree (e.g. build/runtime/libxattn_ops.so): "
+                        "use the xattn package from python/ without installing it; default: "
+                        "the installed package")
     p.add_argument("--out", required=True)
     p.add_argument("--lengths", default="4096,8192,16384")
     p.add_argument("--depths", default="0,0.25,0.5,0.75,1")
@@ -74,13 +77,16 @@ def main():
     p.add_argument("--seed", type=int, default=20261128)
     p.add_argument("--device", default=None, help="default: cuda when available")
     args = p.parse_args()
+    if args.ops:
+        os.environ["XATTN_OPS"] = args.ops
+        sys.path.insert(0, os.path.join(ROOT, "python"))
 
     import numpy as np
     import torch
     import transformers
     from transformers import LlamaForCausalLM
 
-    import xattn_transformers
+    import xattn
     from eval_passkey import build_prompt
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -104,8 +110,8 @@ def main():
                                                                  rng)))
 
     dense = [answer(model, ids, args.tokens, device) for (_, _, _, ids) in prompts]
-    runtime = xattn_transformers.patch_model(model, args.profile, ops_library=args.ops,
-                                             crossover_len=args.crossover, model_dir=args.model)
+    runtime = xattn.patch_model(model, args.profile, crossover_len=args.crossover,
+                                model_dir=args.model)
     sparse = [answer(model, ids, args.tokens, device) for (_, _, _, ids) in prompts]
 
     by_length = {}

@@ -58,9 +58,17 @@ Sizes check_tensor(const at::Tensor& t, const char* name, bool packed) {
   return s;
 }
 
+// A note for errors that a [batch, len, heads, head_dim] tensor (flash-attn's and transformers'
+// q/k/v before the transpose) would cause: heads and len swapped.
+const char* kLayoutHint =
+    "; if q, k and v are [batch, len, heads, head_dim], pass q.transpose(1, 2) (likewise k, v)";
+
 // q and k (and v when defined) of one problem.
 void check_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v, bool packed) {
   const Sizes sq = check_tensor(q, "q", packed), sk = check_tensor(k, "k", packed);
+  // Self-attention in [batch, len, heads, head_dim] with heads_q > heads_kv: the "heads" agree
+  // (both len) and the "lengths" are heads_q > heads_kv.
+  const bool swapped = !packed && sq.heads == sk.heads && sq.len > sk.len && sq.len % sk.len == 0;
   XATTN_CHECK_ARG(q.device() == k.device(), "q is on ", q.device(), " but k is on ", k.device(),
                   "; move them to the same device");
   XATTN_CHECK_ARG(q.scalar_type() == k.scalar_type(), "q is ", q.scalar_type(), " but k is ",
@@ -72,10 +80,11 @@ void check_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v
   XATTN_CHECK_ARG(sq.heads % sk.heads == 0, "heads of q (", sq.heads,
                   ") must be a multiple of heads of k and v (", sk.heads,
                   "): grouped-query attention shares each k/v head among heads_q / heads_kv ",
-                  "query heads");
+                  "query heads", packed ? "" : kLayoutHint);
   if (!packed)
     XATTN_CHECK_ARG(sq.len <= sk.len, "len_q ", sq.len, " must be at most len_k ", sk.len,
-                    " (queries are the last len_q positions of the keys)");
+                    " (queries are the last len_q positions of the keys)",
+                    swapped ? kLayoutHint : "");
   if (v) {
     check_tensor(*v, "v", packed);
     XATTN_CHECK_ARG(v->sizes() == k.sizes(), "v ", v->sizes(), " must have the shape of k ",
@@ -110,12 +119,20 @@ void check_scale(std::optional<double> scale) {
                     " must be a finite positive number (or None for the default)");
 }
 
-// One τ in [0, 1] per query head; floating point; any device (read on the host).
-void check_thresholds(const at::Tensor& thresholds, int64_t heads_q) {
+// One τ in [0, 1] per query head; floating point; any device (read on the host). len_q (0 for
+// packed tensors) names the likely cause when the count matches it instead: q passed as
+// [batch, len, heads, head_dim].
+void check_thresholds(const at::Tensor& thresholds, int64_t heads_q, int64_t len_q) {
   XATTN_CHECK_ARG(thresholds.defined(), "thresholds is undefined; pass a float tensor [heads_q]");
   XATTN_CHECK_ARG(at::isFloatingType(thresholds.scalar_type()), "thresholds has dtype ",
                   thresholds.scalar_type(), "; pass a floating-point tensor [heads_q] of τ in ",
                   "[0, 1] (e.g. torch.float32)");
+  XATTN_CHECK_ARG(thresholds.dim() != 1 || thresholds.numel() == heads_q ||
+                      thresholds.numel() != len_q,
+                  "thresholds has ", thresholds.numel(), " values, one per head, but q has ",
+                  heads_q, " heads and len ", len_q, ": q looks like [batch, len, heads, ",
+                  "head_dim]; pass q.transpose(1, 2), k.transpose(1, 2) and v.transpose(1, 2) ",
+                  "([batch, heads, len, head_dim], the layout of scaled_dot_product_attention)");
   XATTN_CHECK_ARG(thresholds.dim() == 1 && thresholds.numel() == heads_q, "thresholds has shape ",
                   thresholds.sizes(), "; pass one τ per query head: [", heads_q, "]");
   const at::Tensor values = thresholds.detach().to(at::kCPU, at::kDouble).contiguous();
@@ -146,7 +163,7 @@ void check_estimate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   check_block_size(block_size, q.is_cuda(), false);
   check_stride(stride, block_size, q.is_cuda());
   check_scale(scale);
-  check_thresholds(thresholds, q.size(1));
+  check_thresholds(thresholds, q.size(1), q.size(2));
 }
 
 int64_t check_block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -200,11 +217,13 @@ void check_block_sparse_attention_compact(const at::Tensor& q, const at::Tensor&
 }
 
 void check_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                   const at::Tensor& thresholds, int64_t stride, int64_t block_size) {
+                   const at::Tensor& thresholds, int64_t stride, int64_t block_size,
+                   std::optional<double> scale) {
   check_problem(q, k, &v, false);
   check_block_size(block_size, q.is_cuda(), true);
   check_stride(stride, block_size, q.is_cuda());
-  check_thresholds(thresholds, q.size(1));
+  check_scale(scale);
+  check_thresholds(thresholds, q.size(1), q.size(2));
 }
 
 VarlenOffsets check_prefill_varlen(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -214,7 +233,7 @@ VarlenOffsets check_prefill_varlen(const at::Tensor& q, const at::Tensor& k, con
   check_problem(q, k, &v, true);
   check_block_size(block_size, q.is_cuda(), true);
   check_stride(stride, block_size, q.is_cuda());
-  check_thresholds(thresholds, q.size(1));
+  check_thresholds(thresholds, q.size(1), 0);
   VarlenOffsets offsets{offsets_of(cu_seqlens_q, "cu_seqlens_q"),
                         offsets_of(cu_seqlens_k, "cu_seqlens_k")};
   XATTN_CHECK_ARG(offsets.q.size() == offsets.k.size(), "cu_seqlens_q has ", offsets.q.size(),

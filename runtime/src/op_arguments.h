@@ -8,7 +8,8 @@
 // multiple of heads_kv; len_q > len_k; different batch or head_dim; on CUDA a head_dim other than
 // 64 or 128 and block / stride settings the kernels are not built for; block_size not a power of
 // two; stride not dividing block_size; a scale that is not a finite positive number; thresholds
-// that are not one floating-point τ in [0, 1] per query head; masks that are not bool or do not
+// that are not one floating-point τ in [0, 1] per query head (when their count is q's length
+// instead, the message says q looks like [batch, len, heads, head_dim]); masks that are not bool or do not
 // have one entry per (query block, key block) of a supported block size; cu_seqlens that are not
 // integer, do not start at 0, do not end at the packed tensors' row counts or give a sequence
 // without queries or with more queries than keys.
@@ -43,9 +44,11 @@ void check_block_sparse_attention_compact(const at::Tensor& q, const at::Tensor&
                                           const at::Tensor& kv_block_index, int64_t block_size,
                                           std::optional<double> scale);
 
-// prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block)
+// prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block, scale) and
+// prefill_with_lse (same arguments)
 void check_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                   const at::Tensor& thresholds, int64_t stride, int64_t block_size);
+                   const at::Tensor& thresholds, int64_t stride, int64_t block_size,
+                   std::optional<double> scale);
 
 // prefill_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, thresholds, stride, block_size, ...):
 // q [total_q, heads_q, d], k and v [total_k, heads_kv, d]. Returns the offsets on the host.

@@ -305,12 +305,23 @@ at::Tensor exact_block_mass(const at::Tensor& q_in, const at::Tensor& k_in, bool
   return mass;
 }
 
+std::tuple<at::Tensor, at::Tensor> prefill_with_lse(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    const at::Tensor& thresholds,
+                                                    const EstimateOptions& options,
+                                                    std::optional<double> attention_scale) {
+  EstimateOptions scoring = options;
+  if (!scoring.scale && attention_scale)
+    scoring.scale = *attention_scale / double(options.stride);
+  const at::Tensor scores = antidiagonal_scores(q, k, scoring);
+  auto [mask, count, index] = select_blocks(scores, thresholds, q.size(2), k.size(2), scoring);
+  return block_sparse_attention_compact(q, k, v, count, index, options.causal, attention_scale,
+                                        options.block_size);
+}
+
 at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& thresholds, const EstimateOptions& options) {
-  const at::Tensor scores = antidiagonal_scores(q, k, options);
-  auto [mask, count, index] = select_blocks(scores, thresholds, q.size(2), k.size(2), options);
-  return std::get<0>(block_sparse_attention_compact(q, k, v, count, index, options.causal,
-                                                    std::nullopt, options.block_size));
+  return std::get<0>(prefill_with_lse(q, k, v, thresholds, options, std::nullopt));
 }
 
 at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,

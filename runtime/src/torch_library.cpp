@@ -1,12 +1,19 @@
-// The `xattn` op library: torch.ops.load_library("libxattn_ops.so") in Python, then
-// torch.ops.xattn.estimate / block_sparse_attention / prefill / prefill_varlen; C++ programs reach
-// the same ops
-// through the dispatcher or call xattn/ops.h directly. Signatures are stable (README). Every
-// argument is checked before any allocation or launch (op_arguments.h); every failure reaches
-// the caller as a c10::Error (RuntimeError in Python), never as another exception type.
+// The `xattn` op library: torch.ops.load_library("libxattn_ops.so") in Python (`import xattn`
+// does it), then torch.ops.xattn.estimate / block_sparse_attention / prefill / prefill_with_lse /
+// prefill_varlen; C++ programs reach the same ops through the dispatcher or call xattn/ops.h
+// directly. Signatures are stable (README; arguments are only ever appended, with defaults).
+// Every argument is checked before any allocation or launch (op_arguments.h); every failure
+// reaches the caller as a c10::Error (RuntimeError in Python), never as another exception type.
+//
+// Kernels are registered per dispatch key: the real ones as CompositeExplicitAutograd (CPU and
+// CUDA tensors; the code picks the backend), and shape-only ones for Meta, which FakeTensor and
+// torch.compile use to trace a model through the ops without running them.
 #include <torch/library.h>
 
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "op_arguments.h"
 #include "xattn/engine.h"
@@ -88,13 +95,31 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact_op(
   });
 }
 
+// scale is the attention's softmax scale; scoring runs at scale / stride (ops.h).
+std::tuple<at::Tensor, at::Tensor> prefill_with_lse_op(const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v,
+                                                       const at::Tensor& thresholds,
+                                                       int64_t stride, int64_t block_size,
+                                                       bool causal, bool dense_last_query_block,
+                                                       c10::optional<double> scale) {
+  return guarded("prefill_with_lse", [&] {
+    op_arguments::check_prefill(q, k, v, thresholds, stride, block_size, to_std(scale));
+    return prefill_with_lse(
+        q, k, v, thresholds,
+        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block),
+        to_std(scale));
+  });
+}
+
 at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& thresholds, int64_t stride, int64_t block_size,
-                      bool causal, bool dense_last_query_block) {
+                      bool causal, bool dense_last_query_block, c10::optional<double> scale) {
   return guarded("prefill", [&] {
-    op_arguments::check_prefill(q, k, v, thresholds, stride, block_size);
-    return prefill(q, k, v, thresholds,
-                   options_of(stride, block_size, causal, std::nullopt, dense_last_query_block));
+    op_arguments::check_prefill(q, k, v, thresholds, stride, block_size, to_std(scale));
+    return std::get<0>(prefill_with_lse(
+        q, k, v, thresholds,
+        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block),
+        to_std(scale)));
   });
 }
 
@@ -126,31 +151,171 @@ at::Tensor prefill_varlen_op(const at::Tensor& q, const at::Tensor& k, const at:
   });
 }
 
+// Meta kernels: output shapes and dtypes only, with the checks that need no values (ranks,
+// heads, threshold count, block size) so a traced model fails at trace time as it would run.
+// Values (τ in [0, 1], cu_seqlens) are checked when the real kernels run.
+void check_meta_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v,
+                        int64_t dims) {
+  for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"},
+                                {v, "v"}}) {
+    if (!t) continue;
+    XATTN_CHECK_ARG(t->dim() == dims, name, " must be ",
+                    dims == 4 ? "[batch, heads, len, head_dim]" : "[total, heads, head_dim]",
+                    ", got ", t->dim(), " dimensions ", t->sizes());
+  }
+  const int64_t heads_axis = 1;  // [batch, heads, ...] and [total, heads, ...] alike
+  XATTN_CHECK_ARG(k.size(heads_axis) > 0 && q.size(heads_axis) % k.size(heads_axis) == 0,
+                  "heads of q (", q.size(heads_axis), ") must be a multiple of heads of k (",
+                  k.size(heads_axis), ")");
+  XATTN_CHECK_ARG(q.size(dims - 1) == k.size(dims - 1), "head_dim of q (", q.size(dims - 1),
+                  ") and k (", k.size(dims - 1), ") differ");
+  if (dims == 4)
+    XATTN_CHECK_ARG(q.size(2) <= k.size(2), "len_q ", q.size(2), " must be at most len_k ",
+                    k.size(2), " (queries are the last len_q positions of the keys)",
+                    q.size(1) == k.size(1) ? "; if q, k and v are [batch, len, heads, head_dim], "
+                                             "pass q.transpose(1, 2) (likewise k, v)"
+                                           : "");
+}
+
+void check_meta_thresholds(const at::Tensor& thresholds, const at::Tensor& q, bool packed) {
+  const int64_t heads = q.size(1), len = packed ? 0 : q.size(2);
+  XATTN_CHECK_ARG(thresholds.numel() == heads || thresholds.numel() != len, "thresholds has ",
+                  thresholds.numel(), " values, one per head, but q has ", heads,
+                  " heads and len ", len, ": q looks like [batch, len, heads, head_dim]; pass ",
+                  "q.transpose(1, 2), k.transpose(1, 2) and v.transpose(1, 2)");
+  XATTN_CHECK_ARG(thresholds.dim() == 1 && thresholds.numel() == heads, "thresholds has shape ",
+                  thresholds.sizes(), "; pass one τ per query head: [", heads, "]");
+}
+
+int64_t blocks(int64_t len, int64_t block_size) { return (len + block_size - 1) / block_size; }
+
+at::Tensor lse_like(const at::Tensor& q) {
+  return at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+}
+
+std::tuple<at::Tensor, at::Tensor> estimate_meta(const at::Tensor& q, const at::Tensor& k,
+                                                 const at::Tensor& thresholds, int64_t stride,
+                                                 int64_t block_size, bool,
+                                                 c10::optional<double>, bool) {
+  return guarded("estimate", [&] {
+    check_meta_problem(q, k, nullptr, 4);
+    check_meta_thresholds(thresholds, q, false);
+    XATTN_CHECK_ARG(block_size > 0 && stride > 0 && block_size % stride == 0, "stride ", stride,
+                    " must be a positive divisor of block_size ", block_size);
+    const std::vector<int64_t> shape = {q.size(0), q.size(1), blocks(q.size(2), block_size),
+                                        blocks(k.size(2), block_size)};
+    return std::make_tuple(at::empty(shape, q.options().dtype(at::kFloat)),
+                           at::empty(shape, q.options().dtype(at::kBool)));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention_meta(const at::Tensor& q,
+                                                               const at::Tensor& k,
+                                                               const at::Tensor& v,
+                                                               const at::Tensor& mask, bool,
+                                                               c10::optional<double>) {
+  return guarded("block_sparse_attention", [&] {
+    check_meta_problem(q, k, &v, 4);
+    XATTN_CHECK_ARG(mask.dim() == 4 && mask.size(0) == q.size(0) && mask.size(1) == q.size(1),
+                    "mask has shape ", mask.sizes(), "; expected [batch, heads_q, nQB, nKB]");
+    return std::make_tuple(at::empty_like(q, at::MemoryFormat::Contiguous), lse_like(q));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact_meta(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor&,
+    const at::Tensor&, int64_t, bool, c10::optional<double>) {
+  return guarded("block_sparse_attention_compact", [&] {
+    check_meta_problem(q, k, &v, 4);
+    return std::make_tuple(at::empty_like(q, at::MemoryFormat::Contiguous), lse_like(q));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> prefill_with_lse_meta(const at::Tensor& q, const at::Tensor& k,
+                                                         const at::Tensor& v,
+                                                         const at::Tensor& thresholds, int64_t,
+                                                         int64_t, bool, bool,
+                                                         c10::optional<double>) {
+  return guarded("prefill_with_lse", [&] {
+    check_meta_problem(q, k, &v, 4);
+    check_meta_thresholds(thresholds, q, false);
+    return std::make_tuple(at::empty_like(q, at::MemoryFormat::Contiguous), lse_like(q));
+  });
+}
+
+at::Tensor prefill_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& thresholds, int64_t, int64_t, bool, bool,
+                        c10::optional<double>) {
+  return guarded("prefill", [&] {
+    check_meta_problem(q, k, &v, 4);
+    check_meta_thresholds(thresholds, q, false);
+    return at::empty_like(q, at::MemoryFormat::Contiguous);
+  });
+}
+
+at::Tensor prefill_varlen_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor&, const at::Tensor&,
+                               const at::Tensor& thresholds, int64_t, int64_t, bool, bool) {
+  return guarded("prefill_varlen", [&] {
+    check_meta_problem(q, k, &v, 3);
+    check_meta_thresholds(thresholds, q, true);
+    return at::empty_like(q, at::MemoryFormat::Contiguous);
+  });
+}
+
 }  // namespace
 }  // namespace xattn::runtime
 
 TORCH_LIBRARY(xattn, m) {
-  using namespace xattn::runtime;
   m.def(
       "estimate(Tensor q, Tensor k, Tensor thresholds, int stride=8, int block_size=128, "
-      "bool causal=True, float? scale=None, bool dense_last_query_block=True) -> (Tensor, Tensor)",
-      &estimate_op);
+      "bool causal=True, float? scale=None, bool dense_last_query_block=True) -> (Tensor, Tensor)");
   m.def(
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask, bool causal=True, "
-      "float? scale=None) -> (Tensor, Tensor)",
-      &block_sparse_attention_op);
+      "float? scale=None) -> (Tensor, Tensor)");
   m.def(
       "block_sparse_attention_compact(Tensor q, Tensor k, Tensor v, Tensor kv_block_count, "
       "Tensor kv_block_index, int block_size=128, bool causal=True, float? scale=None) -> "
-      "(Tensor, Tensor)",
-      &block_sparse_attention_compact_op);
+      "(Tensor, Tensor)");
   m.def(
       "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
-      "int block_size=128, bool causal=True, bool dense_last_query_block=True) -> Tensor",
-      &prefill_op);
+      "int block_size=128, bool causal=True, bool dense_last_query_block=True, "
+      "float? scale=None) -> Tensor");
+  m.def(
+      "prefill_with_lse(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
+      "int block_size=128, bool causal=True, bool dense_last_query_block=True, "
+      "float? scale=None) -> (Tensor, Tensor)");
   m.def(
       "prefill_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
       "Tensor thresholds, int stride=8, int block_size=128, bool causal=True, "
-      "bool dense_last_query_block=True) -> Tensor",
-      &prefill_varlen_op);
+      "bool dense_last_query_block=True) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(xattn, CompositeExplicitAutograd, m) {
+  using namespace xattn::runtime;
+  m.impl("estimate", &estimate_op);
+  m.impl("block_sparse_attention", &block_sparse_attention_op);
+  m.impl("block_sparse_attention_compact", &block_sparse_attention_compact_op);
+  m.impl("prefill", &prefill_op);
+  m.impl("prefill_with_lse", &prefill_with_lse_op);
+  m.impl("prefill_varlen", &prefill_varlen_op);
+}
+
+// The ops have no backward. Real tensors pass their autograd keys through the fallbacks LibTorch
+// registers for every backend; meta tensors get no such fallback in LibTorch 1.13, so their
+// autograd key falls through to the Meta kernels explicitly.
+TORCH_LIBRARY_IMPL(xattn, AutogradMeta, m) {
+  for (const char* op : {"estimate", "block_sparse_attention", "block_sparse_attention_compact",
+                         "prefill", "prefill_with_lse", "prefill_varlen"})
+    m.impl(op, torch::CppFunction::makeFallthrough());
+}
+
+TORCH_LIBRARY_IMPL(xattn, Meta, m) {
+  using namespace xattn::runtime;
+  m.impl("estimate", &estimate_meta);
+  m.impl("block_sparse_attention", &block_sparse_attention_meta);
+  m.impl("block_sparse_attention_compact", &block_sparse_attention_compact_meta);
+  m.impl("prefill", &prefill_meta);
+  m.impl("prefill_with_lse", &prefill_with_lse_meta);
+  m.impl("prefill_varlen", &prefill_varlen_meta);
 }

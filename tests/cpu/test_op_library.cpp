@@ -23,6 +23,13 @@ c10::OperatorHandle op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
+// prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block, scale)
+auto prefill_op() {
+  return op("xattn::prefill")
+      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, int64_t, int64_t, bool, bool, c10::optional<double>)>();
+}
+
 TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   load_op_library();
   at::manual_seed(1);
@@ -32,14 +39,12 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   runtime::EstimateOptions options;
   options.block_size = 64;
 
-  auto prefill = op("xattn::prefill")
-                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
-  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, true),
+  auto prefill = prefill_op();
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, true, c10::nullopt),
                         runtime::prefill(q, k, v, thresholds, options)));
   runtime::EstimateOptions sparse_last = options;
   sparse_last.dense_last_query_block = false;
-  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, false),
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, false, c10::nullopt),
                         runtime::prefill(q, k, v, thresholds, sparse_last)));
 
   auto estimate =
@@ -63,13 +68,38 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   EXPECT_TRUE(at::equal(lse, expected_lse));
 }
 
+// prefill_with_lse with a softmax scale: the selection estimate makes at scale / stride, then
+// block-sparse attention at scale (output and row log-sum-exp); prefill returns that output.
+TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
+  load_op_library();
+  at::manual_seed(2);
+  const at::Tensor q = at::randn({1, 4, 400, 32}), k = at::randn({1, 2, 400, 32}),
+                   v = at::randn({1, 2, 400, 32});
+  const at::Tensor thresholds = at::tensor({0.3f, 0.6f, 0.9f, 0.5f});
+  const double scale = 0.11;
+  auto with_lse =
+      op("xattn::prefill_with_lse")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, const at::Tensor&, int64_t,
+                                                    int64_t, bool, bool, c10::optional<double>)>();
+  auto [out, lse] = with_lse.call(q, k, v, thresholds, 8, 64, true, true, scale);
+  runtime::EstimateOptions options;
+  options.block_size = 64;
+  options.scale = scale / 8;
+  auto [scores, mask] = runtime::estimate(q, k, thresholds, options);
+  EXPECT_LT(mask.to(at::kFloat).mean().item<float>(), 0.9f);  // a real selection
+  auto [expected_out, expected_lse] =
+      runtime::block_sparse_attention(q, k, v, mask, true, scale, 64);
+  EXPECT_TRUE(at::equal(out, expected_out));
+  EXPECT_TRUE(at::equal(lse, expected_lse));
+  EXPECT_TRUE(at::equal(prefill_op().call(q, k, v, thresholds, 8, 64, true, true, scale), out));
+}
+
 // Packed sequences (flash-attn varlen layout) equal each sequence run alone through prefill;
 // the same on CUDA (bf16) where a device is present.
 TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
   load_op_library();
-  auto prefill = op("xattn::prefill")
-                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
+  auto prefill = prefill_op();
   auto varlen = op("xattn::prefill_varlen")
                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -98,7 +128,8 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
       };
       const at::Tensor alone =
           prefill.call(sequence(q, q0, len_q[b]), sequence(k, k0, len_k[b]),
-                       sequence(v, k0, len_k[b]), thresholds.to(device), 8, 64, true, true);
+                       sequence(v, k0, len_k[b]), thresholds.to(device), 8, 64, true, true,
+                       c10::nullopt);
       const at::Tensor got = packed.narrow(0, q0, len_q[b]).transpose(0, 1).unsqueeze(0);
       EXPECT_TRUE(at::allclose(got.to(at::kFloat), alone.to(at::kFloat), 1e-5, 1e-5))
           << "sequence " << b << ": max difference "
@@ -121,9 +152,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
 // tests/python/test_op_errors.py makes the same calls from Python, each in its own process.
 TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
   load_op_library();
-  auto prefill = op("xattn::prefill")
-                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, int64_t, int64_t, bool, bool)>();
+  auto prefill = prefill_op();
   auto estimate =
       op("xattn::estimate")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
@@ -156,7 +185,7 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
   };
   auto run = [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
                  const at::Tensor& th_, int64_t stride, int64_t block) {
-    return [=] { prefill.call(q_, k_, v_, th_, stride, block, true, true); };
+    return [=] { prefill.call(q_, k_, v_, th_, stride, block, true, true, c10::nullopt); };
   };
   const at::Tensor k3 = at::randn({1, 3, len, d}), short_k = at::randn({1, hkv, len / 4, d});
   expect_error("heads_kv 3", run(q, k3, k3, th, 8, 128), "multiple of heads");
@@ -200,7 +229,7 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
   }, "integer");
   // The CPU reference takes any head_dim; valid calls still run.
   const at::Tensor q96 = at::randn({1, hq, 64, 96}), k96 = at::randn({1, hkv, 64, 96});
-  EXPECT_EQ(prefill.call(q96, k96, k96, th, 8, 64, true, true).sizes(), q96.sizes());
+  EXPECT_EQ(prefill.call(q96, k96, k96, th, 8, 64, true, true, c10::nullopt).sizes(), q96.sizes());
 }
 
 }  // namespace

@@ -81,6 +81,18 @@ at::Tensor exact_block_mass(const at::Tensor& q, const at::Tensor& k, bool causa
 at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                    const at::Tensor& thresholds, const EstimateOptions& options);
 
+// The same with the softmax scale of the attention (default 1 / sqrt(head_dim), as in
+// scaled_dot_product_attention). Scoring runs at options.scale when set, else at
+// attention_scale / stride (the method's 1 / (sqrt(d) * stride) for the default scale), so a
+// model with its own softmax scale is estimated at the temperature it attends with.
+// Returns (out like q, lse [batch, heads_q, len_q] float32: the natural-log sum of exp(scale *
+// q.k) over the keys each row attended, i.e. over its kept blocks).
+std::tuple<at::Tensor, at::Tensor> prefill_with_lse(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    const at::Tensor& thresholds,
+                                                    const EstimateOptions& options,
+                                                    std::optional<double> attention_scale);
+
 // Per-head density of a selection: kept / allowed blocks over all batch items and query blocks,
 // [heads_q] float64.
 at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,

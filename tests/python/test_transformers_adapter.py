@@ -1,12 +1,13 @@
-"""Tests of xattn_transformers.py that need neither transformers nor a GPU.
+"""Tests of xattn.transformers_adapter (patch_model) that need neither transformers nor a GPU.
 
 The attention function runs on CPU through the real op library against a dense float64
 reference; transformers' registry is replaced by a stand-in that records what is registered.
 The end-to-end check with a real transformers model is a GPU-machine step (README).
 
-Run: python3 examples/python/test_xattn_transformers.py
-Environment: XATTN_CLI (default build/calibrate/xattn), XATTN_OPS (default
-build/runtime/libxattn_ops.so). Exits 77 (skipped) when torch cannot be imported.
+Run: PYTHONPATH=python XATTN_OPS=build/runtime/libxattn_ops.so \
+         python3 tests/python/test_transformers_adapter.py
+(an installed package needs neither). Environment: XATTN_CLI (default build/calibrate/xattn).
+Exits 77 (skipped) when torch or h5py cannot be imported.
 """
 
 import copy
@@ -19,19 +20,18 @@ import types
 import unittest
 
 try:
+    import h5py  # noqa: F401  (patch_model reads the HDF5 profile)
     import torch
 except ImportError as missing:
-    print(f"skipped: {missing} (install python3-torch to run this test)")
+    print(f"skipped: {missing} (install python3-torch and python3-h5py to run this test)")
     sys.exit(77)
 
 sys.dont_write_bytecode = True  # keep the source tree clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import xattn_transformers as xt  # noqa: E402
+import xattn  # noqa: E402
+from xattn import transformers_adapter as xt  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 XATTN_CLI = os.environ.get("XATTN_CLI", os.path.join(REPO_ROOT, "build", "calibrate", "xattn"))
-XATTN_OPS = os.environ.get("XATTN_OPS", os.path.join(REPO_ROOT, "build", "runtime",
-                                                     "libxattn_ops.so"))
 MODEL_DIR = os.path.join(REPO_ROOT, "examples", "models", "xattn-byte")
 PROFILE_H5 = os.path.join(REPO_ROOT, "profiles", "xattn-byte.h5")
 
@@ -58,13 +58,13 @@ class FakeModel(torch.nn.Module):
             FakeAttention(i) for i in range(config.num_hidden_layers))
 
 
-def dense_reference(query, key, value, causal=True):
+def dense_reference(query, key, value, causal=True, scale=None):
     """float64 attention, bottom-right causal, GQA by head groups; returns [b, Lq, Hq, d]."""
     q, k, v = (t.double() for t in (query, key, value))
     group = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(group, dim=1)
     v = v.repeat_interleave(group, dim=1)
-    logits = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    logits = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
     if causal:
         lq, lk = q.shape[2], k.shape[2]
         rows = torch.arange(lq).unsqueeze(1) + (lk - lq)
@@ -82,7 +82,6 @@ class AdapterTest(unittest.TestCase):
         assert result.returncode == 0, result.stdout + result.stderr
         with open(cls.profile_json, encoding="utf-8") as f:
             cls.profile_data = json.load(f)
-        xt.load_ops(XATTN_OPS)
 
     @classmethod
     def tearDownClass(cls):
@@ -99,7 +98,7 @@ class AdapterTest(unittest.TestCase):
     def profile_with_tau(self, tau):
         data = copy.deepcopy(self.profile_data)
         data["thresholds"] = [[tau] * len(row) for row in data["thresholds"]]
-        return xt.XAttentionProfile(data, source="test-profile")
+        return xattn.Profile.from_json_dict(data, source="test-profile")
 
     def qkv(self, length, dtype=torch.float32):
         config = bundled_config()
@@ -109,16 +108,16 @@ class AdapterTest(unittest.TestCase):
                                config.num_key_value_heads))
 
     def test_exported_profile_matches_bundled_model(self):
-        profile = xt.XAttentionProfile.from_json(self.profile_json)
+        profile = xattn.load_profile(self.profile_json)
         self.assertEqual((profile.num_layers, profile.heads_q, profile.block_size), (6, 6, 128))
         # The config.json hash is computed here exactly as `xattn calibrate` computes it.
         xt.check_profile_matches(profile, bundled_config(), model_dir=MODEL_DIR)
 
     def test_mismatch_names_every_field(self):
-        profile = xt.XAttentionProfile.from_json(self.profile_json)
+        profile = xattn.load_profile(PROFILE_H5)  # the HDF5 file itself
         config = bundled_config()
         config.num_hidden_layers, config.num_key_value_heads = 4, 3
-        with self.assertRaises(xt.ProfileMismatchError) as raised:
+        with self.assertRaises(xattn.ProfileMismatchError) as raised:
             xt.check_profile_matches(profile, config)
         message = str(raised.exception)
         self.assertIn("layers: profile 6, model 4", message)
@@ -128,28 +127,29 @@ class AdapterTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as other_dir:
             with open(os.path.join(other_dir, "config.json"), "w", encoding="utf-8") as f:
                 f.write("{}")
-            with self.assertRaisesRegex(xt.ProfileMismatchError, "config.json hash"):
+            with self.assertRaisesRegex(xattn.ProfileMismatchError, "config.json hash"):
                 xt.check_profile_matches(profile, bundled_config(), model_dir=other_dir)
 
     def test_rejects_a_non_profile_json(self):
-        with self.assertRaisesRegex(ValueError, "profile export --json"):
-            xt.XAttentionProfile({"format": "xattn-capture"})
+        with self.assertRaisesRegex(xattn.ProfileError, "profile export --json"):
+            xattn.Profile.from_json_dict({"format": "xattn-capture"})
 
     def test_sparse_path_with_tau_one_equals_dense(self):
         runtime = xt.XAttentionRuntime(self.profile_with_tau(1.0), crossover_len=0,
                                        dense_attention=self.recording_dense)
         module = FakeAttention(3)
         module._xattn_runtime = runtime
-        for length in (129, 300):
+        # The module's softmax scale reaches the op (Gemma-style models scale otherwise).
+        for length, scaling in ((129, 64 ** -0.5), (300, 64 ** -0.5), (300, 0.3)):
             query, key, value = self.qkv(length)
             output, weights = xt.xattn_attention(module, query, key, value, None,
-                                                 scaling=64 ** -0.5)
+                                                 scaling=scaling)
             self.assertIsNone(weights)
             self.assertEqual(tuple(output.shape), (1, length, 6, 64))
-            expected = dense_reference(query, key, value)
+            expected = dense_reference(query, key, value, scale=scaling)
             error = (output.double() - expected).norm() / expected.norm()
             self.assertLess(float(error), 1e-5)
-        self.assertEqual(runtime.calls, {"sparse": 2})
+        self.assertEqual(runtime.calls, {"sparse": 3})
         self.assertEqual(self.dense_calls, [])
 
     def test_sparse_path_uses_the_layers_thresholds(self):
@@ -182,14 +182,13 @@ class AdapterTest(unittest.TestCase):
         padding = torch.ones(1, 1, 600, 600, dtype=torch.bool).tril()
         padding[..., :5] = False                                              # left padding
         xt.xattn_attention(module, query, key, value, padding)
-        xt.xattn_attention(module, query, key, value, None, scaling=0.5)      # other scale
         tokens = torch.ones(1, 600, dtype=torch.long)
         tokens[0, :3] = 0                                                     # 2D padding mask
         xt.xattn_attention(module, query, key, value, tokens)
-        self.assertEqual(self.dense_calls, [1, 1, 1, 1, 1])
+        self.assertEqual(self.dense_calls, [1, 1, 1, 1])
         self.assertEqual(runtime.calls, {
             "dense (decode)": 1, "dense (shorter than crossover 512)": 1,
-            "dense (padded batch)": 2, "dense (non-default softmax scale)": 1})
+            "dense (padded batch)": 2})
         causal_only = torch.zeros(1, 1, 600, 600).masked_fill(
             torch.ones(600, 600, dtype=torch.bool).triu(1), float("-inf"))
         xt.xattn_attention(module, query, key, value, causal_only)            # no padding
@@ -232,16 +231,15 @@ class AdapterTest(unittest.TestCase):
             config = bundled_config()
             config._attn_implementation = "sdpa"
             model = FakeModel(config)
-            runtime = xt.patch_model(model, self.profile_json, ops_library=XATTN_OPS,
-                                     model_dir=MODEL_DIR)
+            runtime = xt.patch_model(model, PROFILE_H5, model_dir=MODEL_DIR)
             self.assertIs(registered["xattn"], xt.xattn_attention)
             self.assertEqual(model.config._attn_implementation, "xattn")
             self.assertTrue(all(layer._xattn_runtime is runtime for layer in model.layers))
 
             wrong = bundled_config()
             wrong.head_dim = 128
-            with self.assertRaisesRegex(xt.ProfileMismatchError, "head_dim: profile 64"):
-                xt.patch_model(FakeModel(wrong), self.profile_json, ops_library=XATTN_OPS)
+            with self.assertRaisesRegex(xattn.ProfileMismatchError, "head_dim: profile 64"):
+                xt.patch_model(FakeModel(wrong), self.profile_json)
         finally:
             if saved is None:
                 del sys.modules["transformers"]

@@ -13,7 +13,7 @@ Three ways in:
 * ``video_capture`` + ``CaptureWriter.record``: for video diffusion transformers (non-causal),
   one call placed in your attention processor; frames/height/width are stored as attributes.
 
-Needs h5py and numpy; torch only when you pass torch tensors; transformers only for the hook.
+Needs h5py and numpy (imported on first use of `xattn.capture`); transformers only for the hook.
 """
 
 import itertools

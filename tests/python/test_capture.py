@@ -1,8 +1,8 @@
-"""Tests of xattn_capture.py: files it writes are read by the C++ tools.
+"""Tests of xattn.capture (python/xattn/capture.py): files it writes are read by the C++ tools.
 
-Run: python3 examples/python/test_xattn_capture.py
-Environment: XATTN_CLI, the xattn executable (default build/calibrate/xattn).
-Exits 77 (skipped) when torch or h5py is not importable.
+Run: PYTHONPATH=python XATTN_OPS=build/runtime/libxattn_ops.so python3 tests/python/test_capture.py
+(an installed package needs neither). Environment: XATTN_CLI, the xattn executable (default
+build/calibrate/xattn). Exits 77 (skipped) when torch or h5py is not importable.
 """
 
 import os
@@ -21,8 +21,7 @@ except ImportError as missing:
     sys.exit(77)
 
 sys.dont_write_bytecode = True  # keep the source tree clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import xattn_capture  # noqa: E402
+from xattn import capture as xattn_capture  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 XATTN_CLI = os.environ.get("XATTN_CLI", os.path.join(REPO_ROOT, "build", "calibrate", "xattn"))

@@ -153,7 +153,19 @@ at::Tensor prefill_varlen_op(const at::Tensor& q, const at::Tensor& k, const at:
 
 // Meta kernels: output shapes and dtypes only, with the checks that need no values (ranks,
 // heads, threshold count, block size) so a traced model fails at trace time as it would run.
-// Values (τ in [0, 1], cu_seqlens) are checked when the real kernels run.
+// Values (τ in [0, 1], cu_seqlens) are checked when the real kernels run. Sizes are read as
+// c10::SymInt, so they also serve torch.compile with symbolic lengths (dynamic shapes); a check
+// on a symbolic size becomes a guard of the traced graph. Sizes in messages are printed as
+// integers (guard_int: a failing trace may specialise them), never through an iostream
+// (xattn/error.h says why).
+int64_t concrete(const c10::SymInt& size) { return size.guard_int(__FILE__, __LINE__); }
+
+std::vector<int64_t> concrete(c10::SymIntArrayRef sizes) {
+  std::vector<int64_t> out;
+  for (const c10::SymInt& size : sizes) out.push_back(concrete(size));
+  return out;
+}
+
 void check_meta_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor* v,
                         int64_t dims) {
   for (const auto& [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&k, "k"},
@@ -161,36 +173,47 @@ void check_meta_problem(const at::Tensor& q, const at::Tensor& k, const at::Tens
     if (!t) continue;
     XATTN_CHECK_ARG(t->dim() == dims, name, " must be ",
                     dims == 4 ? "[batch, heads, len, head_dim]" : "[total, heads, head_dim]",
-                    ", got ", t->dim(), " dimensions ", t->sizes());
+                    ", got ", t->dim(), " dimensions ", concrete(t->sym_sizes()));
   }
-  const int64_t heads_axis = 1;  // [batch, heads, ...] and [total, heads, ...] alike
-  XATTN_CHECK_ARG(k.size(heads_axis) > 0 && q.size(heads_axis) % k.size(heads_axis) == 0,
-                  "heads of q (", q.size(heads_axis), ") must be a multiple of heads of k (",
-                  k.size(heads_axis), ")");
-  XATTN_CHECK_ARG(q.size(dims - 1) == k.size(dims - 1), "head_dim of q (", q.size(dims - 1),
-                  ") and k (", k.size(dims - 1), ") differ");
+  // [batch, heads, ...] and [total, heads, ...] alike.
+  const c10::SymInt heads_q = q.sym_size(1), heads_kv = k.sym_size(1);
+  XATTN_CHECK_ARG(heads_kv > 0 && heads_q % heads_kv == 0, "heads of q (", concrete(heads_q),
+                  ") must be a multiple of heads of k (", concrete(heads_kv), ")");
+  XATTN_CHECK_ARG(q.sym_size(dims - 1) == k.sym_size(dims - 1), "head_dim of q (",
+                  concrete(q.sym_size(dims - 1)), ") and k (", concrete(k.sym_size(dims - 1)),
+                  ") differ");
   if (dims == 4)
-    XATTN_CHECK_ARG(q.size(2) <= k.size(2), "len_q ", q.size(2), " must be at most len_k ",
-                    k.size(2), " (queries are the last len_q positions of the keys)",
-                    q.size(1) == k.size(1) ? "; if q, k and v are [batch, len, heads, head_dim], "
-                                             "pass q.transpose(1, 2) (likewise k, v)"
-                                           : "");
+    XATTN_CHECK_ARG(q.sym_size(2) <= k.sym_size(2), "len_q ", concrete(q.sym_size(2)),
+                    " must be at most len_k ", concrete(k.sym_size(2)),
+                    " (queries are the last len_q positions of the keys)",
+                    heads_q == heads_kv ? "; if q, k and v are [batch, len, heads, head_dim], "
+                                          "pass q.transpose(1, 2) (likewise k, v)"
+                                        : "");
 }
 
 void check_meta_thresholds(const at::Tensor& thresholds, const at::Tensor& q, bool packed) {
-  const int64_t heads = q.size(1), len = packed ? 0 : q.size(2);
-  XATTN_CHECK_ARG(thresholds.numel() == heads || thresholds.numel() != len, "thresholds has ",
-                  thresholds.numel(), " values, one per head, but q has ", heads,
-                  " heads and len ", len, ": q looks like [batch, len, heads, head_dim]; pass ",
-                  "q.transpose(1, 2), k.transpose(1, 2) and v.transpose(1, 2)");
-  XATTN_CHECK_ARG(thresholds.dim() == 1 && thresholds.numel() == heads, "thresholds has shape ",
-                  thresholds.sizes(), "; pass one τ per query head: [", heads, "]");
+  const c10::SymInt heads = q.sym_size(1), count = thresholds.sym_numel();
+  const c10::SymInt len = packed ? c10::SymInt(0) : q.sym_size(2);
+  XATTN_CHECK_ARG(count == heads || count != len, "thresholds has ", concrete(count),
+                  " values, one per head, but q has ", concrete(heads), " heads and len ",
+                  concrete(len),
+                  ": q looks like [batch, len, heads, head_dim]; pass q.transpose(1, 2), ",
+                  "k.transpose(1, 2) and v.transpose(1, 2)");
+  XATTN_CHECK_ARG(thresholds.dim() == 1 && count == heads, "thresholds has shape ",
+                  concrete(thresholds.sym_sizes()), "; pass one τ per query head: [",
+                  concrete(heads), "]");
 }
 
-int64_t blocks(int64_t len, int64_t block_size) { return (len + block_size - 1) / block_size; }
+c10::SymInt blocks(const c10::SymInt& len, int64_t block_size) {
+  return (len + (block_size - 1)) / block_size;
+}
+
+at::Tensor empty_sym(const std::vector<c10::SymInt>& shape, const at::TensorOptions& options) {
+  return at::empty_symint(c10::SymIntArrayRef(shape.data(), shape.size()), options);
+}
 
 at::Tensor lse_like(const at::Tensor& q) {
-  return at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
+  return empty_sym({q.sym_size(0), q.sym_size(1), q.sym_size(2)}, q.options().dtype(at::kFloat));
 }
 
 std::tuple<at::Tensor, at::Tensor> estimate_meta(const at::Tensor& q, const at::Tensor& k,
@@ -202,10 +225,11 @@ std::tuple<at::Tensor, at::Tensor> estimate_meta(const at::Tensor& q, const at::
     check_meta_thresholds(thresholds, q, false);
     XATTN_CHECK_ARG(block_size > 0 && stride > 0 && block_size % stride == 0, "stride ", stride,
                     " must be a positive divisor of block_size ", block_size);
-    const std::vector<int64_t> shape = {q.size(0), q.size(1), blocks(q.size(2), block_size),
-                                        blocks(k.size(2), block_size)};
-    return std::make_tuple(at::empty(shape, q.options().dtype(at::kFloat)),
-                           at::empty(shape, q.options().dtype(at::kBool)));
+    const std::vector<c10::SymInt> shape = {q.sym_size(0), q.sym_size(1),
+                                            blocks(q.sym_size(2), block_size),
+                                            blocks(k.sym_size(2), block_size)};
+    return std::make_tuple(empty_sym(shape, q.options().dtype(at::kFloat)),
+                           empty_sym(shape, q.options().dtype(at::kBool)));
   });
 }
 
@@ -216,8 +240,10 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_meta(const at::Tensor&
                                                                c10::optional<double>) {
   return guarded("block_sparse_attention", [&] {
     check_meta_problem(q, k, &v, 4);
-    XATTN_CHECK_ARG(mask.dim() == 4 && mask.size(0) == q.size(0) && mask.size(1) == q.size(1),
-                    "mask has shape ", mask.sizes(), "; expected [batch, heads_q, nQB, nKB]");
+    XATTN_CHECK_ARG(mask.dim() == 4 && mask.sym_size(0) == q.sym_size(0) &&
+                        mask.sym_size(1) == q.sym_size(1),
+                    "mask has shape ", concrete(mask.sym_sizes()),
+                    "; expected [batch, heads_q, nQB, nKB]");
     return std::make_tuple(at::empty_like(q, at::MemoryFormat::Contiguous), lse_like(q));
   });
 }

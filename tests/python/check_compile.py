@@ -78,24 +78,28 @@ class CompileCheck(unittest.TestCase):
             for backend in BACKENDS:
                 with self.subTest(backend=backend):
                     torch._dynamo.reset()
-                    # dynamic=False: the Meta kernels are written for concrete sizes (docs/python.md).
-                    compiled = torch.compile(model, backend=backend, fullgraph=True,
-                                             dynamic=False)
+                    compiled = torch.compile(model, backend=backend, fullgraph=True)
                     actual = compiled(x)
                     tolerance = 2e-2 if DTYPE == torch.bfloat16 else 1e-4
                     torch.testing.assert_close(actual, expected, rtol=tolerance, atol=tolerance)
                     print(f"ok: torch.compile(fullgraph=True, backend={backend!r}) on {DEVICE}")
 
-    def test_a_second_length_recompiles(self):
+    def test_prompt_lengths_static_and_symbolic(self):
+        # dynamic=False compiles once per length; dynamic=True traces the Meta kernels with a
+        # symbolic length (one graph for every length).
         model = TinyAttentionModel([[0.9] * 4, [0.8] * 4]).to(DEVICE, DTYPE).eval()
-        compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
-        with torch.no_grad():
-            for length in (256, 300):
-                x = torch.randn(1, length, 256, device=DEVICE, dtype=DTYPE)
-                tolerance = 2e-2 if DTYPE == torch.bfloat16 else 1e-4
-                torch.testing.assert_close(compiled(x), model(x), rtol=tolerance,
-                                           atol=tolerance)
-        print("ok: a second prompt length compiles again (dynamic=False)")
+        tolerance = 2e-2 if DTYPE == torch.bfloat16 else 1e-4
+        for dynamic in (False, True):
+            with self.subTest(dynamic=dynamic):
+                torch._dynamo.reset()
+                compiled = torch.compile(model, backend="aot_eager", fullgraph=True,
+                                         dynamic=dynamic)
+                with torch.no_grad():
+                    for length in (256, 300, 1000):
+                        x = torch.randn(1, length, 256, device=DEVICE, dtype=DTYPE)
+                        torch.testing.assert_close(compiled(x), model(x), rtol=tolerance,
+                                                   atol=tolerance)
+                print(f"ok: lengths 256, 300, 1000 through one compiled model, dynamic={dynamic}")
 
     def test_estimate_and_block_sparse_attention_compile(self):
         def f(q, k, v):
@@ -106,7 +110,7 @@ class CompileCheck(unittest.TestCase):
         k = torch.randn(1, 2, 200, 64, device=DEVICE, dtype=DTYPE)
         v = torch.randn(1, 2, 200, 64, device=DEVICE, dtype=DTYPE)
         expected = f(q, k, v)
-        actual = torch.compile(f, backend="aot_eager", fullgraph=True, dynamic=False)(q, k, v)
+        actual = torch.compile(f, backend="aot_eager", fullgraph=True)(q, k, v)
         for a, e in zip(actual, expected):
             torch.testing.assert_close(a, e)
         print("ok: estimate + block_sparse_attention under torch.compile(fullgraph=True)")

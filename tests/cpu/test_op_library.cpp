@@ -70,11 +70,12 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
 
 // prefill_with_lse with a softmax scale: the selection estimate makes at scale / stride, then
 // block-sparse attention at scale (output and row log-sum-exp); prefill returns that output.
+// The same on CUDA (bf16, head_dim 64) where a device is present.
 TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
   load_op_library();
   at::manual_seed(2);
-  const at::Tensor q = at::randn({1, 4, 400, 32}), k = at::randn({1, 2, 400, 32}),
-                   v = at::randn({1, 2, 400, 32});
+  const at::Tensor q = at::randn({1, 4, 400, 64}), k = at::randn({1, 2, 400, 64}),
+                   v = at::randn({1, 2, 400, 64});
   const at::Tensor thresholds = at::tensor({0.3f, 0.6f, 0.9f, 0.5f});
   const double scale = 0.11;
   auto with_lse =
@@ -82,17 +83,26 @@ TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, const at::Tensor&, int64_t,
                                                     int64_t, bool, bool, c10::optional<double>)>();
-  auto [out, lse] = with_lse.call(q, k, v, thresholds, 8, 64, true, true, scale);
-  runtime::EstimateOptions options;
-  options.block_size = 64;
-  options.scale = scale / 8;
-  auto [scores, mask] = runtime::estimate(q, k, thresholds, options);
-  EXPECT_LT(mask.to(at::kFloat).mean().item<float>(), 0.9f);  // a real selection
-  auto [expected_out, expected_lse] =
-      runtime::block_sparse_attention(q, k, v, mask, true, scale, 64);
-  EXPECT_TRUE(at::equal(out, expected_out));
-  EXPECT_TRUE(at::equal(lse, expected_lse));
-  EXPECT_TRUE(at::equal(prefill_op().call(q, k, v, thresholds, 8, 64, true, true, scale), out));
+  std::vector<at::Device> devices = {at::kCPU};
+  if (at::hasCUDA()) devices.push_back(at::Device(at::kCUDA));
+  for (const at::Device device : devices) {
+    SCOPED_TRACE(device.str());
+    const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    const at::Tensor qd = q.to(device, dtype), kd = k.to(device, dtype), vd = v.to(device, dtype),
+                     th = thresholds.to(device);
+    auto [out, lse] = with_lse.call(qd, kd, vd, th, 8, 64, true, true, scale);
+    runtime::EstimateOptions options;
+    options.block_size = 64;
+    options.scale = scale / 8;
+    auto [scores, mask] = runtime::estimate(qd, kd, th, options);
+    EXPECT_LT(mask.to(at::kFloat).mean().item<float>(), 0.9f);  // a real selection
+    auto [expected_out, expected_lse] =
+        runtime::block_sparse_attention(qd, kd, vd, mask, true, scale, 64);
+    EXPECT_TRUE(at::equal(out, expected_out));
+    EXPECT_TRUE(at::equal(lse, expected_lse));
+    EXPECT_TRUE(
+        at::equal(prefill_op().call(qd, kd, vd, th, 8, 64, true, true, scale), out));
+  }
 }
 
 // Packed sequences (flash-attn varlen layout) equal each sequence run alone through prefill;

@@ -1,8 +1,8 @@
 """Tests of the xattn Python package (python/xattn) with Debian's python3-torch and python3-h5py.
 
-* load_profile reads every shipped profile (written by the C++ tool) field for field as
-  `xattn profile export --json` does, and refuses damaged files naming the same field the C++
-  reader names (each damaged file is also given to `xattn profile show`);
+* load_profile reads every shipped profile and one written now by `xattn calibrate` field for
+  field as `xattn profile export --json` does, and refuses damaged files naming the same field
+  the C++ reader names (each damaged file is also given to `xattn profile show`);
 * xattn.ops: prefill with scale and return_lse against a float64 dense reference, and with a
   sparse selection against attention over exactly the kept blocks; thresholds as a tensor, a
   list or a profile layer; [batch, len, heads, head_dim] refused with a message that says so;
@@ -90,8 +90,17 @@ class ProfileTest(unittest.TestCase):
         # JSON holds each float32 as its shortest decimal: the same float32.
         np.testing.assert_array_equal(np.float32(actual), np.float32(expected), err_msg=field)
 
-    def test_reads_shipped_profiles_like_the_cli(self):
-        for path in PROFILES:
+    def test_reads_profiles_like_the_cli(self):
+        # The shipped ones (formats 1.2 and 1.3, with and without a frontier) and one the tool
+        # writes now (from the bundled capture).
+        fresh = os.path.join(self.folder.name, "fresh.h5")
+        result = subprocess.run(
+            [XATTN_CLI, "calibrate", "--capture",
+             os.path.join(REPO_ROOT, "examples", "data", "sample_capture.h5"), "--out", fresh,
+             "--stats-out", os.path.join(self.folder.name, "fresh-stats.h5")],
+            capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for path in PROFILES + [fresh]:
             with self.subTest(profile=os.path.basename(path)):
                 profile = xattn.load_profile(path)
                 json_path, data = self.export_json(path)

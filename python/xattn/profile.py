@@ -516,7 +516,8 @@ def _validate(p):
     check(b["per_head_cap"] is None or (finite(b["per_head_cap"]) and b["per_head_cap"] >= 0),
           "/budget/per_head_cap", "must be a finite number >= 0")
     for tau in b["candidates"]:
-        check(finite(tau) and 0 < tau <= 1, "/budget/candidates", f"holds {tau}; τ must be in (0, 1]")
+        check(finite(tau) and 0 < tau <= 1, "/budget/candidates",
+              f"holds {tau}; τ must be in (0, 1]")
     u = p.uniform
     if u is not None:
         check(finite(u["tau"]) and 0 < u["tau"] <= 1, "/uniform/tau",

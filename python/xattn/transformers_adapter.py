@@ -23,8 +23,8 @@ module's softmax scale, or transformers' sdpa attention, explicitly and countabl
 transformers is imported inside the functions: the module imports without it.
 """
 
-import math
-
+# fnv1a64, model_signature and ProfileMismatchError are re-exported for callers of the former
+# examples/python/xattn_transformers.py.
 from .profile import (Profile, ProfileMismatchError, check_profile_matches, fnv1a64,  # noqa: F401
                       load_profile, model_signature)
 
@@ -165,7 +165,8 @@ def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attent
     if layer_indices != list(range(profile.num_layers)):
         raise ProfileMismatchError(
             f"found attention modules for layers {layer_indices}, expected "
-            f"0..{profile.num_layers - 1}; patch_model supports Llama-style models whose attention modules carry layer_idx")
+            f"0..{profile.num_layers - 1}; patch_model supports Llama-style models whose "
+            "attention modules carry layer_idx")
     for module in modules:
         if bool(getattr(module, "is_causal", True)) != profile.causal:
             raise ProfileMismatchError(

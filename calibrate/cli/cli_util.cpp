@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -67,13 +68,37 @@ std::string bundled_path(const std::string& relative) {
 
 bool parse_or_help(const std::vector<std::string>& args,
                    const boost::program_options::options_description& options,
-                   boost::program_options::variables_map& vm, const char* usage) {
+                   boost::program_options::variables_map& vm, const char* usage,
+                   const boost::program_options::options_description* positional_options,
+                   const boost::program_options::positional_options_description* positional) {
   namespace po = boost::program_options;
-  po::store(po::command_line_parser(args).options(options).run(), vm);
+  po::options_description all;
+  all.add(options);
+  if (positional_options) all.add(*positional_options);
+  po::command_line_parser parser(args);
+  parser.options(all);
+  if (positional) parser.positional(*positional);
+  po::store(parser.run(), vm);
   po::notify(vm);
   if (!vm.count("help")) return false;
   std::cout << usage << options << "\n";
   return true;
+}
+
+void write_text_output(const std::string& path, const std::string& text, bool overwrite) {
+  if (is_stdout(path)) {
+    std::cout << text;
+    std::cout.flush();
+    XATTN_CHECK(std::cout.good(), ErrorKind::kIo, "cannot write to standard output");
+    return;
+  }
+  io::write_file_atomically(path, overwrite, [&](const std::string& temp) {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    XATTN_CHECK(out.good(), ErrorKind::kIo, "cannot create ", temp);
+    out << text;
+    out.flush();
+    XATTN_CHECK(out.good(), ErrorKind::kIo, "cannot write ", temp, " (disk full?)");
+  });
 }
 
 std::vector<double> parse_number_list(const std::string& text, const char* option) {
@@ -142,6 +167,11 @@ void check_outputs(const std::vector<PathOption>& outputs, const std::vector<Pat
   for (size_t i = 0; i < outputs.size(); ++i) {
     const PathOption& out = outputs[i];
     if (out.path.empty()) continue;
+    if (is_stdout(out.path)) {
+      XATTN_CHECK_ARG(out.to_stdout_ok, out.option, " -: this output is a binary file and cannot ",
+                      "go to standard output; give a file name (./- for a file named -)");
+      continue;
+    }
     for (const PathOption& in : inputs) {
       if (in.path.empty() || identity(in.path) != identity(out.path)) continue;
       XATTN_CHECK_ARG(false, out.option, " ", out.path, " is also an input (", in.option, " ",

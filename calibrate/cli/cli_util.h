@@ -33,10 +33,18 @@ std::string format_duration(double seconds);
 std::string bundled_path(const std::string& relative);
 
 // Parses a subcommand's options into `vm`. With --help it prints `usage` and the options and
-// returns true: the command then returns 0.
+// returns true: the command then returns 0. `positional` (not shown among the options: the usage
+// line shows them) takes the arguments without an option name.
 bool parse_or_help(const std::vector<std::string>& args,
                    const boost::program_options::options_description& options,
-                   boost::program_options::variables_map& vm, const char* usage = "");
+                   boost::program_options::variables_map& vm, const char* usage = "",
+                   const boost::program_options::options_description* positional_options = nullptr,
+                   const boost::program_options::positional_options_description* positional =
+                       nullptr);
+
+// Writes `text` to standard output ("-") or atomically to a file (an existing one only with
+// `overwrite`).
+void write_text_output(const std::string& path, const std::string& text, bool overwrite);
 
 // "0.5,0.9,1" -> {0.5, 0.9, 1}; a malformed or non-finite item (nan, inf) throws xattn::Error
 // naming `option`.
@@ -53,14 +61,19 @@ void check_thresholds(const std::vector<double>& taus, const char* option);
 // A number option that must be finite and at least `minimum` (kInvalidArgument).
 void check_finite_at_least(double value, double minimum, const char* option);
 
-// A path given on the command line, with the option that gave it ("--out").
+// A path given on the command line, with the option that gave it ("--out"). An output whose
+// `to_stdout_ok` is set takes "-" for standard output (text outputs: --json, --html).
 struct PathOption {
   std::string option;
   std::string path;
+  bool to_stdout_ok = false;
 };
+// "-": the output goes to standard output.
+inline bool is_stdout(const std::string& path) { return path == "-"; }
 // Outputs (empty paths skipped) must be writable now: absent or --force, not a folder, in an
 // existing folder that takes new files (kIo); no two outputs may name one file, and no output may
 // name one of the inputs, even with --force (kInvalidArgument: writing would destroy the input).
+// "-" is standard output where the output allows it, else refused (kInvalidArgument).
 void check_outputs(const std::vector<PathOption>& outputs, const std::vector<PathOption>& inputs,
                    bool force);
 // Inputs (empty paths skipped) must be readable regular files (kIo, io::check_readable_file).

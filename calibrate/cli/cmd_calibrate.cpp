@@ -71,12 +71,18 @@ void print_summary(const calibrate::CalibrationConfig& config,
     if (r.comparison) {
       // The headline: against one uniform τ at the same density, and at the same quality.
       std::cout << "per-head vs uniform tau (held out, interpolated on the uniform curve):";
-      if (r.comparison->uniform_kl_at_equal_density && e.kl_mean > 0)
+      if (r.comparison->uniform_kl_at_equal_density) {
         std::cout << " at equal density uniform has KL " << std::defaultfloat
-                  << std::setprecision(3) << *r.comparison->uniform_kl_at_equal_density << " ("
-                  << *r.comparison->uniform_kl_at_equal_density / e.kl_mean << "x per-head's)";
-      else
-        std::cout << " density " << percent(e.density) << " is outside the uniform curve";
+                  << std::setprecision(3) << *r.comparison->uniform_kl_at_equal_density;
+        if (e.kl_mean > 0)
+          std::cout << " (" << *r.comparison->uniform_kl_at_equal_density / e.kl_mean
+                    << "x per-head's)";
+        else
+          std::cout << " (per-head's KL is 0)";
+      } else {
+        std::cout << " per-head density " << percent(e.density)
+                  << " is outside the densities the uniform curve reaches";
+      }
       if (r.comparison->uniform_density_at_equal_kl)
         std::cout << "; at equal KL uniform keeps " << percent(*r.comparison->uniform_density_at_equal_kl)
                   << " of blocks, per-head " << percent(e.density);
@@ -116,7 +122,7 @@ int run_calibrate(const Args& args) {
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S")
       ("block-size", po::value<int64_t>()->default_value(128), "block size")
       ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
-      ("taus", po::value<std::string>(), "candidate ladder, comma-separated (default: 0.9*0.9^m, 0.95, 0.99, 1)")
+      ("taus", po::value<std::string>(), "candidate ladder, comma-separated (default: 0.9*0.9^m down to 0.11, then 0.95, 0.99, 0.995, 0.998, 0.999, 0.9995, 1: 28 values)")
       ("target-kl", po::value<double>(), "what you want: the end-to-end KL to dense attention (nats per position) the profile may cost; the kl objective uses it as its budget, then tightens it until fitting samples measure no more")
       ("target-nll-increase", po::value<double>(), "tighten the budget until the NLL increase on fitting samples meets this")
       ("metric", po::value<std::string>()->default_value("kl"), "objective: kl (predicted end-to-end KL: each head's error through its o_proj slice times its layer's measured sensitivity), projected_error, output_error or recall_loss")
@@ -124,7 +130,7 @@ int run_calibrate(const Args& args) {
       ("cap", po::value<double>(), "cap on any single head's error")
       ("error-aggregate", po::value<std::string>(),
        "a head's error over the samples: mean (default for kl) or worst (its worst sample; default for the proxy metrics)")
-      ("holdout", po::value<double>()->default_value(0.25), "share of samples held out for validation")
+      ("holdout", po::value<double>()->default_value(0.25, "0.25"), "share of samples held out for validation")
       ("sensitivity-samples", po::value<int64_t>()->default_value(2), "fitting samples on which each layer's KL sensitivity is measured (kl metric)")
       ("sensitivity-tokens", po::value<int64_t>()->default_value(32768), "at most this many tokens in those samples together (at least one sample is always used)")
       ("frontier-points", po::value<int64_t>()->default_value(6), "uniform and per-head points of the held-out quality frontier (0: none)");

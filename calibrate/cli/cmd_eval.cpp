@@ -3,7 +3,6 @@
 // density XAttention kept. Prompts are a function of --seed only (see xattn/model/niah.h).
 #include <boost/program_options.hpp>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -24,6 +23,8 @@ namespace {
 
 namespace po = boost::program_options;
 
+constexpr const char* kDefaultHaystack = "examples/data/haystack.txt";
+
 constexpr const char* kUsage =
     "usage: xattn eval niah --model DIR [--threshold T | --profile FILE]\n"
     "                       [--lengths 1k,2k,4k,8k,16k,32k] [--depths 0,0.25,0.5,0.75,1]\n"
@@ -34,7 +35,9 @@ constexpr const char* kUsage =
     "A sample counts as correct when all 5 digits come back. Every prompt runs with dense\n"
     "attention and with XAttention (default: --threshold 0.9 for every head). Prompts are\n"
     "built through the model folder's tokenizer; lengths are in its tokens (bytes for\n"
-    "byte-level models), the BOS included.\n\n";
+    "byte-level models), the BOS included. Each cell line ends with the mean time to first\n"
+    "token of one prompt (dense, XAttention). --json - writes the JSON to standard output and\n"
+    "the tables to standard error.\n\n";
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> out;
@@ -74,8 +77,9 @@ int run_niah(const Args& args) {
       "needle depths in [0, 1], comma-separated")(
       "samples", po::value<int64_t>()->default_value(5), "prompts per length x depth")(
       "seed", po::value<uint64_t>()->default_value(0), "seed of keys, windows and separators")(
-      "haystack", po::value<std::string>()->default_value("examples/data/haystack.txt"),
-      "haystack text")("json", po::value<std::string>(), "write the results as JSON here")(
+      "haystack", po::value<std::string>(),
+      "haystack text (default: the bundled examples/data/haystack.txt, found from any folder)")(
+      "json", po::value<std::string>(), "write the results as JSON here (- for standard output)")(
       "force", "overwrite an existing --json file")(
       "skip-dense", "run XAttention only (the dense column shows -)");
   po::variables_map vm;
@@ -91,13 +95,19 @@ int run_niah(const Args& args) {
   const int64_t samples = vm["samples"].as<int64_t>();
   XATTN_CHECK_ARG(samples >= 1, "--samples must be at least 1");
   const uint64_t seed = vm["seed"].as<uint64_t>();
-  const std::string haystack_path = vm["haystack"].as<std::string>();
-  XATTN_CHECK(io::path_exists(haystack_path), ErrorKind::kIo, "haystack text '",
-              haystack_path, "' not found: run from the repository root or pass --haystack FILE");
+  const std::string haystack_path = vm.count("haystack") ? vm["haystack"].as<std::string>()
+                                                         : bundled_path(kDefaultHaystack);
+  XATTN_CHECK(io::path_exists(haystack_path), ErrorKind::kIo, "haystack text '", haystack_path,
+              "' not found", vm.count("haystack") ? "" : " (the bundled one is missing)",
+              "; pass --haystack FILE");
   const std::string haystack = model::read_text_file(haystack_path);
   const std::string json_path = vm.count("json") ? vm["json"].as<std::string>() : "";
   // Before minutes of prompts, not after (issue 11).
-  check_outputs({{"--json", json_path}}, {{"--haystack", haystack_path}}, vm.count("force") > 0);
+  check_outputs({{"--json", json_path, /*to_stdout_ok=*/true}}, {{"--haystack", haystack_path}},
+                vm.count("force") > 0);
+  // With --json - the JSON alone goes to standard output, the tables to standard error.
+  FILE* const human = is_stdout(json_path) ? stderr : stdout;
+  std::ostream& text_out = is_stdout(json_path) ? std::cerr : std::cout;
   model_cli::check_attention_options(vm);
   // Prompts go through the model folder's tokenizer (bytes for byte-level models); the haystack
   // is tokenized once.
@@ -119,10 +129,10 @@ int run_niah(const Args& args) {
   }
   const bool run_dense = !vm.count("skip-dense");
   model::DenseBackend dense;
-  std::cout << model::describe(c) << "\n"
-            << "device " << model.device() << ", dtype " << c10::toString(model.dtype())
-            << ", XAttention: " << xattn_label << ", samples " << samples << ", seed " << seed
-            << "\n";
+  text_out << model::describe(c) << "\n"
+           << "device " << model.device() << ", dtype " << c10::toString(model.dtype())
+           << ", XAttention: " << xattn_label << ", samples " << samples << ", seed " << seed
+           << "\n";
 
   const int64_t key_tokens = 5;
   std::vector<Cell> cells;
@@ -155,26 +165,33 @@ int run_niah(const Args& args) {
         cell.details.push_back(detail);
         ++cell.samples;
       }
-      std::printf("  length %6lld depth %.2f: dense %s  xattn %s  density %.4f  (%.2f s)\n",
-                  static_cast<long long>(length), depth,
-                  run_dense ? fraction(cell.dense_correct, cell.samples).c_str() : "-",
-                  fraction(cell.xattn_correct, cell.samples).c_str(),
-                  cell.density_sum / double(cell.samples),
-                  (cell.dense_seconds + cell.xattn_seconds) / double(cell.samples));
-      std::fflush(stdout);
+      char dense_time[32] = "-";
+      if (run_dense)
+        std::snprintf(dense_time, sizeof dense_time, "%.3f s",
+                      cell.dense_seconds / double(cell.samples));
+      std::fprintf(human,
+                   "  length %6lld depth %.2f: dense %s  xattn %s  density %.4f  time to first "
+                   "token per prompt: dense %s, xattn %.3f s\n",
+                   static_cast<long long>(length), depth,
+                   run_dense ? fraction(cell.dense_correct, cell.samples).c_str() : "-",
+                   fraction(cell.xattn_correct, cell.samples).c_str(),
+                   cell.density_sum / double(cell.samples), dense_time,
+                   cell.xattn_seconds / double(cell.samples));
+      std::fflush(human);
       cells.push_back(std::move(cell));
     }
   }
 
   // Accuracy table: one row per length, one column per depth, "dense / xattn" percentages.
-  std::printf("\npasskey accuracy (dense / xattn, %%) and mean XAttention density\n%8s", "length");
-  for (double d : depths) std::printf("  %11.2f", d);
-  std::printf("  %11s  %8s\n", "all", "density");
+  std::fprintf(human, "\npasskey accuracy (dense / xattn, %%) and mean XAttention density\n%8s",
+               "length");
+  for (double d : depths) std::fprintf(human, "  %11.2f", d);
+  std::fprintf(human, "  %11s  %8s\n", "all", "density");
   int64_t total_dense = 0, total_xattn = 0, total = 0;
   double total_density = 0.0;
   size_t k = 0;
   for (int64_t length : lengths) {
-    std::printf("%8lld", static_cast<long long>(length));
+    std::fprintf(human, "%8lld", static_cast<long long>(length));
     int64_t row_dense = 0, row_xattn = 0, row_n = 0;
     double row_density = 0.0;
     for (size_t j = 0; j < depths.size(); ++j, ++k) {
@@ -185,7 +202,7 @@ int run_niah(const Args& args) {
                       100.0 * cell.xattn_correct / cell.samples);
       else
         std::snprintf(buf, sizeof(buf), "  - / %3.0f", 100.0 * cell.xattn_correct / cell.samples);
-      std::printf("  %11s", buf);
+      std::fprintf(human, "  %11s", buf);
       row_dense += cell.dense_correct;
       row_xattn += cell.xattn_correct;
       row_n += cell.samples;
@@ -194,15 +211,18 @@ int run_niah(const Args& args) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%3.0f / %3.0f", 100.0 * row_dense / row_n,
                   100.0 * row_xattn / row_n);
-    std::printf("  %11s  %8.4f\n", buf, row_density / double(row_n));
+    std::fprintf(human, "  %11s  %8.4f\n", buf, row_density / double(row_n));
     total_dense += row_dense;
     total_xattn += row_xattn;
     total += row_n;
     total_density += row_density;
   }
-  std::printf("overall: dense %.1f%%, xattn %.1f%%, mean density %.4f over %lld prompts\n",
-              run_dense ? 100.0 * total_dense / total : 0.0, 100.0 * total_xattn / total,
-              total_density / double(total), static_cast<long long>(total));
+  char dense_accuracy[32] = "-";  // --skip-dense: not measured
+  if (run_dense)
+    std::snprintf(dense_accuracy, sizeof dense_accuracy, "%.1f%%", 100.0 * total_dense / total);
+  std::fprintf(human, "overall: dense %s, xattn %.1f%%, mean density %.4f over %lld prompts\n",
+               dense_accuracy, 100.0 * total_xattn / total, total_density / double(total),
+               static_cast<long long>(total));
 
   if (!json_path.empty()) {
     nlohmann::json j;
@@ -237,13 +257,9 @@ int run_niah(const Args& args) {
                                     : nlohmann::json(nullptr);
     j["xattn_accuracy"] = double(total_xattn) / double(total);
     j["mean_density"] = total_density / double(total);
-    const std::string text = j.dump(2) + "\n";
-    io::write_file_atomically(json_path, vm.count("force") > 0, [&](const std::string& temp) {
-      std::ofstream out(temp, std::ios::binary);
-      out << text;
-      XATTN_CHECK(out.good(), ErrorKind::kIo, "cannot write '", temp, "'");
-    });
-    std::cout << "wrote " << json_path << "\n";
+    std::fflush(human);
+    write_text_output(json_path, j.dump(2) + "\n", vm.count("force") > 0);
+    if (!is_stdout(json_path)) std::cout << "wrote " << json_path << "\n";
   }
   return 0;
 }

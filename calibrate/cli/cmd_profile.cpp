@@ -21,7 +21,7 @@ constexpr const char* kUsage =
     "  show     print the model, kernel settings, budget, predictions, validation results and a\n"
     "           per-layer table of mean / min / max τ, density and predicted error\n"
     "  export   write the profile as JSON to OUT (atomically; an existing OUT is kept unless\n"
-    "           --force)\n";
+    "           --force); OUT - writes it to standard output\n";
 
 po::variables_map parse(const Args& args, const po::options_description& options) {
   po::positional_options_description positional;
@@ -60,9 +60,10 @@ int run_export(const Args& args) {
   XATTN_CHECK_ARG(vm.count("file"), "give the profile to export: xattn profile export --json OUT FILE");
   const std::string out = vm["json"].as<std::string>();
   const std::string file = vm["file"].as<std::string>();
-  check_outputs({{"--json", out}}, {{"FILE", file}}, vm.count("force") > 0);
-  calibrate::write_profile_json(out, calibrate::read_profile(file), vm.count("force") > 0);
-  std::cout << "wrote " << out << "\n";
+  check_outputs({{"--json", out, /*to_stdout_ok=*/true}}, {{"FILE", file}}, vm.count("force") > 0);
+  const std::string json = calibrate::profile_to_json(calibrate::read_profile(file));
+  write_text_output(out, json, vm.count("force") > 0);
+  if (!is_stdout(out)) std::cout << "wrote " << out << "\n";
   return 0;
 }
 

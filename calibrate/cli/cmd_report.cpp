@@ -28,7 +28,8 @@ constexpr const char* kUsage =
     "profile, as xattn calibrate writes them) add held-out figures and error curves.\n"
     "Two profiles: per-layer differences of τ and density, and the heads whose τ changed most.\n"
     "--html writes a self-contained page with the figures (atomically; an existing file is kept\n"
-    "unless --force).\n\n";
+    "unless --force); --html - writes the page to standard output and the summary to standard\n"
+    "error.\n\n";
 
 // stats-<name> beside the profile, where xattn calibrate puts it by default; empty if absent.
 std::string statistics_beside(const std::string& profile) {
@@ -46,19 +47,16 @@ int run_report(const Args& args) {
   options.add_options()("help,h", "this help")(
       "stats", po::value<std::string>(),
       "statistics the profile was calibrated on (default: stats-<name> beside it, if present)")(
-      "no-stats", "do not look for statistics beside the profile")("html", po::value<std::string>(),
-                                                                   "write the HTML report here")(
-      "force", "overwrite an existing HTML file")("profiles", po::value<std::vector<std::string>>(),
-                                                  "one or two profiles (.h5)");
+      "no-stats", "do not look for statistics beside the profile")(
+      "html", po::value<std::string>(), "write the HTML report here (- for standard output)")(
+      "force", "overwrite an existing HTML file");
+  // PROFILE [PROFILE_B]: positional, shown in the usage lines rather than among the options.
+  po::options_description hidden;
+  hidden.add_options()("profiles", po::value<std::vector<std::string>>(), "one or two profiles");
   po::positional_options_description positional;
   positional.add("profiles", -1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
-  po::notify(vm);
-  if (vm.count("help")) {
-    std::cout << kUsage << options;
-    return 0;
-  }
+  if (parse_or_help(args, options, vm, kUsage, &hidden, &positional)) return 0;
   const std::vector<std::string> profiles = vm.count("profiles")
                                                 ? vm["profiles"].as<std::vector<std::string>>()
                                                 : std::vector<std::string>{};
@@ -74,7 +72,9 @@ int run_report(const Args& args) {
   for (const std::string& profile : profiles) inputs.push_back({"PROFILE", profile});
   if (vm.count("stats")) inputs.push_back({"--stats", vm["stats"].as<std::string>()});
   check_inputs(inputs);
-  check_outputs({{"--html", html_path}}, inputs, force);
+  check_outputs({{"--html", html_path, /*to_stdout_ok=*/true}}, inputs, force);
+  // With --html - the page alone goes to standard output and the summary to standard error.
+  std::ostream& summary = is_stdout(html_path) ? std::cerr : std::cout;
 
   std::string text, html;
   if (profiles.size() == 2) {
@@ -100,8 +100,10 @@ int run_report(const Args& args) {
     text = calibrate::format_report_text(report);
     if (!html_path.empty()) html = calibrate::format_report_html(report);
   }
-  std::cout << text;
-  if (!html_path.empty()) {
+  summary << text;
+  if (is_stdout(html_path)) {
+    write_text_output(html_path, html, force);
+  } else if (!html_path.empty()) {
     calibrate::write_report_html(html_path, html, force);
     std::cout << "\nwrote " << html_path << "\n";
   }

@@ -15,6 +15,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "xattn/calibrate/version.h"
 #include "xattn/error.h"
 #include "xattn/file_io.h"
 
@@ -42,7 +43,8 @@ const std::vector<Command>& commands() {
 namespace {
 
 void print_usage(std::ostream& out) {
-  out << "usage: xattn <command> [options]   (xattn <command> --help for its options)\n\n"
+  out << "usage: xattn <command> [options]   (xattn <command> --help for its options)\n"
+         "       xattn --version\n\n"
          "commands:\n";
   for (const auto& c : commands()) {
     out << "  " << c.name;
@@ -112,6 +114,10 @@ int main(int argc, char** argv) {
   const std::string name = argv[1];
   if (name == "--help" || name == "-h" || name == "help") {
     print_usage(std::cout);
+    return 0;
+  }
+  if (name == "--version" || name == "version") {
+    std::cout << "xattn " << xattn::tool_version() << "\n";
     return 0;
   }
   for (const auto& c : commands()) {

@@ -28,7 +28,8 @@ namespace po = boost::program_options;
 
 inline void add_model_options(po::options_description& o) {
   o.add_options()("model", po::value<std::string>(),
-                  "checkpoint folder: config.json + *.safetensors (Llama, Mistral, Qwen2)")(
+                  "checkpoint folder: config.json + *.safetensors (Llama, Mistral, Qwen2, Qwen3, "
+                  "Phi-3: docs/runner.md, What loads)")(
       "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda or cuda:N")(
       "dtype", po::value<std::string>()->default_value("auto"),
       "float32, bfloat16, float16 or auto (float32 on CPU, the stored dtype on CUDA)");

@@ -133,7 +133,8 @@ std::vector<int64_t> read_token_ids(const std::string& path, const std::string& 
   const std::string text = read_text_file(path);
   XATTN_CHECK_INPUT(text.find('\0') == std::string::npos, "'", path, "' is a binary file (it ",
                     "holds NUL bytes), not token ids; give a text file of integers, an HDF5 ",
-                    "file (*.h5), or --text for raw text");
+                    "file (*.h5), or raw text (--text in generate and capture, ",
+                    "--data-format text in calibrate)");
   std::vector<int64_t> ids;
   size_t i = 0, line = 1;
   while (i < text.size()) {
@@ -157,7 +158,8 @@ std::vector<int64_t> read_token_ids(const std::string& path, const std::string& 
     XATTN_CHECK_INPUT(used == word.size() && value >= 0, "'", path, "' line ", line, ": '",
                       shown(word),
                       "' is not a token id (expected non-negative integers separated by spaces, "
-                      "newlines or commas; for raw text use --text)");
+                      "newlines or commas; raw text goes with --text in generate and capture, "
+                      "--data-format text in calibrate)");
     ids.push_back(value);
     i = j;
   }

@@ -184,7 +184,7 @@ TEST(CliDocs, MessagesNameOnlyExistingOptions) {
   known.insert("--version");
   std::vector<std::string> files;
   for (const std::string folder : {"calibrate/cli", "calibrate/src", "runtime/src",
-                                   "runtime/io/src", "runtime/model/src"}) {
+                                   "runtime/src/model", "runtime/io/src", "runtime/model/src"}) {
     const std::string path = kSource + "/" + folder;
     if (!io::is_directory(path)) continue;
     for (const std::string& name : io::folder_entries(path)) {

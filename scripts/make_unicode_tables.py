@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Writes runtime/src/model/unicode_tables.inc: the Unicode facts the tokenizer needs, from
+"""Writes runtime/model/src/unicode_tables.inc: the Unicode facts the tokenizer needs, from
 Python's unicodedata (its Unicode version is recorded in the file).
 
 - general category of every assigned code point, as ranges (unassigned = Cn is the default);
 - canonical combining class, as ranges (0 is the default);
 - canonical decompositions (one step), with a flag for pairs that NFC recomposes (primary
   composites: not excluded, not singletons).
-Run: python3 scripts/make_unicode_tables.py > runtime/src/model/unicode_tables.inc
+Run: python3 scripts/make_unicode_tables.py > runtime/model/src/unicode_tables.inc
 """
 import unicodedata as u
 

@@ -8,7 +8,7 @@
 #include "xattn/calibrate/statistics.h"
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/error.h"
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::cli {
 namespace {

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
-#include "xattn/paths.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::cli {
 

@@ -7,12 +7,12 @@
 #include <iostream>
 #include <sstream>
 
-#include "commands.h"
 #include "calibrate_checks.h"
 #include "cli_util.h"
-#include "xattn/paths.h"
+#include "commands.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::cli {
 namespace {
@@ -41,7 +41,7 @@ void print_summary(const calibrate::CalibrationConfig& config,
                    const calibrate::CalibrationResult& r, double seconds) {
   const auto& p = r.profile;
   const auto& opt = r.search.optimal;
-  std::cout << calibrate::format_profile_summary(p) << "\n";
+  std::cout << io::format_profile_summary(p) << "\n";
   std::cout << std::fixed << std::setprecision(4);
   std::cout << "samples: " << r.fit_samples.size() << " fit, " << r.holdout_samples.size()
             << " held out; metric " << calibrate::error_metric_name(r.metric) << " ("
@@ -214,7 +214,7 @@ int run_calibrate(const Args& args) {
       });
   progress.finish();
   if (!stats_out.empty()) calibrate::write_statistics(stats_out, result.statistics, force);
-  calibrate::write_profile(out, result.profile, force);
+  io::write_profile(out, result.profile, force);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   print_summary(config, result, seconds);

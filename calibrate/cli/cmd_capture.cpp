@@ -8,9 +8,9 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "model_cli.h"
-#include "xattn/capture.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/file_io.h"
 #include "xattn/model/model.h"
 
 namespace xattn::cli {
@@ -71,7 +71,7 @@ int run_capture(const Args& args) {
       {"--text", vm.count("text") ? vm["text"].as<std::string>() : ""}};
   check_inputs(inputs);
   check_outputs({{"--out", out}}, inputs, force);
-  const at::ScalarType store = runtime::capture_dtype_from_name(vm["store-dtype"].as<std::string>());
+  const at::ScalarType store = io::capture_dtype_from_name(vm["store-dtype"].as<std::string>());
   const int deflate = vm["deflate"].as<int>();
   XATTN_CHECK_ARG(deflate >= 0 && deflate <= 9, "--deflate must lie in 0..9");
 
@@ -85,7 +85,7 @@ int run_capture(const Args& args) {
     for (int64_t i = 0; i < c.num_layers; ++i) layers.insert(i);
   }
 
-  runtime::CaptureInfo info;
+  io::CaptureInfo info;
   info.model_name = io::file_name(dir);  // "models/llama/" -> "llama"
   info.source = "model";
   std::ostringstream description;
@@ -105,10 +105,10 @@ int run_capture(const Args& args) {
   info.has_v = !vm.count("no-v");
   info.len_q = {static_cast<int64_t>(tokens.size())};
   info.len_k = {static_cast<int64_t>(tokens.size())};
-  runtime::OutputOptions output;
+  io::OutputOptions output;
   output.overwrite = force;
   output.deflate_level = deflate;
-  runtime::CaptureWriter writer(out, info, output);
+  io::CaptureWriter writer(out, info, output);
 
   model::DenseBackend dense;
   model::CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,

@@ -10,9 +10,9 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "xattn/calibrate/statistics.h"
-#include "xattn/capture.h"
 #include "xattn/error.h"
-#include "xattn/estimate_file.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/estimate_file.h"
 #include "xattn/ops.h"
 
 namespace xattn::cli {
@@ -66,8 +66,8 @@ int run_estimate(const Args& args) {
                 vm.count("force") > 0);
 
   const auto start = std::chrono::steady_clock::now();
-  const runtime::CaptureReader reader(vm["capture"].as<std::string>());
-  const runtime::CaptureInfo& info = reader.info();
+  const io::CaptureReader reader(vm["capture"].as<std::string>());
+  const io::CaptureInfo& info = reader.info();
   estimate.dense_last_query_block = !vm.count("sparse-last-block");
   const std::string causal = vm["causal"].as<std::string>();
   XATTN_CHECK_ARG(causal == "auto" || causal == "true" || causal == "false",
@@ -93,11 +93,11 @@ int run_estimate(const Args& args) {
     }
   }
 
-  std::unique_ptr<runtime::EstimateWriter> writer;
+  std::unique_ptr<io::EstimateWriter> writer;
   const int64_t nqb = (info.padded_len_q + estimate.block_size - 1) / estimate.block_size;
   const int64_t nkb = (info.padded_len_k + estimate.block_size - 1) / estimate.block_size;
   if (vm.count("out")) {
-    runtime::EstimateFileInfo out_info;
+    io::EstimateFileInfo out_info;
     out_info.source_capture = reader.path();
     out_info.model_name = info.model_name;
     out_info.source = info.source;
@@ -111,9 +111,9 @@ int run_estimate(const Args& args) {
     out_info.len_k = info.len_k;
     out_info.has_block_scores = vm.count("masks-only") == 0;
     out_info.selection_rule = kernels::selection_rule_name(estimate.selection_rule);
-    runtime::OutputOptions output;
+    io::OutputOptions output;
     output.overwrite = vm.count("force") > 0;
-    writer = std::make_unique<runtime::EstimateWriter>(vm["out"].as<std::string>(), out_info, output);
+    writer = std::make_unique<io::EstimateWriter>(vm["out"].as<std::string>(), out_info, output);
   }
 
   const bool synthetic = info.source == "synthetic";
@@ -134,7 +134,7 @@ int run_estimate(const Args& args) {
 
   double overall = 0;
   for (int64_t layer : layers) {
-    const runtime::CaptureLayer tensors = reader.read_layer(layer);
+    const io::CaptureLayer tensors = reader.read_layer(layer);
     at::Tensor scores_all = at::zeros({info.batch(), info.heads_q, nqb, nkb}, at::kFloat);
     at::Tensor mask_all = at::zeros({info.batch(), info.heads_q, nqb, nkb}, at::kBool);
     at::Tensor kept = at::zeros({info.heads_q}, at::kDouble);
@@ -165,7 +165,7 @@ int run_estimate(const Args& args) {
     overall += mean / double(layers.size());
     std::cout << "  " << std::setw(6) << 100.0 * mean << "\n";
     if (writer) {
-      runtime::EstimateLayer out;
+      io::EstimateLayer out;
       if (vm.count("masks-only") == 0) out.block_scores = scores_all;
       out.mask = mask_all;
       out.thresholds = thresholds.to(at::kDouble);

@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "model_cli.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 #include "xattn/model/model.h"
 #include "xattn/model/niah.h"
 #include "xattn/model/tokenizer.h"

@@ -6,8 +6,8 @@
 
 #include "cli_util.h"
 #include "commands.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
+#include "xattn/io/profile.h"
 
 namespace xattn::cli {
 
@@ -42,8 +42,8 @@ int run_show(const Args& args) {
   }
   XATTN_CHECK_ARG(vm.count("file"), "give the profile to show: xattn profile show FILE");
   const std::string file = vm["file"].as<std::string>();
-  const calibrate::Profile profile = calibrate::read_profile(file);  // errors before any output
-  std::cout << file << "\n" << calibrate::format_profile_summary(profile);
+  const io::Profile profile = io::read_profile(file);  // errors before any output
+  std::cout << file << "\n" << io::format_profile_summary(profile);
   return 0;
 }
 
@@ -61,7 +61,7 @@ int run_export(const Args& args) {
   const std::string out = vm["json"].as<std::string>();
   const std::string file = vm["file"].as<std::string>();
   check_outputs({{"--json", out, /*to_stdout_ok=*/true}}, {{"FILE", file}}, vm.count("force") > 0);
-  const std::string json = calibrate::profile_to_json(calibrate::read_profile(file));
+  const std::string json = io::profile_to_json(io::read_profile(file));
   write_text_output(out, json, vm.count("force") > 0);
   if (!is_stdout(out)) std::cout << "wrote " << out << "\n";
   return 0;

@@ -12,7 +12,7 @@
 #include "xattn/calibrate/statistics.h"
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 namespace xattn::cli {
 
@@ -79,14 +79,14 @@ int run_report(const Args& args) {
   std::string text, html;
   if (profiles.size() == 2) {
     calibrate::ProfileComparison comparison{profiles[0], profiles[1],
-                                            calibrate::read_profile(profiles[0]),
-                                            calibrate::read_profile(profiles[1])};
+                                            io::read_profile(profiles[0]),
+                                            io::read_profile(profiles[1])};
     text = calibrate::format_comparison_text(comparison);
     if (!html_path.empty()) html = calibrate::format_comparison_html(comparison);
   } else {
     calibrate::ProfileReport report;
     report.profile_name = profiles[0];
-    report.profile = calibrate::read_profile(profiles[0]);
+    report.profile = io::read_profile(profiles[0]);
     if (vm.count("stats")) {
       report.statistics_name = vm["stats"].as<std::string>();
     } else if (!vm.count("no-stats")) {

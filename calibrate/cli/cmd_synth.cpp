@@ -5,8 +5,8 @@
 
 #include "cli_util.h"
 #include "commands.h"
-#include "xattn/paths.h"
 #include "xattn/error.h"
+#include "xattn/io/paths.h"
 #include "xattn/synthetic.h"
 
 namespace xattn::cli {
@@ -51,9 +51,9 @@ int run_synth(const Args& args) {
   XATTN_CHECK_ARG(vm.count("out"), "--out FILE is required (e.g. --out sample_capture.h5)");
   const std::string out = vm["out"].as<std::string>();
   check_outputs({{"--out", out}}, {}, vm.count("force") > 0);
-  o.dtype = runtime::capture_dtype_from_name(vm["dtype"].as<std::string>());
+  o.dtype = io::capture_dtype_from_name(vm["dtype"].as<std::string>());
   o.with_v = !vm.count("no-v");
-  runtime::OutputOptions output;
+  io::OutputOptions output;
   output.overwrite = vm.count("force") > 0;
   output.deflate_level = vm["compress"].as<int>();
 
@@ -61,11 +61,11 @@ int run_synth(const Args& args) {
 
   const runtime::SyntheticLayout layout = runtime::synthetic_layout(o);
   const int64_t bytes = io::file_size(out);
-  std::cout << "wrote " << out << " (" << std::max<int64_t>(bytes, 0) << " bytes): SYNTHETIC capture, "
-            << o.num_layers << " layers, heads_q " << o.heads_q << ", heads_kv " << o.heads_kv
-            << ", head_dim " << o.head_dim << ", len " << o.len << ", batch " << o.batch << ", "
-            << runtime::capture_dtype_name(o.dtype) << (o.with_v ? ", with v" : "") << ", seed "
-            << o.seed << "\n";
+  std::cout << "wrote " << out << " (" << std::max<int64_t>(bytes, 0)
+            << " bytes): SYNTHETIC capture, " << o.num_layers << " layers, heads_q " << o.heads_q
+            << ", heads_kv " << o.heads_kv << ", head_dim " << o.head_dim << ", len " << o.len
+            << ", batch " << o.batch << ", " << io::capture_dtype_name(o.dtype)
+            << (o.with_v ? ", with v" : "") << ", seed " << o.seed << "\n";
   for (int64_t l = 0; l < o.num_layers; ++l) {
     std::cout << "  layer " << l << ":";
     for (int64_t h = 0; h < o.heads_q; ++h) {

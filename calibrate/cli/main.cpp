@@ -17,7 +17,7 @@
 #include "commands.h"
 #include "xattn/calibrate/version.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 namespace xattn::cli {
 

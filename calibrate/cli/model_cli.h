@@ -13,9 +13,10 @@
 
 #include "cli_util.h"
 #include "xattn/calibrate/calibration.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/profile.h"
+#include "xattn/model/load_engine.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
@@ -139,8 +140,8 @@ inline std::unique_ptr<model::XAttentionBackend> make_xattention(
   runtime::EstimateOptions options;
   if (vm.count("profile")) {
     const std::string path = vm["profile"].as<std::string>();
-    const calibrate::Profile profile = calibrate::read_profile(path);
-    calibrate::check_profile_matches(profile, calibrate::model_signature_of(m.dir()));
+    const io::Profile profile = io::read_profile(path);
+    io::check_profile_matches(profile, model::model_signature_of(m.dir()));
     XATTN_CHECK_INPUT(profile.kernel.causal, "profile '", path,
                       "' was calibrated for non-causal attention; the model runner is causal");
     options.block_size = profile.kernel.block_size;

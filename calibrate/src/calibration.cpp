@@ -13,17 +13,25 @@
 
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/calibrate/version.h"
-#include "xattn/capture.h"
 #include "xattn/error.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/attention.h"
 #include "xattn/model/config.h"
+#include "xattn/model/load_engine.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
 #include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
-#include "xattn/paths.h"
 
 namespace xattn::calibrate {
+
+using io::fnv1a64;
+using io::Frontier;
+using io::ModelSignature;
+using io::Profile;
+using io::UniformComparison;
+using io::utc_now_iso8601;
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -116,36 +124,6 @@ std::vector<float> thresholds_table(const Statistics& s, int64_t num_layers,
 
 }  // namespace
 
-std::string fnv1a64(const std::string& bytes) {
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : bytes) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  char text[40];
-  std::snprintf(text, sizeof text, "fnv1a64:%016llx", static_cast<unsigned long long>(hash));
-  return text;
-}
-
-ModelSignature model_signature_of(const std::string& model_dir) {
-  const model::ModelConfig config = model::load_model_config(model_dir);
-  ModelSignature s;
-  s.architecture = model::model_type_name(config.architecture);
-  s.num_layers = config.num_layers;
-  s.heads_q = config.num_heads;
-  s.heads_kv = config.num_kv_heads;
-  s.head_dim = config.head_dim;
-  s.config_hash = fnv1a64(model::read_text_file(model_dir + "/config.json"));
-  const model::Checkpoint checkpoint(model_dir);
-  std::vector<std::string> names = checkpoint.names();
-  std::sort(names.begin(), names.end());
-  std::string shapes;
-  for (const auto& name : names)
-    shapes += name + model::shape_string(checkpoint.info(name).shape) + "\n";
-  s.weight_shapes_hash = fnv1a64(shapes);
-  return s;
-}
-
 std::string signature_key(const ModelSignature& s) {
   std::ostringstream key;
   key << s.architecture << " layers=" << s.num_layers << " heads_q=" << s.heads_q
@@ -203,7 +181,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     model::LoadOptions load;
     load.device = at::Device(config.device);
     model = std::make_unique<model::Model>(config.model_dir, load);
-    signature = model_signature_of(config.model_dir);
+    signature = model::model_signature_of(config.model_dir);
     std::vector<std::string> sources;
     model_samples = cut_samples(config, &sources);
     // Statistics of full causal attention would not describe a windowed layer.
@@ -259,8 +237,8 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     parts.push_back(std::move(stats));
   }
   for (size_t f = 0; f < config.capture_files.size(); ++f) {
-    const runtime::CaptureReader reader(config.capture_files[f]);
-    const runtime::CaptureInfo& info = reader.info();
+    const io::CaptureReader reader(config.capture_files[f]);
+    const io::CaptureInfo& info = reader.info();
     ModelSignature capture_signature;
     capture_signature.architecture = info.model_name;
     capture_signature.num_layers = info.num_layers;
@@ -274,7 +252,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     const int64_t items = info.batch(), layers = int64_t(stats.layers.size());
     std::vector<std::vector<LayerMeasurement>> measured(items, std::vector<LayerMeasurement>(layers));
     for (int64_t slot = 0; slot < layers; ++slot) {
-      const runtime::CaptureLayer tensors = reader.read_layer(stats.layers[slot]);
+      const io::CaptureLayer tensors = reader.read_layer(stats.layers[slot]);
       for (int64_t b = 0; b < items; ++b) {
         if (progress)
           progress(slot * items + b, layers * items,

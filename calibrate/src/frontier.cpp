@@ -7,6 +7,9 @@
 #include <sstream>
 
 namespace xattn::calibrate {
+
+using io::Frontier;
+using io::FrontierPoint;
 namespace {
 
 std::vector<FrontierPoint> by_density(std::vector<FrontierPoint> curve) {

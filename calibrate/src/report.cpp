@@ -16,9 +16,15 @@
 
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 namespace xattn::calibrate {
+
+using io::fnv1a64;
+using io::Frontier;
+using io::FrontierPoint;
+using io::Profile;
+using io::profile_mismatches;
 
 namespace {
 

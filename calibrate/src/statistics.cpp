@@ -7,7 +7,7 @@
 #include <limits>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 #include "xattn/kernels/problem.h"
 #include "xattn/model/linear.h"
 #include "xattn/ops.h"

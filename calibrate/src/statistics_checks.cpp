@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 namespace xattn::calibrate {
 namespace {

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "xattn/calibrate/engine_profile.h"
 #include "xattn/engine.h"
 #include "xattn/error.h"
 #include "xattn/model/attention.h"
+#include "xattn/model/load_engine.h"
 #include "xattn/model/model.h"
 #include "xattn/model/niah.h"
 #include "xattn/model/tokens.h"
@@ -105,7 +105,7 @@ int run(int argc, char** argv) {
   const model::Model model(opt["model"], load);
   runtime::DensePolicy policy;
   if (opt.count("crossover")) policy.crossover_len = std::stoll(opt["crossover"]);
-  runtime::Engine engine = calibrate::load_engine(opt["profile"], opt["model"], policy);
+  runtime::Engine engine = model::load_engine(opt["profile"], opt["model"], policy);
   if (opt.count("threshold")) {  // the profile's kernel settings, one τ for every head
     engine = runtime::Engine(at::full_like(engine.thresholds(), std::stod(opt["threshold"])),
                              engine.settings(), policy);

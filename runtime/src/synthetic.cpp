@@ -193,8 +193,8 @@ SyntheticLayout synthetic_layout(const SyntheticOptions& o) {
   return layout;
 }
 
-CaptureInfo synthetic_capture_info(const SyntheticOptions& o, const SyntheticLayout& layout) {
-  CaptureInfo info;
+io::CaptureInfo synthetic_capture_info(const SyntheticOptions& o, const SyntheticLayout& layout) {
+  io::CaptureInfo info;
   info.model_name = "synthetic-structured";
   info.source = "synthetic";
   info.dtype = o.dtype;
@@ -242,8 +242,8 @@ CaptureInfo synthetic_capture_info(const SyntheticOptions& o, const SyntheticLay
   return info;
 }
 
-CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayout& layout,
-                                  int64_t layer) {
+io::CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayout& layout,
+                                      int64_t layer) {
   XATTN_CHECK_ARG(layer >= 0 && layer < o.num_layers, "layer ", layer, " outside [0, ",
                   o.num_layers, ")");
   const int64_t d = o.head_dim;
@@ -255,7 +255,7 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
   const std::vector<double> freq = rotary_frequencies(o, layer);
   const auto opts = at::TensorOptions().dtype(o.dtype);
 
-  CaptureLayer out;
+  io::CaptureLayer out;
   out.q = at::zeros({o.batch, o.heads_q, L, d}, opts);
   out.k = at::zeros({o.batch, o.heads_kv, L, d}, opts);
   if (o.with_v) out.v = at::zeros({o.batch, o.heads_kv, L, d}, opts);
@@ -369,11 +369,11 @@ CaptureLayer make_synthetic_layer(const SyntheticOptions& o, const SyntheticLayo
 }
 
 void write_synthetic_capture(const std::string& path, const SyntheticOptions& options,
-                             const OutputOptions& output) {
+                             const io::OutputOptions& output) {
   const SyntheticLayout layout = synthetic_layout(options);
-  CaptureWriter writer(path, synthetic_capture_info(options, layout), output);
+  io::CaptureWriter writer(path, synthetic_capture_info(options, layout), output);
   for (int64_t l = 0; l < options.num_layers; ++l) {
-    const CaptureLayer layer = make_synthetic_layer(options, layout, l);
+    const io::CaptureLayer layer = make_synthetic_layer(options, layout, l);
     writer.write_layer(l, layer.q, layer.k, layer.v);
   }
   writer.commit();

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <string>
 
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::test_files {
 

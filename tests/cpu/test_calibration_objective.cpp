@@ -15,6 +15,9 @@
 namespace xattn::calibrate {
 namespace {
 
+using io::Frontier;
+using io::FrontierPoint;
+
 using model::testing::TempDir;
 using model::testing::TinySpec;
 

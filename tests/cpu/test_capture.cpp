@@ -11,11 +11,11 @@
 #include <string>
 
 #include "scratch.h"
-#include "xattn/capture.h"
 #include "xattn/error.h"
-#include "xattn/estimate_file.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/estimate_file.h"
 
-namespace xattn::runtime {
+namespace xattn::io {
 namespace {
 
 using test_files::copy_file;
@@ -520,4 +520,4 @@ TEST_F(CaptureFileTest, EstimateFileRoundTrip) {
 }
 
 }  // namespace
-}  // namespace xattn::runtime
+}  // namespace xattn::io

@@ -10,7 +10,7 @@
 
 #include "cli_runner.h"
 #include "scratch.h"
-#include "xattn/calibrate/profile.h"
+#include "xattn/io/profile.h"
 
 namespace xattn {
 namespace {
@@ -69,7 +69,7 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
                           stats + " --taus 0.5,0.8,0.9,0.95,1 --block-size 128 --holdout 0.5");
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("uniform"), std::string::npos) << run.out;
-  const calibrate::Profile p = calibrate::read_profile(profile);
+  const io::Profile p = io::read_profile(profile);
   ASSERT_FALSE(p.thresholds.empty());
   for (float tau : p.thresholds)
     EXPECT_TRUE(tau == 0.5f || tau == 0.8f || tau == 0.9f || tau == 0.95f || tau == 1.f) << tau;
@@ -85,7 +85,7 @@ TEST(Cli, CalibrateOnCaptureThenResearchFromStatistics) {
   const std::string tighter = folder.file("tighter.h5");
   const testing::CliResult research = run_xattn("calibrate --stats " + stats + " --out " + tighter + " --epsilon 0.01");
   ASSERT_EQ(research.code, 0) << research.out;
-  const calibrate::Profile t = calibrate::read_profile(tighter);
+  const io::Profile t = io::read_profile(tighter);
   EXPECT_GE(t.predicted_mean_density, p.predicted_mean_density - 1e-9);
 }
 

@@ -10,13 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "xattn/paths.h"
 #include "xattn/calibrate/calibration.h"
-#include "xattn/calibrate/engine_profile.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/engine.h"
+#include "xattn/engine_profile.h"
 #include "xattn/error.h"
+#include "xattn/io/paths.h"
+#include "xattn/io/profile.h"
 #include "xattn/kernels/problem.h"
+#include "xattn/model/load_engine.h"
 #include "xattn/ops.h"
 
 namespace xattn::runtime {
@@ -392,6 +393,13 @@ TEST(EngineCuda, SparseVarlenAndDensePaths) {
 
 namespace xattn::calibrate {
 namespace {
+
+using io::ModelSignature;
+using io::Profile;
+using io::write_profile;
+using model::load_engine;
+using model::model_signature_of;
+using runtime::engine_settings_of;
 
 const std::string kBundledModel = std::string(XATTN_SOURCE_DIR) + "/examples/models/xattn-byte";
 

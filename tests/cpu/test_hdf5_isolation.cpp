@@ -13,8 +13,8 @@
 
 #include "cli_runner.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
-#include "xattn/paths.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/paths.h"
 
 namespace xattn {
 namespace {

@@ -8,12 +8,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "test_model_util.h"
-#include "xattn/paths.h"
-#include "xattn/calibrate/calibration.h"
-#include "xattn/calibrate/profile.h"
 #include "cli_runner.h"
-#include "xattn/capture.h"
+#include "test_model_util.h"
+#include "xattn/calibrate/calibration.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/paths.h"
+#include "xattn/io/profile.h"
+#include "xattn/model/load_engine.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokens.h"
 
@@ -61,7 +62,7 @@ TEST_F(ModelCli, CaptureHoldsTheRunnersPostRopeQkv) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(xattn_cli("capture --model " + kModel + " --text " + prompt + " --out " + out).code, 4);
 
-  const runtime::CaptureReader reader(out);
+  const io::CaptureReader reader(out);
   EXPECT_EQ(reader.layer_indices(), (std::vector<int64_t>{1, 4}));
   EXPECT_EQ(reader.info().heads_q, 6);
   EXPECT_EQ(reader.info().heads_kv, 2);
@@ -80,7 +81,7 @@ TEST_F(ModelCli, CaptureHoldsTheRunnersPostRopeQkv) {
   });
   model.forward(ids, hook);
   for (int64_t layer : {1, 4}) {
-    const runtime::CaptureLayer stored = reader.read_layer(layer);
+    const io::CaptureLayer stored = reader.read_layer(layer);
     EXPECT_TRUE(at::allclose(stored.q, q[layer], 1e-5, 1e-5)) << layer;
     EXPECT_TRUE(at::allclose(stored.k, k[layer], 1e-5, 1e-5)) << layer;
     EXPECT_TRUE(at::allclose(stored.v, v[layer], 1e-5, 1e-5)) << layer;
@@ -112,18 +113,18 @@ TEST_F(ModelCli, NiahSmallGridWithJson) {
 
 TEST_F(ModelCli, GenerateWithAProfileChecksItsModel) {
   testing::TempDir tmp;
-  calibrate::Profile profile;
-  profile.model = calibrate::model_signature_of(kModel);
+  io::Profile profile;
+  profile.model = model::model_signature_of(kModel);
   const int64_t n = profile.model.num_layers * profile.model.heads_q;
   profile.thresholds.assign(static_cast<size_t>(n), 1.0f);
   profile.predicted_density.assign(static_cast<size_t>(n), 1.0f);
   profile.predicted_error.assign(static_cast<size_t>(n), 0.0f);
   profile.budget.metric = "recall_loss";
-  profile.created_utc = calibrate::utc_now_iso8601();
+  profile.created_utc = io::utc_now_iso8601();
   profile.tool_version = "xattn test";
   profile.data.description = "runner test";
   const std::string path = tmp.file("profile.h5");
-  calibrate::write_profile(path, profile, false);
+  io::write_profile(path, profile, false);
   const CliResult r = xattn_cli("generate --model " + kModel + " --prompt 'It is a truth' --tokens 2 "
                                 "--profile " + path);
   ASSERT_EQ(r.code, 0) << r.out;
@@ -133,7 +134,7 @@ TEST_F(ModelCli, GenerateWithAProfileChecksItsModel) {
   profile.thresholds.resize(profile.thresholds.size() + 6, 1.0f);
   profile.predicted_density.resize(profile.thresholds.size(), 1.0f);
   profile.predicted_error.resize(profile.thresholds.size(), 0.0f);
-  calibrate::write_profile(path, profile, true);
+  io::write_profile(path, profile, true);
   const CliResult bad = xattn_cli("generate --model " + kModel + " --prompt hi --profile " + path);
   EXPECT_EQ(bad.code, 3) << bad.out;
   EXPECT_TRUE(has(bad.out, "layers")) << bad.out;

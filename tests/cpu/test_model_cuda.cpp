@@ -1,12 +1,10 @@
 // The runner on CUDA tensors (bfloat16 weights, as users run it) against transformers'
 // bfloat16 SDPA logits and float32 logits of the golden file. Skips without a CUDA device, so it
 // costs nothing in CPU-only CI; it runs in xattn_tests built against a CUDA LibTorch.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
-#include <ATen/Context.h>
-
-
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
 

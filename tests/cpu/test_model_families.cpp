@@ -11,12 +11,12 @@
 #include <vector>
 
 #include "xattn/error.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/attention.h"
 #include "xattn/model/config.h"
 #include "xattn/model/layers.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
-#include "xattn/paths.h"
 
 namespace xattn::model {
 namespace {

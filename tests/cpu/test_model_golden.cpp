@@ -2,8 +2,7 @@
 // (tests/data/golden/xattn_byte_logits.safetensors, made by scripts/train/make_golden.py).
 #include <gtest/gtest.h>
 
-
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
 #include "xattn/model/tokens.h"

@@ -7,7 +7,7 @@
 
 #include "scratch.h"
 #include "xattn/error.h"
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::io {
 namespace {

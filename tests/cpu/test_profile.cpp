@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "scratch.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/error.h"
+#include "xattn/io/profile.h"
 
-namespace xattn::calibrate {
+namespace xattn::io {
 namespace {
 
 
@@ -534,4 +534,4 @@ TEST_F(ProfileFile, CliShowAndExport) {
 #endif
 
 }  // namespace
-}  // namespace xattn::calibrate
+}  // namespace xattn::io

@@ -2,8 +2,6 @@
 // density by length) against a brute-force computation, the terminal text and HTML of one profile
 // and of two, atomic HTML writes, and the `xattn report` CLI.
 #include <gtest/gtest.h>
-
-#include "cli_runner.h"
 #include <stdlib.h>
 #include <sys/wait.h>
 
@@ -15,16 +13,21 @@
 #include <string>
 #include <vector>
 
+#include "cli_runner.h"
 #include "scratch.h"
 #include "xattn/calibrate/calibration.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/report.h"
 #include "xattn/calibrate/statistics.h"
 #include "xattn/error.h"
+#include "xattn/io/profile.h"
 
 namespace xattn::calibrate {
 namespace {
 
+using io::fnv1a64;
+using io::Profile;
+using io::UniformComparison;
+using io::write_profile;
 
 constexpr int64_t kLayers = 2, kHeads = 3;
 const std::vector<double> kTaus = {0.5, 0.8, 1.0};

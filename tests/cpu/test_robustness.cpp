@@ -18,7 +18,7 @@
 #include "xattn/calibrate/statistics.h"
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 #include "xattn/kernels/cpu.h"
 
 namespace xattn {

@@ -14,7 +14,7 @@
 #include "cli_runner.h"
 #include "scratch.h"
 #include "xattn/error.h"
-#include "xattn/estimate_file.h"
+#include "xattn/io/estimate_file.h"
 #include "xattn/kernels/cpu.h"
 #include "xattn/ops.h"
 
@@ -312,7 +312,7 @@ TEST(SelectionRules, EstimateCommandTakesAndRecordsTheRule) {
                                                     " --selection-rule published --out " + out);
   ASSERT_EQ(run.code, 0) << run.out;
   EXPECT_NE(run.out.find("selection published"), std::string::npos) << run.out;
-  EXPECT_EQ(runtime::EstimateReader(out).info().selection_rule, "published");
+  EXPECT_EQ(io::EstimateReader(out).info().selection_rule, "published");
   const testing::CliResult bad =
       testing::run_xattn("estimate --capture " + sample + " --selection-rule largest");
   EXPECT_EQ(bad.code, 2) << bad.out;

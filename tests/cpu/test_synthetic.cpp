@@ -2,8 +2,6 @@
 // causal softmax of q.k / sqrt(d) on the stored tensors) show each head's structure. Also:
 // determinism, labels, padding, the written file, and the `xattn synth` command.
 #include <gtest/gtest.h>
-
-#include "cli_runner.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,14 +10,20 @@
 #include <cstdio>
 #include <string>
 
+#include "cli_runner.h"
 #include "scratch.h"
-#include "xattn/capture.h"
 #include "xattn/error.h"
+#include "xattn/io/capture.h"
 #include "xattn/synthetic.h"
 
 namespace xattn::runtime {
 namespace {
 
+using io::CaptureInfo;
+using io::CaptureLayer;
+using io::CaptureReader;
+using io::OutputOptions;
+using io::capture_dtype_name;
 
 SyntheticOptions small_options(at::ScalarType dtype) {
   SyntheticOptions o;

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "model/tokenizer_text.h"
+#include "tokenizer_text.h"
 #include "xattn/error.h"
 #include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"

@@ -6,10 +6,10 @@
 
 #include "cli_runner.h"
 #include "test_model_util.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/niah.h"
 #include "xattn/model/tokenizer.h"
 #include "xattn/model/tokens.h"
-#include "xattn/paths.h"
 
 namespace xattn::model {
 namespace {

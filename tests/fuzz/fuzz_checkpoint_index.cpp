@@ -7,8 +7,8 @@
 #include <string>
 
 #include "fuzz_common.h"
+#include "xattn/io/paths.h"
 #include "xattn/model/safetensors.h"
-#include "xattn/paths.h"
 
 namespace {
 

@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::require(s.density.size() == entries && s.output_error.size() == entries,
                   "arrays hold samples x layers x heads x taus entries");
     calibrate::check_statistics_signature(s, path);
-    const calibrate::ModelSignature model = calibrate::parse_signature_key(s.model_signature);
+    const io::ModelSignature model = calibrate::parse_signature_key(s.model_signature);
     for (int64_t layer : s.layers)
       fuzz::require(layer >= 0 && layer < model.num_layers, "layers inside the signature's model");
     fuzz::require(model.heads_q == s.heads_q, "heads_q as the signature says");

@@ -9,11 +9,11 @@
 #include <string>
 
 #include "xattn/calibrate/calibration.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/statistics.h"
-#include "xattn/capture.h"
+#include "xattn/io/capture.h"
+#include "xattn/io/paths.h"
+#include "xattn/io/profile.h"
 #include "xattn/model/safetensors.h"
-#include "xattn/paths.h"
 
 namespace {
 
@@ -91,7 +91,7 @@ void token_seeds(const std::string& dir) {
 }
 
 void capture_seeds(const std::string& dir) {
-  runtime::CaptureInfo info;
+  io::CaptureInfo info;
   info.model_name = "seed";
   info.source = "synthetic";
   info.dtype = at::kHalf;
@@ -103,7 +103,7 @@ void capture_seeds(const std::string& dir) {
   info.len_q = {8, 5};
   info.len_k = {8, 6};
   {
-    runtime::CaptureWriter w(dir + "/float16-v.h5", info, {true, 0});
+    io::CaptureWriter w(dir + "/float16-v.h5", info, {true, 0});
     for (int64_t layer : {0, 2})
       w.write_layer(layer, at::randn({2, 2, 8, 4}).to(at::kHalf),
                     at::randn({2, 1, 8, 4}).to(at::kHalf), at::randn({2, 1, 8, 4}).to(at::kHalf));
@@ -115,9 +115,9 @@ void capture_seeds(const std::string& dir) {
   info.num_layers = 1;
   info.len_q = {8};
   info.len_k = {8};
-  info.video = runtime::VideoShape{2, 2, 2};
+  info.video = io::VideoShape{2, 2, 2};
   {
-    runtime::CaptureWriter w(dir + "/bfloat16-video.h5", info, {true, 1});
+    io::CaptureWriter w(dir + "/bfloat16-video.h5", info, {true, 1});
     w.write_layer(0, at::randn({1, 2, 8, 4}).to(at::kBFloat16),
                   at::randn({1, 1, 8, 4}).to(at::kBFloat16));
     w.commit();
@@ -149,7 +149,7 @@ void statistics_seeds(const std::string& dir) {
 }
 
 void profile_seeds(const std::string& dir) {
-  calibrate::Profile p;
+  io::Profile p;
   p.model = {"llama", 2, 2, 1, 64, "sha256:cfg", "sha256:shapes"};
   p.thresholds = {0.9f, 0.5f, 1.0f, 0.729f};
   p.predicted_density = {0.3f, 0.2f, 1.0f, 0.25f};
@@ -157,7 +157,7 @@ void profile_seeds(const std::string& dir) {
   p.predicted_mean_density = 0.4;
   p.predicted_mean_error = 0.0015;
   p.budget = {0.005, "kl", 0.01, {0.5, 0.729, 0.9, 1.0}};
-  p.uniform = calibrate::UniformComparison{0.9, 0.5, 0.004};
+  p.uniform = io::UniformComparison{0.9, 0.5, 0.004};
   p.validation = {{"kl_mean", 0.002}, {"nll_increase", 0.001}};
   p.frontier.holdout_tokens = 4096;
   p.frontier.uniform = {{0.9, 0.3, 0.31, 0.01, 0.005}, {1.0, 1.0, 1.0, 0.0, 0.0}};
@@ -165,7 +165,7 @@ void profile_seeds(const std::string& dir) {
   p.data = {"sha256:data", 3, {4096, 1000, 2048}, "seed text", {2}};
   p.tool_version = "xattn 0.1.0";
   p.created_utc = "2026-12-01T00:00:00Z";
-  calibrate::write_profile(dir + "/profile.h5", p, true);
+  io::write_profile(dir + "/profile.h5", p, true);
 }
 
 // The smallest tokenizer.json of each pre-tokenizer kind (the committed corpus and

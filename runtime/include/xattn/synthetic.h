@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "xattn/capture.h"
+#include "xattn/io/capture.h"
 
 namespace xattn::runtime {
 
@@ -66,12 +66,13 @@ void validate_synthetic_options(const SyntheticOptions& options);
 SyntheticLayout synthetic_layout(const SyntheticOptions& options);
 // The capture attributes: source "synthetic", model "synthetic-structured", a description that
 // lists each layer's head structures, causal, len_q = len_k = item lengths.
-CaptureInfo synthetic_capture_info(const SyntheticOptions& options, const SyntheticLayout& layout);
+io::CaptureInfo synthetic_capture_info(const SyntheticOptions& options,
+                                       const SyntheticLayout& layout);
 // One layer's tensors in options.dtype (v undefined unless options.with_v).
-CaptureLayer make_synthetic_layer(const SyntheticOptions& options, const SyntheticLayout& layout,
-                                  int64_t layer_index);
-// Generates every layer and writes the capture atomically (see CaptureWriter).
+io::CaptureLayer make_synthetic_layer(const SyntheticOptions& options,
+                                      const SyntheticLayout& layout, int64_t layer_index);
+// Generates every layer and writes the capture atomically (see io::CaptureWriter).
 void write_synthetic_capture(const std::string& path, const SyntheticOptions& options,
-                             const OutputOptions& output);
+                             const io::OutputOptions& output);
 
 }  // namespace xattn::runtime

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "xattn/calibrate/frontier.h"
-#include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/search.h"
 #include "xattn/calibrate/statistics.h"
+#include "xattn/io/profile.h"
 
 namespace xattn::calibrate {
 
@@ -95,7 +95,7 @@ struct CalibrationResult {
   std::optional<EndToEnd> end_to_end;  // per-head thresholds, held-out samples
   // The chosen profile against the uniform-τ frontier (interpolated), when it was measured.
   std::optional<FrontierComparison> comparison;
-  Profile profile;  // profile.frontier holds the curves
+  io::Profile profile;  // profile.frontier holds the curves
   double seconds_statistics = 0, seconds_sensitivity = 0, seconds_search = 0,
          seconds_validation = 0;
 };
@@ -105,19 +105,13 @@ using ProgressFn = std::function<void(int64_t, int64_t, const std::string&)>;
 
 CalibrationResult run_calibration(const CalibrationConfig& config, const ProgressFn& progress);
 
-// A stable 64-bit FNV-1a hash as "fnv1a64:<16 hex digits>".
-std::string fnv1a64(const std::string& bytes);
-
 }  // namespace xattn::calibrate
 
 namespace xattn::calibrate {
 
-// The signature of a checkpoint folder: model type, shapes, and hashes of config.json and of the
-// weight names and shapes (what a profile is checked against before use).
-ModelSignature model_signature_of(const std::string& model_dir);
-
 // One line that must be equal for statistics to merge, and its inverse.
-std::string signature_key(const ModelSignature& signature);
-ModelSignature parse_signature_key(const std::string& key);
+// (model::model_signature_of, xattn/model/load_engine.h, reads a checkpoint folder's signature.)
+std::string signature_key(const io::ModelSignature& signature);
+io::ModelSignature parse_signature_key(const std::string& key);
 
 }  // namespace xattn::calibrate

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "xattn/calibrate/profile.h"
 #include "xattn/calibrate/statistics.h"
+#include "xattn/io/profile.h"
 
 namespace xattn::calibrate {
 
@@ -41,12 +41,12 @@ struct ProfileMeasurements {
 
 // Checks that the statistics fit the profile (heads, layers, block size, stride, causality;
 // xattn::Error kBadInput naming the difference otherwise) and measures every head.
-ProfileMeasurements measure_profile(const Profile& profile, const Statistics& statistics);
+ProfileMeasurements measure_profile(const io::Profile& profile, const Statistics& statistics);
 
 // One profile, with its measurements when statistics were given.
 struct ProfileReport {
   std::string profile_name;  // shown in titles, e.g. the file path
-  Profile profile;
+  io::Profile profile;
   std::string statistics_name;  // empty without statistics
   std::optional<ProfileMeasurements> measured;
 };
@@ -64,7 +64,7 @@ std::string format_report_html(const ProfileReport& report);
 // Two profiles of the same shape (num_layers x heads_q), e.g. one model at two budgets.
 struct ProfileComparison {
   std::string name_a, name_b;
-  Profile a, b;
+  io::Profile a, b;
 };
 
 // Per-layer mean τ and density of both and their differences, and the heads whose τ changed most.

@@ -1,16 +1,15 @@
 // Writer and reader of `xattn estimate --out` files (docs/capture-format.md, "Estimate output").
-#include "xattn/estimate_file.h"
+#include "xattn/io/estimate_file.h"
 
 #include <algorithm>
 #include <set>
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
-#include "xattn/paths.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/paths.h"
 
-namespace xattn::runtime {
-
+namespace xattn::io {
 
 namespace {
 
@@ -302,4 +301,4 @@ EstimateLayer EstimateReader::read_layer(int64_t layer_index) const {
   }
 }
 
-}  // namespace xattn::runtime
+}  // namespace xattn::io

@@ -1,5 +1,5 @@
 // UTF-8, Unicode categories, NFC and the split-pattern regex engine; see tokenizer_text.h.
-#include "model/tokenizer_text.h"
+#include "tokenizer_text.h"
 
 #include <algorithm>
 #include <iterator>
@@ -25,7 +25,7 @@ struct Decomposition {
   uint8_t composes;            // NFC recomposes first + second into cp
 };
 
-#include "model/unicode_tables.inc"
+#include "unicode_tables.inc"
 
 template <typename Range>
 const Range* find_range(const Range* begin, const Range* end, char32_t cp) {

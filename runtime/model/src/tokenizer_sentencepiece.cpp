@@ -23,10 +23,10 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "model/tokenizer_internal.h"
-#include "model/tokenizer_text.h"
+#include "tokenizer_internal.h"
+#include "tokenizer_text.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 #include "xattn/model/tokens.h"
 
 namespace xattn::model {

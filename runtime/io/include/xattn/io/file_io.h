@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::io {
 

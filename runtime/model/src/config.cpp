@@ -1,5 +1,4 @@
 // config.json parsing; see xattn/model/config.h.
-#include "xattn/paths.h"
 #include "xattn/model/config.h"
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <sstream>
 
 #include "xattn/error.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::model {
 
@@ -46,8 +46,7 @@ struct Reader {
   }
   double number_or(const json& obj, const std::string& key, double fallback) const {
     if (!obj.contains(key) || obj[key].is_null()) return fallback;
-    XATTN_CHECK_INPUT(obj[key].is_number(), where(key), " must be a number, got ",
-                      obj[key].dump());
+    XATTN_CHECK_INPUT(obj[key].is_number(), where(key), " must be a number, got ", obj[key].dump());
     const double value = obj[key].get<double>();
     // JSON has no inf or NaN (the parser refuses 1e400); checked all the same, as every use
     // assumes a finite value.
@@ -91,8 +90,8 @@ constexpr KnownArchitecture kArchitectures[] = {
 
 Architecture parse_architecture(const json& j, const std::string& source) {
   std::string name, key;
-  if (j.contains("architectures") && j["architectures"].is_array() &&
-      !j["architectures"].empty() && j["architectures"][0].is_string()) {
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string()) {
     name = j["architectures"][0].get<std::string>();
     key = "architectures";
     for (const auto& a : kArchitectures)
@@ -154,7 +153,8 @@ RopeConfig parse_rope(const Reader& r, int64_t max_position_embeddings) {
 
   std::string type = "default";
   for (const char* key : {"rope_type", "type"})
-    if (params->contains(key) && (*params)[key].is_string()) type = (*params)[key].get<std::string>();
+    if (params->contains(key) && (*params)[key].is_string())
+      type = (*params)[key].get<std::string>();
   const std::string key = params_key + ".rope_type";
   auto require = [&](std::initializer_list<const char*> keys) {
     for (const char* k : keys)
@@ -164,9 +164,9 @@ RopeConfig parse_rope(const Reader& r, int64_t max_position_embeddings) {
   // The pretrained context: in the rope parameters, else at the top level (Phi-3), else
   // max_position_embeddings.
   auto original_context = [&]() {
-    int64_t n = r.integer_in(*params, "original_max_position_embeddings",
-                             r.integer_or("original_max_position_embeddings",
-                                          max_position_embeddings));
+    int64_t n =
+        r.integer_in(*params, "original_max_position_embeddings",
+                     r.integer_or("original_max_position_embeddings", max_position_embeddings));
     XATTN_CHECK_INPUT(n > 0, r.where(params_key + ".original_max_position_embeddings"),
                       " must be positive (or max_position_embeddings set), got ", n);
     return n;
@@ -243,7 +243,8 @@ RopeConfig parse_rope(const Reader& r, int64_t max_position_embeddings) {
   XATTN_CHECK_INPUT(rope.attention_factor > 0 && std::isfinite(rope.attention_factor),
                     r.where(params_key + ".attention_factor"),
                     " must be a positive finite number (given, or derived from factor and the "
-                    "original context), got ", rope.attention_factor);
+                    "original context), got ",
+                    rope.attention_factor);
   return rope;
 }
 
@@ -273,12 +274,13 @@ void parse_sliding_windows(const Reader& r, ModelConfig& c) {
   XATTN_CHECK_INPUT(c.num_layers <= kMaxLayers, r.where("num_hidden_layers"), " = ", c.num_layers,
                     " exceeds the runner's limit of ", kMaxLayers, " layers");
   c.layer_windows.assign(size_t(c.num_layers), 0);
-  const bool qwen = c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
+  const bool qwen =
+      c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
   if (r.has("layer_types")) {
     const json& types = j["layer_types"];
     XATTN_CHECK_INPUT(types.is_array() && int64_t(types.size()) == c.num_layers,
-                      r.where("layer_types"), " must list one type per layer (",
-                      c.num_layers, "), got ", types.dump());
+                      r.where("layer_types"), " must list one type per layer (", c.num_layers,
+                      "), got ", types.dump());
     for (size_t i = 0; i < types.size(); ++i) {
       const std::string t = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
       if (t == "full_attention") continue;
@@ -295,8 +297,8 @@ void parse_sliding_windows(const Reader& r, ModelConfig& c) {
       for (int64_t i = std::max<int64_t>(first, 0); i < c.num_layers; ++i)
         c.layer_windows[size_t(i)] = *window;
     }
-  } else if (window && (c.architecture == Architecture::kMistral ||
-                        c.architecture == Architecture::kPhi3)) {
+  } else if (window &&
+             (c.architecture == Architecture::kMistral || c.architecture == Architecture::kPhi3)) {
     c.layer_windows.assign(size_t(c.num_layers), *window);
   }
   for (int64_t w : c.layer_windows)
@@ -307,34 +309,50 @@ void parse_sliding_windows(const Reader& r, ModelConfig& c) {
 
 const char* architecture_name(Architecture a) {
   switch (a) {
-    case Architecture::kLlama: return "LlamaForCausalLM";
-    case Architecture::kMistral: return "MistralForCausalLM";
-    case Architecture::kQwen2: return "Qwen2ForCausalLM";
-    case Architecture::kQwen3: return "Qwen3ForCausalLM";
-    case Architecture::kPhi3: return "Phi3ForCausalLM";
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kMistral:
+      return "MistralForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+    case Architecture::kQwen3:
+      return "Qwen3ForCausalLM";
+    case Architecture::kPhi3:
+      return "Phi3ForCausalLM";
   }
   return "unknown";
 }
 
 const char* model_type_name(Architecture a) {
   switch (a) {
-    case Architecture::kLlama: return "llama";
-    case Architecture::kMistral: return "mistral";
-    case Architecture::kQwen2: return "qwen2";
-    case Architecture::kQwen3: return "qwen3";
-    case Architecture::kPhi3: return "phi3";
+    case Architecture::kLlama:
+      return "llama";
+    case Architecture::kMistral:
+      return "mistral";
+    case Architecture::kQwen2:
+      return "qwen2";
+    case Architecture::kQwen3:
+      return "qwen3";
+    case Architecture::kPhi3:
+      return "phi3";
   }
   return "unknown";
 }
 
 const char* rope_type_name(RopeType t) {
   switch (t) {
-    case RopeType::kDefault: return "default";
-    case RopeType::kLinear: return "linear";
-    case RopeType::kLlama3: return "llama3";
-    case RopeType::kDynamic: return "dynamic";
-    case RopeType::kYarn: return "yarn";
-    case RopeType::kLongRope: return "longrope";
+    case RopeType::kDefault:
+      return "default";
+    case RopeType::kLinear:
+      return "linear";
+    case RopeType::kLlama3:
+      return "llama3";
+    case RopeType::kDynamic:
+      return "dynamic";
+    case RopeType::kYarn:
+      return "yarn";
+    case RopeType::kLongRope:
+      return "longrope";
   }
   return "unknown";
 }
@@ -429,8 +447,10 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
     XATTN_CHECK_INPUT(!id || (*id >= 0 && *id < c.vocab_size), r.where(key), ": token id ", *id,
                       " is outside the vocabulary [0, ", c.vocab_size, ")");
   if (c.byte_level) {
-    XATTN_CHECK_INPUT(c.vocab_size >= 258, source, ": a byte-level model (xattn_byte_level) needs "
-                      "vocab_size >= 258 (256 bytes, <bos>, <eos>), got ", c.vocab_size);
+    XATTN_CHECK_INPUT(c.vocab_size >= 258, source,
+                      ": a byte-level model (xattn_byte_level) needs "
+                      "vocab_size >= 258 (256 bytes, <bos>, <eos>), got ",
+                      c.vocab_size);
     if (!c.bos_token_id) c.bos_token_id = 256;
     if (!c.eos_token_id) c.eos_token_id = 257;
   }

@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "xattn/capture.h"
+#include "xattn/io/capture.h"
 
-namespace xattn::runtime {
+namespace xattn::io {
 
 inline constexpr const char* kEstimateFormatName = "xattn-estimate";
 inline constexpr int kEstimateFormatMajor = 1;
@@ -97,4 +97,4 @@ class EstimateReader {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace xattn::runtime
+}  // namespace xattn::io

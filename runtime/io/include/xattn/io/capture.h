@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-namespace xattn::runtime {
+namespace xattn::io {
 
 inline constexpr const char* kCaptureFormatName = "xattn-capture";
 inline constexpr int kCaptureFormatMajor = 1;
@@ -141,4 +141,4 @@ class CaptureWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace xattn::runtime
+}  // namespace xattn::io

@@ -1,4 +1,4 @@
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 #include <errno.h>
 #include <fcntl.h>

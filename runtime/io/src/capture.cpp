@@ -1,6 +1,6 @@
 // Reader and writer of the capture format (docs/capture-format.md). Every HDF5 failure is turned
 // into an xattn::Error naming the file and the problem; nothing is printed by HDF5 itself.
-#include "xattn/capture.h"
+#include "xattn/io/capture.h"
 
 #include <algorithm>
 #include <map>
@@ -8,11 +8,10 @@
 
 #include "hdf5_io.h"
 #include "xattn/error.h"
-#include "xattn/file_io.h"
-#include "xattn/paths.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/paths.h"
 
-namespace xattn::runtime {
-
+namespace xattn::io {
 
 const char* capture_dtype_name(at::ScalarType dtype) {
   switch (dtype) {
@@ -490,4 +489,4 @@ void CaptureWriter::write_layer(int64_t layer_index, const at::Tensor& q, const 
 
 void CaptureWriter::commit() { impl_->out->commit(); }
 
-}  // namespace xattn::runtime
+}  // namespace xattn::io

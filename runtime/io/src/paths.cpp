@@ -1,4 +1,4 @@
-#include "xattn/paths.h"
+#include "xattn/io/paths.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -10,9 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "xattn/calibrate/frontier.h"
-
-namespace xattn::calibrate {
+namespace xattn::io {
 
 // Schema version written by this build. Readers accept any minor version of their major version
 // (minor versions only add optional fields) and reject other major versions.
@@ -20,6 +18,10 @@ inline constexpr int32_t kProfileFormatMajor = 1;
 // 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block; 1.3 adds
 // the optional frontier group (held-out quality against density, per-head and uniform).
 inline constexpr int32_t kProfileFormatMinor = 3;
+
+// The hash the profile's hash fields use: "fnv1a64:" and 16 hex digits of the FNV-1a 64-bit hash
+// of `bytes`.
+std::string fnv1a64(const std::string& bytes);
 
 // What the profile was calibrated for. Hashes are free-form strings (e.g. "sha256:..."); an empty
 // hash means unknown and is not compared.
@@ -68,6 +70,25 @@ struct CalibrationData {
   // Indices (into the samples above, ascending) held out of the fit for validation; empty when
   // none were, or in files of format 1.0.
   std::vector<int64_t> holdout_samples;
+};
+
+// The quality frontier a calibration measured: held-out end-to-end quality (KL of the next-token
+// distributions against dense attention) as a function of attention density, for per-head
+// profiles at several budgets and for one uniform τ over the ladder (format 1.3). Interpolating
+// and comparing the curves is calibration logic (xattn/calibrate/frontier.h).
+struct FrontierPoint {
+  double parameter = 0;          // uniform: τ; per-head: the search budget
+  double predicted_density = 0;  // on the fitting samples
+  double density = 0;            // measured on the held-out samples
+  double kl = 0;                 // held-out mean KL(dense || sparse), nats per position
+  double nll_increase = 0;       // held-out mean NLL change, nats per token
+};
+
+struct Frontier {
+  std::vector<FrontierPoint> uniform;   // one per ladder τ
+  std::vector<FrontierPoint> per_head;  // one per budget
+  int64_t holdout_tokens = 0;
+  bool empty() const { return uniform.empty() && per_head.empty(); }
 };
 
 struct Profile {
@@ -122,4 +143,4 @@ void write_profile_json(const std::string& path, const Profile& profile, bool ov
 // max τ, mean predicted density and mean predicted error.
 std::string format_profile_summary(const Profile& profile);
 
-}  // namespace xattn::calibrate
+}  // namespace xattn::io

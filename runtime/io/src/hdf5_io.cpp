@@ -6,10 +6,9 @@
 #include <system_error>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
-namespace xattn::runtime::h5io {
-
+namespace xattn::io::h5io {
 
 namespace {
 
@@ -325,4 +324,4 @@ int64_t parse_index(const std::string& name) {
   return value;
 }
 
-}  // namespace xattn::runtime::h5io
+}  // namespace xattn::io::h5io

@@ -1,5 +1,4 @@
 // Token id files and the byte-level tokenizer; see xattn/model/tokens.h.
-#include "xattn/paths.h"
 #include "xattn/model/tokens.h"
 
 #include <hdf5.h>
@@ -10,7 +9,8 @@
 #include <sstream>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
+#include "xattn/io/paths.h"
 
 namespace xattn::model {
 
@@ -68,10 +68,9 @@ std::vector<int64_t> parse_hdf5_ids(const std::string& path, const std::string& 
                     " token ids; the runner takes at most ", kMaxIds);
   std::vector<int64_t> ids(n);
   if (n > 0)
-    XATTN_CHECK_INPUT(H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                              ids.data()) >= 0,
-                      "cannot read dataset '", name, "' of '", path,
-                      "': the file is damaged or truncated");
+    XATTN_CHECK_INPUT(
+        H5Dread(ds.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ids.data()) >= 0,
+        "cannot read dataset '", name, "' of '", path, "': the file is damaged or truncated");
   return ids;
 }
 

@@ -15,8 +15,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
-#include "model/tokenizer_internal.h"
-#include "model/tokenizer_text.h"
+#include "tokenizer_internal.h"
+#include "tokenizer_text.h"
 #include "xattn/error.h"
 #include "xattn/model/tokens.h"
 

@@ -1,6 +1,6 @@
 // Profile file: HDF5 reader/writer (schema in docs/profile-format.md), model checks, JSON export
 // and the readable summary.
-#include "xattn/calibrate/profile.h"
+#include "xattn/io/profile.h"
 
 #include <H5Cpp.h>
 #include <errno.h>
@@ -17,9 +17,9 @@
 #include <sstream>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
-namespace xattn::calibrate {
+namespace xattn::io {
 
 namespace {
 
@@ -174,6 +174,17 @@ nlohmann::ordered_json matrix_json(const std::vector<float>& values, int64_t row
 }
 
 }  // namespace
+
+std::string fnv1a64(const std::string& bytes) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char text[40];
+  std::snprintf(text, sizeof text, "fnv1a64:%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
 
 std::string utc_now_iso8601() {
   const std::time_t now = std::time(nullptr);
@@ -691,4 +702,4 @@ std::string format_profile_summary(const Profile& p) {
   return out.str();
 }
 
-}  // namespace xattn::calibrate
+}  // namespace xattn::io

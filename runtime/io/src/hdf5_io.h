@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace xattn::runtime::h5io {
+namespace xattn::io::h5io {
 
 // Replaces HDF5's automatic error printing with a handler that remembers the innermost message
 // of the latest failure (e.g. "truncated file: eof = ..."). Also clears that message.
@@ -120,4 +120,4 @@ class LayerFileWriter {
 // Parses a decimal layer group name; -1 when it is not one.
 int64_t parse_index(const std::string& name);
 
-}  // namespace xattn::runtime::h5io
+}  // namespace xattn::io::h5io

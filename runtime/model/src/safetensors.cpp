@@ -14,7 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "xattn/error.h"
-#include "xattn/file_io.h"
+#include "xattn/io/file_io.h"
 
 namespace xattn::model {
 

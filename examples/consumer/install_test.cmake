@@ -26,7 +26,8 @@ endif()
 step(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/consumer -B ${WORK_DIR}/build -G ${GENERATOR}
      -DCMAKE_BUILD_TYPE=Release ${hints})
 step(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-step(${WORK_DIR}/build/xattn_consumer)
+# With a shipped profile: read and turned into an engine by xattn::runtime alone.
+step(${WORK_DIR}/build/xattn_consumer ${SOURCE_DIR}/profiles/xattn-byte.h5)
 # The consumer must have come from the installed copy, not the source tree.
 file(STRINGS ${WORK_DIR}/build/CMakeCache.txt xattn_dir REGEX "^xattn_DIR:")
 if(NOT xattn_dir MATCHES "${prefix}")

@@ -1,5 +1,6 @@
-// Head-sparsity reports: measurements of a profile on its statistics, the terminal summary, and
-// the self-contained HTML page with inline SVG figures (report.h).
+// Head-sparsity reports: measurements of a profile on its statistics, block maps of one captured
+// sample, the terminal summary, and the self-contained HTML page with inline SVG figures
+// (report.h).
 #include "xattn/calibrate/report.h"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -16,13 +18,17 @@
 
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
+#include "xattn/io/capture.h"
 #include "xattn/io/file_io.h"
+#include "xattn/kernels/problem.h"
+#include "xattn/ops.h"
 
 namespace xattn::calibrate {
 
 using io::fnv1a64;
 using io::Frontier;
 using io::FrontierPoint;
+using io::KernelSettings;
 using io::Profile;
 using io::profile_mismatches;
 
@@ -161,8 +167,40 @@ std::string series_colour(int64_t index) {
   return text;
 }
 
-std::string layer_colour(int64_t layer, int64_t layers) {
-  return hex(sequential(layers > 1 ? 0.85 * double(layer) / double(layers - 1) : 0.0));
+// Layers are categories, not an order: twelve distinguishable colours (hue steps, alternating
+// lightness), repeated for later layers, which also change marker shape (layer_marker).
+std::string layer_colour(int64_t layer, int64_t /*layers*/) {
+  static const char* kPalette[] = {"#1f5fa8", "#e3731c", "#2a9d3a", "#c8283a",
+                                   "#7b4fb0", "#8c5a3c", "#d45aa8", "#5f6b6d",
+                                   "#a8a21c", "#17a2b8", "#0b3d6e", "#f2a65a"};
+  return kPalette[layer % 12];
+}
+
+// Marker of a layer in scatter plots: a circle for layers 0-11, a square for 12-23, a triangle
+// for 24-35, ...
+int layer_marker(int64_t layer) { return int((layer / 12) % 3); }
+
+// τ scale: position -log10(1 - τ), so 0.9, 0.99, 0.999 and 0.9999 are equally spaced; fixed from
+// τ = 0.1 to τ = 0.9999 (the same in every report; the default ladder starts near 0.11). τ = 1
+// (dense) has its own colour.
+constexpr double kTauScaleLow = 0.1, kTauScaleHigh = 0.9999;
+const double kTauTicks[] = {0.1, 0.5, 0.9, 0.99, 0.999, 0.9999};
+const Rgb kDense = {0.761, 0.094, 0.357};
+double tau_position(double tau) {
+  const auto nines = [](double t) { return -std::log10(1.0 - t); };
+  const double t = std::clamp(tau, kTauScaleLow, kTauScaleHigh);
+  return (nines(t) - nines(kTauScaleLow)) / (nines(kTauScaleHigh) - nines(kTauScaleLow));
+}
+Rgb tau_colour(double tau) { return tau >= 1.0 ? kDense : sequential(tau_position(tau)); }
+
+// τ as written in a cell: up to 4 decimals, trailing zeros dropped ("0.9", "0.999", "1").
+std::string tau_text(double tau) {
+  std::string text = fixed(tau, 4);
+  if (text.find('.') != std::string::npos) {
+    while (text.back() == '0') text.pop_back();
+    if (text.back() == '.') text.pop_back();
+  }
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,29 +347,59 @@ void draw_axes(Svg& svg, const Scale& x, const Scale& y, const std::vector<doubl
   svg.vertical_text(left - 42, (top + bottom) / 2, y_title, 12);
 }
 
-// A layers x heads heatmap with a colour legend; `values` is [L*H] (NaN drawn grey).
+// A layers x heads heatmap with a colour legend; `values` is [L*H] (NaN drawn grey). The colour
+// scales are fixed (τ by tau_position, density 0 to 1, differences -hi to hi), so two reports of
+// the same kind can be compared by eye.
+enum class HeatmapKind { kTau, kDensity, kDifference };
 struct HeatmapSpec {
   std::string id, title, legend_title;
+  HeatmapKind kind = HeatmapKind::kDensity;
   int64_t layers = 0, heads = 0;
   std::vector<double> values;
-  double lo = 0, hi = 1;
-  bool diverging = false;  // lo = -hi, diverging colours
-  int cell_decimals = 2;
+  double hi = 1;                      // kDifference: the scale runs from -hi to hi
+  double floor = kNaN;                // kDensity: the least density a head can have, marked
+  int cell_decimals = 2;              // kDifference
   std::vector<std::string> tooltips;  // [L*H]
 };
 
+// Cell size of a layers x heads heatmap: as large as fits 980 px, at least 12 px; values are
+// written in cells of 20 px and more (32 heads: 30 px cells), else only in tooltips.
+double heatmap_cell(int64_t layers, int64_t heads) {
+  return std::clamp(std::floor(980.0 / double(std::max(layers, heads))), 12.0, 48.0);
+}
+constexpr double kMinLabelledCell = 20;
+
 std::string heatmap_svg(const HeatmapSpec& spec) {
   const int64_t L = spec.layers, H = spec.heads;
-  const double cell = std::clamp(std::floor(560.0 / double(std::max(L, H))), 12.0, 48.0);
+  const double cell = heatmap_cell(L, H);
   const double left = 62, top = 14, plot_w = double(H) * cell, plot_h = double(L) * cell;
-  const double legend_x = left + plot_w + 26, legend_h = std::max(plot_h, 140.0);
-  const double width = legend_x + 90, height = top + std::max(plot_h, legend_h) + 46;
+  const double legend_x = left + plot_w + 26, legend_h = std::clamp(plot_h, 200.0, 420.0);
+  const double width = legend_x + 120, height = top + std::max(plot_h + 40, legend_h + 22) + 4;
   Svg svg(spec.id, width, height, spec.title);
   auto colour_of = [&](double v) {
-    if (spec.diverging) return diverging(spec.hi > 0 ? v / spec.hi : 0.0);
-    return sequential(spec.hi > spec.lo ? (v - spec.lo) / (spec.hi - spec.lo) : 1.0);
+    switch (spec.kind) {
+      case HeatmapKind::kTau:
+        return tau_colour(v);
+      case HeatmapKind::kDifference:
+        return diverging(spec.hi > 0 ? v / spec.hi : 0.0);
+      case HeatmapKind::kDensity:
+        break;
+    }
+    return sequential(v);
   };
-  const bool labels_in_cells = cell >= 34;
+  auto cell_text = [&](double v) {
+    switch (spec.kind) {
+      case HeatmapKind::kTau:
+        return tau_text(v);
+      case HeatmapKind::kDifference:
+        return signed_fixed(v, spec.cell_decimals);
+      case HeatmapKind::kDensity:
+        break;
+    }
+    return fixed(100 * v, 0);  // percent
+  };
+  const bool labels_in_cells = cell >= kMinLabelledCell;
+  const double font = std::clamp(cell / 3.4, 7.5, 11.0);
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < H; ++h) {
       const double v = spec.values[l * H + h];
@@ -344,12 +412,15 @@ std::string heatmap_svg(const HeatmapSpec& spec) {
       const Rgb c = colour_of(v);
       svg.rect(x, y, cell, cell, hex(c), tip, " stroke=\"#fff\" stroke-width=\"0.5\"");
       // Differences of exactly zero stay unlabelled so the changes stand out.
-      if (labels_in_cells &&
-          !(spec.diverging && std::abs(v) < 0.5 * std::pow(10.0, -spec.cell_decimals))) {
-        svg.text(x + cell / 2, y + cell / 2 + 3.5, fixed(v, spec.cell_decimals), "middle",
-                 std::min(11.0, cell / 3.6),
-                 std::string(" pointer-events=\"none\" fill=\"") + (is_dark(c) ? "#fff" : "#111") +
-                     "\"");
+      if (labels_in_cells && !(spec.kind == HeatmapKind::kDifference &&
+                               std::abs(v) < 0.5 * std::pow(10.0, -spec.cell_decimals))) {
+        // Shrink long values to the cell (about 0.58 em per digit), never below 6.5 px.
+        const std::string label = cell_text(v);
+        const double size =
+            std::max(6.5, std::min(font, (cell - 3) / (0.58 * double(label.size()))));
+        svg.text(x + cell / 2, y + cell / 2 + size * 0.35, label, "middle", size,
+                 std::string(" class=\"cell-value\" pointer-events=\"none\" fill=\"") +
+                     (is_dark(c) ? "#fff" : "#111") + "\"");
       }
     }
   // Axis labels: every k-th head / layer so that labels do not collide.
@@ -360,25 +431,57 @@ std::string heatmap_svg(const HeatmapSpec& spec) {
     svg.text(left - 6, top + (double(l) + 0.5) * cell + 3.5, std::to_string(l), "end", 10);
   svg.text(left + plot_w / 2, top + plot_h + 32, "query head", "middle", 12);
   svg.vertical_text(left - 36, top + plot_h / 2, "layer", 12);
-  // Legend: a vertical gradient bar, low at the bottom.
+
+  // Legend: a vertical gradient bar, low at the bottom, ticks in the quantity's own values.
   const std::string gradient = spec.id + "-gradient";
   std::ostringstream defs;
   defs << "<defs><linearGradient id=\"" << gradient << "\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">";
-  for (int i = 0; i <= 10; ++i) {
-    const double v = spec.lo + (spec.hi - spec.lo) * i / 10.0;
-    defs << "<stop offset=\"" << i * 10 << "%\" stop-color=\"" << hex(colour_of(v)) << "\"/>";
+  for (int i = 0; i <= 20; ++i) {
+    const double t = i / 20.0;
+    const std::string c = spec.kind == HeatmapKind::kTau       ? hex(sequential(t))
+                          : spec.kind == HeatmapKind::kDensity ? hex(sequential(t))
+                                                               : hex(diverging(2 * t - 1));
+    defs << "<stop offset=\"" << i * 5 << "%\" stop-color=\"" << c << "\"/>";
   }
   defs << "</linearGradient></defs>";
   svg.raw(defs.str());
-  const double bar_top = top + 16, bar_h = legend_h - 16;
+  double bar_top = top + 16, bar_h = legend_h - 16;
   svg.text(legend_x, top + 6, spec.legend_title, "start", 11);
+  if (spec.kind == HeatmapKind::kTau) {
+    // τ = 1 (dense) as its own swatch above the bar.
+    svg.rect(legend_x, bar_top, 14, 14, hex(kDense), "τ = 1: dense",
+             " class=\"legend-dense\" stroke=\"#888\" stroke-width=\"0.5\"");
+    svg.text(legend_x + 21, bar_top + 11, "1 (dense)", "start", 10);
+    bar_top += 24;
+    bar_h -= 24;
+  }
   svg.rect(legend_x, bar_top, 14, bar_h, "url(#" + gradient + ")", "",
            " stroke=\"#888\" stroke-width=\"0.5\"");
-  const Scale legend{spec.lo, spec.hi, bar_top + bar_h, bar_top};
-  for (double t : nice_ticks(spec.lo, spec.hi, 5)) {
-    svg.line(legend_x + 14, legend(t), legend_x + 18, legend(t), "#555");
-    svg.text(legend_x + 21, legend(t) + 3.5, spec.diverging ? signed_fixed(t, 2) : general(t, 3),
-             "start", 10);
+  auto tick = [&](double t01, const std::string& label, const std::string& cls) {
+    const double y = bar_top + bar_h * (1 - t01);
+    svg.line(legend_x + 14, y, legend_x + 18, y, "#555");
+    svg.text(legend_x + 21, y + 3.5, label, "start", 10, " class=\"" + cls + "\"");
+  };
+  if (spec.kind == HeatmapKind::kTau) {
+    for (double t : kTauTicks)
+      if (t > kTauScaleLow) tick(tau_position(t), tau_text(t), "legend-tick");
+    svg.text(legend_x, bar_top + bar_h + 13, "≤ " + tau_text(kTauScaleLow), "start", 10,
+             " class=\"legend-tick\"");
+  } else if (spec.kind == HeatmapKind::kDensity) {
+    const bool floor_shown = std::isfinite(spec.floor) && spec.floor > 0;
+    for (double t : {0.0, 0.2, 0.4, 0.6, 0.8, 1.0})
+      if (!floor_shown || std::abs(t - spec.floor) * bar_h > 14)  // the floor's label wins
+        tick(t, fixed(100 * t, 0) + " %", "legend-tick");
+    if (floor_shown) {
+      const double y = bar_top + bar_h * (1 - spec.floor);
+      svg.line(legend_x - 4, y, legend_x + 18, y, "#000", 2, "",
+               "floor: sink + diagonal blocks, the least density a head can have");
+      svg.text(legend_x + 21, y + 3.5, "floor " + fixed(100 * spec.floor, 1) + " %", "start", 10,
+               " class=\"legend-floor\" font-weight=\"bold\"");
+    }
+  } else {
+    for (double t : nice_ticks(-spec.hi, spec.hi, 4))
+      tick((t / spec.hi + 1) / 2, signed_fixed(t, spec.cell_decimals), "legend-tick");
   }
   return svg.str();
 }
@@ -399,7 +502,7 @@ std::string layer_bars_svg(const std::string& id, const std::string& title,
   const int64_t L = int64_t(series.front().values.size());
   const double group = std::clamp(std::floor(640.0 / double(std::max<int64_t>(L, 1))), 14.0, 72.0);
   const double left = 62, top = 34, plot_h = 220, plot_w = group * double(L);
-  const double width = std::max(left + plot_w + 20, 420.0), height = top + plot_h + 44;
+  const double width = std::max(left + plot_w + 20, 640.0), height = top + plot_h + 44;
   Svg svg(id, width, height, title);
   double y_max = 0;
   for (const auto& s : series)
@@ -444,36 +547,155 @@ std::string layer_bars_svg(const std::string& id, const std::string& title,
   return svg.str();
 }
 
-// A key of layer colours at (x, y): every layer up to 12, else 12 spread over the range.
-void layer_key(Svg& svg, double x, double y, int64_t layers) {
-  const int64_t shown = std::min<int64_t>(layers, 12);
-  for (int64_t k = 0; k < shown; ++k) {
-    const int64_t l = shown == layers ? k : k * (layers - 1) / (shown - 1);
-    const double row = y + 15 * double(k);
-    svg.circle(x + 5, row - 4, 4, layer_colour(l, layers), "#fff");
-    svg.text(x + 14, row, "layer " + std::to_string(l), "start", 11);
+// A layer's marker: circle, square or triangle (layer_marker) in its colour.
+void marker(Svg& svg, double x, double y, double r, int64_t layer, const std::string& tooltip) {
+  const std::string colour = layer_colour(layer, 0);
+  switch (layer_marker(layer)) {
+    case 0:
+      svg.circle(x, y, r, colour, "#fff", tooltip);
+      break;
+    case 1:
+      svg.rect(x - r, y - r, 2 * r, 2 * r, colour, tooltip, " stroke=\"#fff\"");
+      break;
+    default: {
+      std::ostringstream path;
+      path << "<path d=\"M" << coordinate(x) << " " << coordinate(y - 1.2 * r) << " L"
+           << coordinate(x + 1.1 * r) << " " << coordinate(y + 0.8 * r) << " L"
+           << coordinate(x - 1.1 * r) << " " << coordinate(y + 0.8 * r) << " Z\" fill=\"" << colour
+           << "\" stroke=\"#fff\">";
+      if (!tooltip.empty()) path << "<title>" << escape_html(tooltip) << "</title>";
+      path << "</path>";
+      svg.raw(path.str());
+    }
   }
+}
+
+// A key of layer colours and markers at (x, y): every layer up to 24, else the first 24.
+void layer_key(Svg& svg, double x, double y, int64_t layers) {
+  const int64_t shown = std::min<int64_t>(layers, 24);
+  const int64_t per_column = 12;
+  for (int64_t l = 0; l < shown; ++l) {
+    const double cx = x + 70 * double(l / per_column), row = y + 15 * double(l % per_column);
+    marker(svg, cx + 5, row - 4, 4, l, "");
+    svg.text(cx + 14, row, "layer " + std::to_string(l), "start", 11);
+  }
+  if (shown < layers)
+    svg.text(x, y + 15 * double(per_column), "... " + std::to_string(layers) + " layers in all",
+             "start", 11);
 }
 
 struct Point {
   double x, y;
-  std::string colour, tooltip;
+  int64_t layer;
+  std::string tooltip;
 };
 
-// Scatter with linear axes from 0, optionally the diagonal y = x.
-std::string scatter_svg(const std::string& id, const std::string& title, const std::string& x_title,
-                        const std::string& y_title, const std::vector<Point>& points, bool diagonal,
-                        double axis_max, int64_t layers) {
-  const double left = 70, top = 14, plot = 340;
-  Svg svg(id, left + plot + (layers > 0 ? 100 : 24), top + plot + 48, title);
-  const Scale x{0, axis_max, left, left + plot};
-  const Scale y{0, axis_max, top + plot, top};
-  const std::vector<double> ticks = nice_ticks(0, axis_max, 5);
-  draw_axes(svg, x, y, ticks, ticks, x_title, y_title);
-  if (diagonal) svg.line(x(0), y(0), x(axis_max), y(axis_max), "#999", 1, "4 3", "y = x");
+// A plot axis: linear, logarithmic (decades) or τ (tau_position, with τ = 1 at the far end).
+struct Axis {
+  enum Kind { kLinear, kLog, kTau } kind = kLinear;
+  double lo = 0, hi = 1;
+  std::string title;
+  // Position in [0, 1].
+  double at(double v) const {
+    switch (kind) {
+      case kLog:
+        return std::clamp(
+            (std::log10(std::max(v, lo)) - std::log10(lo)) / (std::log10(hi) - std::log10(lo)), 0.0,
+            1.0);
+      case kTau:
+        return v >= 1.0 ? 1.0 : 0.93 * tau_position(v);
+      case kLinear:
+        break;
+    }
+    return hi > lo ? std::clamp((v - lo) / (hi - lo), 0.0, 1.0) : 0.5;
+  }
+  std::vector<std::pair<double, std::string>> ticks() const {
+    std::vector<std::pair<double, std::string>> out;
+    if (kind == kTau) {
+      for (double t : kTauTicks) out.emplace_back(t, tau_text(t));
+      out.emplace_back(1.0, "1");
+    } else if (kind == kLog) {
+      for (double v = lo; v <= hi * 1.0001; v *= 10) out.emplace_back(v, decade_label(v));
+    } else {
+      for (double v : nice_ticks(lo, hi, 5)) out.emplace_back(v, general(v, 4));
+    }
+    return out;
+  }
+};
+
+// The axis that holds `values` with a margin: log decades when the positive ones span more than
+// a decade and a half (at most `max_decades`; smaller values and zeros sit on the lower edge),
+// else linear from a round value below the least to one above the largest.
+Axis fitted_axis(const std::vector<double>& values, const std::string& title, bool log_ok = true,
+                 int max_decades = 6) {
+  double lo = 1e300, hi = 0, positive_lo = 1e300;
+  for (double v : values) {
+    if (!std::isfinite(v)) continue;
+    lo = std::min(lo, v), hi = std::max(hi, v);
+    if (v > 0) positive_lo = std::min(positive_lo, v);
+  }
+  Axis a;
+  a.title = title;
+  if (!(hi >= lo)) return a;
+  if (hi == lo) {  // one value: a unit range around it
+    a.lo = lo - 0.5, a.hi = hi + 0.5;
+    return a;
+  }
+  if (log_ok && lo >= 0 && positive_lo < 1e300 && hi / positive_lo > 30) {
+    a.kind = Axis::kLog;
+    a.hi = std::pow(10.0, std::ceil(std::log10(hi) - 1e-9));
+    a.lo = std::max(std::pow(10.0, std::floor(std::log10(positive_lo))),
+                    a.hi / std::pow(10.0, max_decades));
+    return a;
+  }
+  const double pad = std::max((hi - lo) * 0.08, std::abs(hi) * 1e-3);
+  const double floor_at = lo >= 0 ? 0.0 : -1e300;  // non-negative data keeps a non-negative axis
+  const std::vector<double> ticks = nice_ticks(std::max(floor_at, lo - pad), hi + pad, 5);
+  const double step = ticks.size() >= 2 ? ticks[1] - ticks[0] : pad;
+  a.lo = std::max(floor_at, std::floor((lo - pad) / step) * step);
+  a.hi = std::ceil((hi + pad) / step) * step;
+  return a;
+}
+
+// Scatter of per-head points, markers by layer, optionally the diagonal y = x (x and y must then
+// share one axis kind and range).
+std::string scatter_svg(const std::string& id, const std::string& title, const Axis& x_axis,
+                        const Axis& y_axis, const std::vector<Point>& points, bool diagonal,
+                        int64_t layers) {
+  const double left = 78, top = 14, plot = 380;
+  const double key_w = layers > 12 ? 170 : layers > 0 ? 100 : 24;
+  Svg svg(id, left + plot + key_w, top + plot + 52, title);
+  auto px = [&](double v) { return left + plot * x_axis.at(v); };
+  auto py = [&](double v) { return top + plot * (1 - y_axis.at(v)); };
+  for (const auto& [v, label] : y_axis.ticks()) {
+    svg.line(left, py(v), left + plot, py(v), "#e4e4e4");
+    svg.text(left - 5, py(v) + 3.5, label, "end", 10);
+  }
+  for (const auto& [v, label] : x_axis.ticks()) {
+    svg.line(px(v), top + plot, px(v), top + plot + 4, "#555");
+    svg.line(px(v), top, px(v), top + plot, "#f0f0f0");
+    svg.text(px(v), top + plot + 15, label, "middle", 10);
+  }
+  svg.line(left, top + plot, left + plot, top + plot, "#555");
+  svg.line(left, top + plot, left, top, "#555");
+  // Zero lines of axes that cross zero.
+  if (x_axis.kind == Axis::kLinear && x_axis.lo < 0 && x_axis.hi > 0)
+    svg.line(px(0), top, px(0), top + plot, "#777", 1);
+  if (y_axis.kind == Axis::kLinear && y_axis.lo < 0 && y_axis.hi > 0)
+    svg.line(left, py(0), left + plot, py(0), "#777", 1);
+  svg.text(left + plot / 2, top + plot + 32, x_axis.title, "middle", 12);
+  svg.vertical_text(left - 52, top + plot / 2, y_axis.title, 12);
+  if (diagonal) {
+    // y = x, drawn through the shared range.
+    const double lo = std::max(x_axis.lo, y_axis.lo), hi = std::min(x_axis.hi, y_axis.hi);
+    if (x_axis.kind == Axis::kTau)
+      svg.line(px(kTauScaleLow), py(kTauScaleLow), px(1.0), py(1.0), "#999", 1, "4 3", "y = x");
+    else
+      svg.line(px(lo), py(lo), px(hi), py(hi), "#999", 1, "4 3", "y = x");
+  }
   for (const auto& p : points) {
     if (!std::isfinite(p.x) || !std::isfinite(p.y)) continue;
-    svg.circle(x(p.x), y(p.y), 4, p.colour, "#fff", p.tooltip);
+    marker(svg, px(p.x), py(p.y), 4, p.layer, p.tooltip);
   }
   if (layers > 0) layer_key(svg, left + plot + 20, top + 10, layers);
   return svg.str();
@@ -505,8 +727,11 @@ std::string frontier_svg(const Profile& p) {
   for (double v = lo; v <= hi * 1.0001; v *= 10) decades.push_back(v);
   draw_axes(svg, x, y, nice_ticks(0, x.hi, 5), decades, "density (held out)",
             "KL to dense (nats/position)", true);
-  const struct { const std::vector<FrontierPoint>* curve; const char* colour; const char* name; }
-      series[] = {{&f.uniform, "#c0392b", "uniform τ"}, {&f.per_head, "#2c6fb6", "per-head"}};
+  const struct {
+    const std::vector<FrontierPoint>* curve;
+    const char* colour;
+    const char* name;
+  } series[] = {{&f.uniform, "#c0392b", "uniform τ"}, {&f.per_head, "#2c6fb6", "per-head"}};
   double key_y = top + 10;
   for (const auto& s : series) {
     std::vector<FrontierPoint> sorted = *s.curve;
@@ -557,7 +782,8 @@ std::string html_page(const std::string& title, const std::string& body) {
          "border-bottom:1px solid #ddd;padding-bottom:4px}\n"
       << "table{border-collapse:collapse;font-size:0.9em;margin:8px 0}"
          "th,td{padding:3px 10px;text-align:right;border-bottom:1px solid #eee}"
-         "th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}\n"
+         "th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+         "table.words td:last-child,table.words th:last-child{text-align:left}\n"
       << "dl.meta{display:grid;grid-template-columns:max-content auto;gap:2px 16px;"
          "font-size:0.9em}dl.meta dt{font-weight:bold}dl.meta dd{margin:0}\n"
       << "figure{display:inline-block;vertical-align:top;margin:8px 16px 16px 0}"
@@ -583,6 +809,14 @@ std::string html_page(const std::string& title, const std::string& body) {
          "      s.setAttribute('data-empty', 'true');\n"
          "  }\n"
          "  document.body.dataset.figures = String(drawn);\n"
+         // Values written in heatmap cells, and how many are wider than their cell.
+         "  var values = document.querySelectorAll('text.cell-value'), wide = 0;\n"
+         "  for (var j = 0; j < values.length; ++j) {\n"
+         "    var cell = values[j].previousElementSibling;\n"
+         "    if (cell && values[j].getBBox().width > cell.width.baseVal.value) ++wide;\n"
+         "  }\n"
+         "  document.body.dataset.cellValues = String(values.length);\n"
+         "  document.body.dataset.cellValuesTooWide = String(wide);\n"
          "})();\n</script>\n</body>\n</html>\n";
   return out.str();
 }
@@ -667,6 +901,76 @@ std::string validation_line(const Profile& p) {
   return line;
 }
 
+// A validation field in words: what it is, how to print its value, its unit.
+struct ValidationField {
+  const char* key;
+  const char* words;
+  bool percent;  // a share of the allowed blocks, printed in %
+  const char* unit;
+};
+const ValidationField kValidationFields[] = {
+    {"holdout_mean_density", "mean density on the held-out samples", true, "% of allowed blocks"},
+    {"holdout_mean_error", "mean head error on the held-out samples", false, ""},
+    {"e2e_density", "attention density in the model run", true, "% of allowed blocks"},
+    {"kl_mean", "KL divergence from dense attention", false, "nats / position"},
+    {"nll_dense", "next-token loss with dense attention", false, "nats / token"},
+    {"nll_xattn", "next-token loss with this profile", false, "nats / token"},
+    {"nll_increase", "next-token loss increase over dense", false, "nats / token"},
+    {"uniform_kl_mean", "KL of the uniform τ under the same budget", false, "nats / position"},
+    {"uniform_e2e_density", "density of the uniform τ under the same budget", true,
+     "% of allowed blocks"},
+    {"uniform_nll_xattn", "next-token loss of the uniform τ under the same budget", false,
+     "nats / token"},
+    {"equal_density_uniform_tau", "uniform τ with this profile's density", false, "τ"},
+    {"equal_density_uniform_e2e_density", "density of that uniform τ in the model run", true,
+     "% of allowed blocks"},
+    {"equal_density_uniform_kl_mean", "KL of a uniform τ at this profile's density", false,
+     "nats / position"},
+    {"equal_density_uniform_nll_xattn", "next-token loss of a uniform τ at this profile's density",
+     false, "nats / token"},
+    {"equal_kl_uniform_density", "density a uniform τ needs for this profile's KL", true,
+     "% of allowed blocks"},
+};
+
+// The budget metric in words, for axis titles and units ("output_error_worst_sample" ->
+// "output error (relative L2)").
+std::string metric_words(const std::string& budget_metric) {
+  std::string metric = budget_metric;
+  const std::string worst = "_worst_sample";
+  if (metric.size() > worst.size() &&
+      metric.compare(metric.size() - worst.size(), worst.size(), worst) == 0)
+    metric.resize(metric.size() - worst.size());
+  if (metric == "output_error") return "output error (relative L2)";
+  if (metric == "recall_loss") return "attention mass lost (1 - recall)";
+  if (metric == "projected_error") return "projected output error";
+  if (metric == "kl") return "predicted KL (nats / token)";
+  return metric;
+}
+
+bool worst_sample_budget(const std::string& budget_metric) {
+  return budget_metric.find("_worst_sample") != std::string::npos;
+}
+
+// The profile's validation fields as table rows (quantity, value, unit); unknown fields keep
+// their stored name.
+std::vector<std::vector<std::string>> validation_rows(const Profile& p) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> shown;
+  for (const ValidationField& f : kValidationFields) {
+    const auto it = p.validation.find(f.key);
+    if (it == p.validation.end()) continue;
+    shown.push_back(f.key);
+    const std::string unit =
+        std::string(f.key) == "holdout_mean_error" ? metric_words(p.budget.metric) : f.unit;
+    rows.push_back(
+        {f.words, f.percent ? fixed(100 * it->second, 1) : general(it->second, 4), unit});
+  }
+  for (const auto& [name, value] : p.validation)
+    if (std::find(shown.begin(), shown.end(), name) == shown.end())
+      rows.push_back({name, general(value, 4), ""});
+  return rows;
+}
+
 std::string head_tooltip(const Profile& p, int64_t l, int64_t h) {
   const size_t i = size_t(l * p.model.heads_q + h);
   return "layer " + std::to_string(l) + " head " + std::to_string(h) + ": τ " +
@@ -679,15 +983,18 @@ std::string tau_heatmap(const Profile& p, const std::string& id) {
   spec.id = id;
   spec.title = "Threshold τ per head (layers x query heads)";
   spec.legend_title = "τ";
+  spec.kind = HeatmapKind::kTau;
   spec.layers = p.model.num_layers;
   spec.heads = p.model.heads_q;
   spec.values = to_double(p.thresholds);
-  const double lowest = *std::min_element(spec.values.begin(), spec.values.end());
-  spec.lo = std::min(0.9, std::floor(lowest * 10 + 1e-9) / 10);  // a round floor below every τ
-  spec.hi = 1;
   for (int64_t l = 0; l < spec.layers; ++l)
     for (int64_t h = 0; h < spec.heads; ++h) spec.tooltips.push_back(head_tooltip(p, l, h));
   return heatmap_svg(spec);
+}
+
+// The profile's density floor at its calibration lengths; NaN when it records none.
+double profile_floor(const Profile& p) {
+  return p.data.lengths.empty() ? kNaN : density_floor(p.kernel, p.data.lengths);
 }
 
 std::string density_heatmap(const Profile& p, const std::string& id) {
@@ -695,17 +1002,18 @@ std::string density_heatmap(const Profile& p, const std::string& id) {
   spec.id = id;
   spec.title = "Predicted density per head (kept / allowed blocks)";
   spec.legend_title = "density";
+  spec.kind = HeatmapKind::kDensity;
   spec.layers = p.model.num_layers;
   spec.heads = p.model.heads_q;
   spec.values = to_double(p.predicted_density);
-  spec.lo = 0;
-  spec.hi = 1;
+  spec.floor = profile_floor(p);
   for (int64_t l = 0; l < spec.layers; ++l)
     for (int64_t h = 0; h < spec.heads; ++h) spec.tooltips.push_back(head_tooltip(p, l, h));
   return heatmap_svg(spec);
 }
 
-// One chart per layer: each head's error against density over the τ ladder, chosen point marked.
+// One chart per layer: each head's error against density over the τ ladder, chosen point marked;
+// the layer's mean over heads in black with its τ written at the points.
 std::string error_curves(const ProfileReport& r) {
   const Profile& p = r.profile;
   const ProfileMeasurements& m = *r.measured;
@@ -720,6 +1028,10 @@ std::string error_curves(const ProfileReport& r) {
   const double y_lo = std::min(std::pow(10.0, std::floor(std::log10(reference)) - 3), y_hi / 100);
   std::vector<double> decades;
   for (double d = y_lo; d <= y_hi * 1.0001; d *= 10) decades.push_back(d);
+  const bool worst = worst_sample_budget(p.budget.metric);
+  const std::string y_title = (worst ? "worst-sample " : "mean ") + metric_words(p.budget.metric);
+  const double floor = profile_floor(p);
+  const bool label_heads = H <= 8;
 
   std::ostringstream out;
   out << "<div class=\"legend\">";
@@ -730,17 +1042,27 @@ std::string error_curves(const ProfileReport& r) {
     out << "<span>" << H << " heads per chart, one colour each; hover a line or point for its "
         << "head</span>";
   }
-  out << "<span>● chosen τ (the profile's prediction)</span><span>- - - ε = "
-      << general(p.budget.epsilon, 4) << " (mean budget)</span></div>\n";
+  out << "<span><i style=\"background:#000\"></i>mean over the layer's heads, τ at its points"
+      << "</span><span>● chosen τ (the profile's prediction" << (label_heads ? ", τ written" : "")
+      << ")</span><span>- - - ε = " << general(p.budget.epsilon, 4) << " ("
+      << (worst ? "budget on the mean of the worst-sample errors" : "mean budget") << ")</span>";
+  if (std::isfinite(floor)) out << "<span>grey: below the density floor</span>";
+  out << "</div>\n";
   out << "<div class=\"grid\" id=\"fig-error-curves\">\n";
   for (int64_t l = 0; l < L; ++l) {
-    const double left = 56, top = 22, plot_w = 210, plot_h = 160;
-    Svg svg("fig-error-curves-layer-" + std::to_string(l), left + plot_w + 12, top + plot_h + 46,
+    const double left = 74, top = 26, plot_w = 420, plot_h = 280;
+    Svg svg("fig-error-curves-layer-" + std::to_string(l), left + plot_w + 16, top + plot_h + 50,
             "Layer " + std::to_string(l) + ": error against density per head");
-    const Scale x{0, 1, left, left + plot_w};
+    const Scale x{0, 100, left, left + plot_w};
     const Scale y{y_lo, y_hi, top + plot_h, top, true};
-    draw_axes(svg, x, y, nice_ticks(0, 1, 5), decades, "density", p.budget.metric, true);
-    svg.text(left + plot_w / 2, 14, "layer " + std::to_string(l), "middle", 12,
+    if (std::isfinite(floor) && floor > 0)
+      svg.rect(x(0), top, x(100 * floor) - x(0), plot_h, "#ececec",
+               "below the density floor (" + fixed(100 * floor, 1) +
+                   " %): sink and diagonal blocks are always kept",
+               " class=\"floor-region\"");
+    draw_axes(svg, x, y, nice_ticks(0, 100, 5), decades, "density (% of allowed blocks)", y_title,
+              true);
+    svg.text(left + plot_w / 2, 16, "layer " + std::to_string(l), "middle", 13,
              " font-weight=\"bold\"");
     if (p.budget.epsilon > 0)
       svg.line(left, y(p.budget.epsilon), left + plot_w, y(p.budget.epsilon), "#c00", 1, "5 4",
@@ -748,21 +1070,55 @@ std::string error_curves(const ProfileReport& r) {
     if (p.budget.per_head_cap)
       svg.line(left, y(*p.budget.per_head_cap), left + plot_w, y(*p.budget.per_head_cap), "#800", 1,
                "2 3", "per-head cap " + general(*p.budget.per_head_cap, 4));
+    std::vector<double> mean_d(size_t(M), 0), mean_e(size_t(M), 0);
+    std::vector<int64_t> counted(size_t(M), 0);
     for (int64_t h = 0; h < H; ++h) {
       const int64_t head = l * H + h;
       std::vector<std::pair<double, double>> points;
       for (int64_t t = 0; t < M; ++t) {
         const double d = m.curve_density[head * M + t], e = m.curve_error[head * M + t];
-        if (std::isfinite(d) && std::isfinite(e)) points.emplace_back(x(d), y(e));
+        if (!std::isfinite(d) || !std::isfinite(e)) continue;
+        points.emplace_back(x(100 * d), y(e));
+        mean_d[t] += d, mean_e[t] += e, ++counted[t];
       }
       if (points.size() >= 2)
         svg.polyline(points, series_colour(h), 1.4,
                      "layer " + std::to_string(l) + " head " + std::to_string(h));
     }
+    // The layer mean, with τ at its points (a label only where it does not touch the last one).
+    std::vector<std::pair<double, double>> mean_points;
+    std::vector<double> mean_taus;
+    for (int64_t t = 0; t < M; ++t) {
+      if (counted[t] == 0) continue;
+      const double d = mean_d[t] / double(counted[t]), e = mean_e[t] / double(counted[t]);
+      mean_points.emplace_back(x(100 * d), y(e));
+      mean_taus.push_back(m.taus[t]);
+    }
+    if (mean_points.size() >= 2)
+      svg.polyline(mean_points, "#000", 2.2, "layer " + std::to_string(l) + ": mean over heads");
+    double last_x = -1e9, last_y = -1e9;
+    for (size_t k = 0; k < mean_points.size(); ++k) {
+      const auto [px, py] = mean_points[k];
+      svg.circle(px, py, 2.5, "#000", "#fff", "layer mean at τ " + tau_text(mean_taus[k]));
+      if (std::abs(px - last_x) < 42 && std::abs(py - last_y) < 13) continue;
+      const bool near_right = px > left + plot_w - 36;
+      svg.text(near_right ? px - 4 : px + 4, py - 5, tau_text(mean_taus[k]),
+               near_right ? "end" : "start", 10,
+               " class=\"tau-label\" fill=\"#000\" stroke=\"#fff\" stroke-width=\"3\" "
+               "paint-order=\"stroke\"");
+      last_x = px, last_y = py;
+    }
     for (int64_t h = 0; h < H; ++h) {
       const size_t i = size_t(l * H + h);
-      svg.circle(x(p.predicted_density[i]), y(p.predicted_error[i]), 3.5, series_colour(h), "#000",
-                 head_tooltip(p, l, h));
+      const double px = x(100 * p.predicted_density[i]), py = y(p.predicted_error[i]);
+      svg.circle(px, py, 4, series_colour(h), "#000", head_tooltip(p, l, h));
+      // Labels near the right edge go to the left of their point, inside the plot.
+      const bool near_right = px > left + plot_w - 44;
+      if (label_heads)
+        svg.text(near_right ? px - 6 : px + 6, py > top + plot_h - 16 ? py - 8 : py + 12,
+                 "τ " + tau_text(p.thresholds[i]), near_right ? "end" : "start", 9.5,
+                 " class=\"tau-label\" fill=\"" + series_colour(h) +
+                     "\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\"");
     }
     out << figure(svg.str(), "");
   }
@@ -775,20 +1131,27 @@ std::string predicted_vs_validated(const ProfileReport& r) {
   const ProfileMeasurements& m = *r.measured;
   const int64_t L = p.model.num_layers, H = p.model.heads_q;
   std::vector<Point> points;
-  double largest = 0;
+  std::vector<double> values;
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < H; ++h) {
       const size_t i = size_t(l * H + h);
       const double predicted = p.predicted_error[i], measured = m.holdout_error[i];
       if (!std::isfinite(measured)) continue;
-      largest = std::max({largest, predicted, measured});
-      points.push_back({predicted, measured, layer_colour(l, L),
+      values.push_back(predicted);
+      values.push_back(measured);
+      points.push_back({predicted, measured, l,
                         head_tooltip(p, l, h) + ", held-out error " + general(measured, 4)});
     }
+  // One axis for both, fitted to the points, so the diagonal is y = x.
+  const std::string words = metric_words(p.budget.metric);
+  const bool worst = worst_sample_budget(p.budget.metric);
+  Axis x =
+      fitted_axis(values, std::string(worst ? "worst fit sample: " : "predicted (fit): ") + words);
+  Axis y = x;
+  y.title = std::string(worst ? "worst held-out sample: " : "held-out: ") + words;
   return scatter_svg("fig-predicted-vs-validated",
                      "Predicted (fit samples) against validated (held-out samples) error per head",
-                     "predicted " + p.budget.metric, "held-out " + p.budget.metric, points, true,
-                     nice_ceiling(std::max(largest * 1.05, 1e-6)), L);
+                     x, y, points, true, L);
 }
 
 std::string density_vs_length(const ProfileReport& r) {
@@ -847,6 +1210,89 @@ std::string density_vs_length(const ProfileReport& r) {
     svg.text(lx + 24, top + 30 + 15 * double(k), "layer " + std::to_string(l), "start", 11);
   }
   return svg.str();
+}
+
+// One head's block map: query blocks down, key blocks across; kept runs of a row are one rect.
+std::string block_map_svg(const BlockMap& map, double predicted_density) {
+  const double side = 240, left = 44, top = 34;
+  const double cw = side / double(std::max<int64_t>(map.key_blocks, 1));
+  const double ch = side / double(std::max<int64_t>(map.query_blocks, 1));
+  const std::string name =
+      "layer " + std::to_string(map.layer) + " head " + std::to_string(map.head);
+  Svg svg("fig-block-map-" + std::to_string(map.layer) + "-" + std::to_string(map.head),
+          left + side + 12, top + side + 40,
+          "Blocks kept by " + name + " at τ " + tau_text(map.tau));
+  svg.text(left + side / 2, 13, name, "middle", 12, " font-weight=\"bold\"");
+  svg.text(left + side / 2, 27,
+           "τ " + tau_text(map.tau) + ", keeps " + fixed(100 * map.density, 1) + " % (predicted " +
+               fixed(100 * predicted_density, 1) + " %)",
+           "middle", 10.5);
+  svg.raw("<g shape-rendering=\"crispEdges\">");
+  svg.rect(left, top, side, side, "#ececec", "", " stroke=\"#bbb\" stroke-width=\"0.5\"");
+  const char* colour[] = {"", "#ffffff", "#2c6fb6", "#222222"};
+  const char* what[] = {"", "dropped", "selected by score", "forced"};
+  for (int64_t i = 0; i < map.query_blocks; ++i) {
+    const uint8_t* row = map.cells.data() + i * map.key_blocks;
+    for (int64_t j = 0; j < map.key_blocks;) {
+      int64_t end = j + 1;
+      while (end < map.key_blocks && row[end] == row[j]) ++end;
+      if (row[j] != kCellNotAllowed) {
+        // Tooltips only on kept runs (dropped runs would double the page for nothing).
+        const std::string tip = row[j] == kCellDropped
+                                    ? ""
+                                    : "query block " + std::to_string(i) + ", key blocks " +
+                                          std::to_string(j) + "-" + std::to_string(end - 1) + ": " +
+                                          what[row[j]];
+        svg.rect(left + cw * double(j), top + ch * double(i), cw * double(end - j), ch,
+                 colour[row[j]], tip);
+      }
+      j = end;
+    }
+  }
+  svg.raw("</g>");
+  svg.text(left + side / 2, top + side + 14,
+           "key block (0 .. " + std::to_string(map.key_blocks - 1) + ")", "middle", 10.5);
+  svg.vertical_text(left - 10, top + side / 2,
+                    "query block (0 .. " + std::to_string(map.query_blocks - 1) + ")", 10.5);
+  return svg.str();
+}
+
+std::string block_maps_section(const ProfileReport& r) {
+  const BlockMaps& maps = *r.block_maps;
+  const Profile& p = r.profile;
+  std::ostringstream out;
+  out << "<p id=\"block-maps-caption\">Which key blocks each head keeps on one sample: "
+      << escape_html(maps.sample)
+      << ", at the head's τ, through the runtime's own antidiagonal scoring and block selection. "
+         "First row: the sparsest heads (lowest predicted density), second row: the densest. "
+         "The forced blocks (sink column, diagonal band"
+      << (p.kernel.causal && p.kernel.dense_last_query_block ? ", the last query block row" : "")
+      << ") are kept at any τ; vertical stripes are keys many queries need.</p>\n"
+      << "<div class=\"legend\"><span><i style=\"background:#222;height:10px\"></i>forced"
+      << "</span><span><i style=\"background:#2c6fb6;height:10px\"></i>selected by score</span>"
+      << "<span><i style=\"background:#fff;border:1px solid #bbb;height:10px\"></i>dropped</span>"
+      << "<span><i style=\"background:#ececec;height:10px\"></i>not allowed (causal)</span>"
+      << "</div>\n<div id=\"fig-block-maps\">\n";
+  for (bool sparsest : {true, false}) {
+    out << "<h3>" << (sparsest ? "Sparsest heads" : "Densest heads")
+        << (!sparsest && maps.dense_heads > 0 &&
+                    maps.dense_heads < p.model.num_layers * p.model.heads_q
+                ? " below τ = 1 (" + std::to_string(maps.dense_heads) +
+                      " heads are dense: they keep every allowed block)"
+                : "")
+        << "</h3>\n"
+        << "<div class=\"grid\">\n";
+    for (size_t k = 0; k < maps.maps.size(); ++k) {
+      if ((int64_t(k) < maps.sparsest) != sparsest) continue;
+      const BlockMap& map = maps.maps[k];
+      out << figure(
+          block_map_svg(map, p.predicted_density[size_t(map.layer * p.model.heads_q + map.head)]),
+          "");
+    }
+    out << "</div>\n";
+  }
+  out << "</div>\n";
+  return out.str();
 }
 
 int64_t distinct_count(const std::vector<int64_t>& values) {
@@ -980,17 +1426,17 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
     std::vector<int64_t> fit, held;
     for (int64_t i = 0; i < N; ++i)
       (std::binary_search(p.data.holdout_samples.begin(), p.data.holdout_samples.end(), i) ? held
-                                                                                          : fit)
+                                                                                           : fit)
           .push_back(i);
     if (!fit.empty() && reproduces(fit)) {
       m.split_recovered = true;
       m.fit_samples = fit;
       m.holdout_samples = held;
-      m.note = held.empty() ? "every sample of the statistics was fitted; the profile has no "
-                              "held-out samples"
-                            : std::string(held.size() == 1 ? "sample " : "samples ") +
-                                  sample_list(held) + " of " + std::to_string(N) +
-                                  " held out, as the profile records";
+      m.note = held.empty()
+                   ? "every sample of the statistics was fitted; the profile has no "
+                     "held-out samples"
+                   : std::string(held.size() == 1 ? "sample " : "samples ") + sample_list(held) +
+                         " of " + std::to_string(N) + " held out, as the profile records";
     }
   }
   // Older profiles: calibrate holds out every k-th sample (k >= 2); try each k, then none.
@@ -1063,6 +1509,143 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
     }
   }
   return m;
+}
+
+// -----------------------------------------------------------------------------------------------
+// Block maps and the density floor
+
+double density_floor(const KernelSettings& kernel, const std::vector<int64_t>& lengths) {
+  double forced = 0, allowed = 0;
+  for (int64_t len : lengths) {
+    if (len <= 0) continue;
+    const kernels::BlockGeometry g{len, len, kernel.block_size, 0, kernel.causal};
+    const int64_t rows = g.num_q_blocks();
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t row_allowed = g.allowed_blocks(i);
+      allowed += double(row_allowed);
+      if (kernel.causal && kernel.dense_last_query_block && i == rows - 1) {
+        forced += double(row_allowed);
+      } else {
+        // The sink (block 0) and the diagonal block, one block when they coincide.
+        forced += g.diagonal_block(i) == 0 ? 1.0 : 2.0;
+      }
+    }
+  }
+  return allowed > 0 ? forced / allowed : 0.0;
+}
+
+std::optional<std::pair<std::string, int64_t>> capture_of_sample(const Statistics& statistics,
+                                                                 int64_t sample) {
+  if (sample < 0 || sample >= int64_t(statistics.samples.size())) return std::nullopt;
+  const std::string& source = statistics.samples[size_t(sample)].source;
+  const size_t hash = source.find_last_of('#');
+  if (hash == std::string::npos || hash == 0 || hash + 1 >= source.size()) return std::nullopt;
+  const std::string digits = source.substr(hash + 1);
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::make_pair(source.substr(0, hash), int64_t(std::stoll(digits)));
+}
+
+BlockMaps compute_block_maps(const Profile& p, const std::string& capture_path, int64_t item,
+                             int64_t per_end) {
+  const io::CaptureReader reader(capture_path);
+  const io::CaptureInfo& info = reader.info();
+  const int64_t L = p.model.num_layers, H = p.model.heads_q;
+  XATTN_CHECK_INPUT(
+      info.heads_q == H && info.heads_kv == p.model.heads_kv && info.head_dim == p.model.head_dim,
+      capture_path, " holds ", info.heads_q, " query heads, ", info.heads_kv,
+      " KV heads of dimension ", info.head_dim, " but the profile is for ", H, ", ",
+      p.model.heads_kv, " and ", p.model.head_dim,
+      "; give a capture of the profile's model for --capture");
+  XATTN_CHECK_INPUT(info.causal == p.kernel.causal, capture_path, " is ",
+                    info.causal ? "causal" : "non-causal", " but the profile is ",
+                    p.kernel.causal ? "causal" : "non-causal",
+                    "; give a capture of the profile's model for --capture");
+  XATTN_CHECK_INPUT(item >= 0 && item < info.batch(), capture_path, " has ", info.batch(),
+                    " items; --capture-item must be 0 .. ", info.batch() - 1, ", got ", item);
+
+  // The heads to draw: the sparsest and the densest by predicted density (ties by index).
+  std::vector<int64_t> order(size_t(L * H));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return p.predicted_density[size_t(a)] < p.predicted_density[size_t(b)];
+  });
+  // Dense heads (τ = 1) keep every allowed block, which says nothing about the head: the densest
+  // are taken among the others when there are any.
+  std::vector<int64_t> sparse_order;
+  for (int64_t head : order)
+    if (p.thresholds[size_t(head)] < 1.f) sparse_order.push_back(head);
+  const std::vector<int64_t>& densest_from = sparse_order.empty() ? order : sparse_order;
+  std::vector<int64_t> chosen;
+  const int64_t ends = std::min<int64_t>(per_end, (L * H + 1) / 2);
+  for (int64_t k = 0; k < ends; ++k) chosen.push_back(order[size_t(k)]);
+  for (int64_t k = 0; k < std::min<int64_t>(ends, int64_t(densest_from.size())); ++k) {
+    const int64_t head = densest_from[densest_from.size() - 1 - size_t(k)];
+    if (std::find(chosen.begin(), chosen.end(), head) == chosen.end()) chosen.push_back(head);
+  }
+  std::set<int64_t> layers;
+  for (int64_t head : chosen) layers.insert(head / H);
+  for (int64_t l : layers)
+    XATTN_CHECK_INPUT(reader.has_layer(l), capture_path, " holds no layer ", l,
+                      ", which has a head to draw; capture every layer (xattn capture without "
+                      "--layers)");
+
+  runtime::EstimateOptions options;
+  options.stride = p.kernel.stride;
+  options.block_size = p.kernel.block_size;
+  options.causal = p.kernel.causal;
+  options.dense_last_query_block = p.kernel.dense_last_query_block;
+
+  BlockMaps out;
+  const int64_t len_q = info.len_q[size_t(item)], len_k = info.len_k[size_t(item)];
+  out.length = len_k;
+  out.sample = "item " + std::to_string(item) + " of " + capture_path + " (" +
+               std::to_string(len_k) + " tokens)";
+  std::map<int64_t, BlockMap> by_head;
+  for (int64_t l : layers) {
+    const io::CaptureLayer tensors = reader.read_layer_item(l, item);
+    const at::Tensor scores = runtime::antidiagonal_scores(tensors.q, tensors.k, options);
+    at::Tensor tau = at::empty({H}, at::kFloat);
+    for (int64_t h = 0; h < H; ++h) tau[h] = p.thresholds[size_t(l * H + h)];
+    // At τ = 0 only the forced blocks are kept.
+    const at::Tensor kept = std::get<0>(runtime::select_blocks(scores, tau, len_q, len_k, options));
+    const at::Tensor forced = std::get<0>(
+        runtime::select_blocks(scores, at::zeros({H}, at::kFloat), len_q, len_k, options));
+    const kernels::BlockGeometry g{len_q, len_k, p.kernel.block_size, len_k - len_q,
+                                   p.kernel.causal};
+    const int64_t nq = kept.size(2), nk = kept.size(3);
+    const at::Tensor kept_u8 = kept[0].to(at::kByte).contiguous();
+    const at::Tensor forced_u8 = forced[0].to(at::kByte).contiguous();
+    for (int64_t head : chosen) {
+      if (head / H != l) continue;
+      const int64_t h = head % H;
+      BlockMap map;
+      map.layer = l;
+      map.head = h;
+      map.tau = p.thresholds[size_t(head)];
+      map.query_blocks = nq;
+      map.key_blocks = nk;
+      map.cells.assign(size_t(nq * nk), kCellNotAllowed);
+      const uint8_t* k_row = kept_u8[h].data_ptr<uint8_t>();
+      const uint8_t* f_row = forced_u8[h].data_ptr<uint8_t>();
+      double kept_count = 0, allowed_count = 0;
+      for (int64_t i = 0; i < nq; ++i) {
+        const int64_t allowed = g.allowed_blocks(i);
+        for (int64_t j = 0; j < std::min(allowed, nk); ++j) {
+          const size_t at = size_t(i * nk + j);
+          map.cells[at] = f_row[at] ? kCellForced : k_row[at] ? kCellSelected : kCellDropped;
+          kept_count += k_row[at] ? 1 : 0;
+        }
+        allowed_count += double(std::min(allowed, nk));
+      }
+      map.density = allowed_count > 0 ? kept_count / allowed_count : 0.0;
+      by_head[head] = std::move(map);
+    }
+  }
+  for (int64_t head : chosen) out.maps.push_back(std::move(by_head[head]));
+  out.sparsest = ends;
+  out.dense_heads = int64_t(order.size() - sparse_order.size());
+  return out;
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1157,8 +1740,6 @@ std::string format_report_html(const ProfileReport& r) {
          << ", mean error " << general(mean_of(r.measured->holdout_error), 4) << " over "
          << r.measured->holdout_samples.size() << " samples</dd>";
   body << "<dt>uniform</dt><dd>" << escape_html(uniform_line(p)) << "</dd>";
-  if (!p.validation.empty())
-    body << "<dt>validation</dt><dd>" << escape_html(validation_line(p)) << "</dd>";
   body << "<dt>data</dt><dd>" << p.data.sample_count << " samples";
   if (!p.data.description.empty()) body << ", " << escape_html(p.data.description);
   body << "</dd><dt>statistics</dt><dd>"
@@ -1169,6 +1750,13 @@ std::string format_report_html(const ProfileReport& r) {
     body << note("note-other-data",
                  "The statistics' samples are not the profile's calibration data (their hash "
                  "differs): the curves describe those samples.");
+
+  if (!p.validation.empty()) {
+    body << "<h2>Validation</h2>\n<table id=\"validation-table\" class=\"words\">\n"
+         << table_row({"quantity", "value", "unit"}, true);
+    for (const auto& row : validation_rows(p)) body << table_row(row);
+    body << "</table>\n";
+  }
 
   if (!p.frontier.empty()) {
     body << "<h2>Quality frontier: per-head against uniform</h2>\n"
@@ -1210,10 +1798,17 @@ std::string format_report_html(const ProfileReport& r) {
 
   body << "<h2>Thresholds and density per head</h2>\n"
        << figure(tau_heatmap(p, "fig-tau-heatmap"),
-                 "τ chosen for each head; a lower τ keeps fewer blocks. Hover a cell for its "
-                 "figures.")
+                 "τ chosen for each head; a lower τ keeps fewer blocks. Colours are spaced by "
+                 "-log10(1 - τ) on a fixed scale, so 0.9, 0.99, 0.999 and 0.9999 are equally "
+                 "far apart; τ = 1 (dense) has its own colour. Hover a cell for its figures.")
        << figure(density_heatmap(p, "fig-density-heatmap"),
-                 "Predicted share of the allowed blocks each head keeps at its τ (1 = dense).");
+                 "Predicted share of the allowed blocks each head keeps at its τ, in % (100 = "
+                 "dense), on a fixed 0-100 % scale. The floor on the legend is the least a head "
+                 "can keep at the calibration lengths: the sink and diagonal blocks" +
+                     std::string(p.kernel.causal && p.kernel.dense_last_query_block
+                                     ? " and the dense last query block."
+                                     : ".") +
+                     " Cells show values down to 20 px; hover any cell for its figures.");
 
   std::vector<BarSeries> bars = {{"predicted", "#3b6fb6", {}}};
   for (const auto& s : layers) bars[0].values.push_back(s.density);
@@ -1224,6 +1819,8 @@ std::string format_report_html(const ProfileReport& r) {
   std::vector<ReferenceLine> references = {{"mean", "#333", p.predicted_mean_density}};
   if (p.uniform)
     references.push_back({"uniform τ " + general(p.uniform->tau, 3), "#c00", p.uniform->density});
+  if (std::isfinite(profile_floor(p)))
+    references.push_back({"floor (sink + diagonal)", "#888", profile_floor(p)});
   body << "<h2>Density per layer</h2>\n"
        << figure(layer_bars_svg("fig-layer-density", "Mean density per layer", "mean density", bars,
                                 references),
@@ -1232,10 +1829,16 @@ std::string format_report_html(const ProfileReport& r) {
 
   body << "<h2>Error against density, per head</h2>\n";
   if (r.measured) {
-    body << "<p>Each line is one head over the τ ladder (" << r.measured->taus.size()
-         << " candidates; mean over the " << r.measured->fit_samples.size()
-         << " fit samples, weighted by attention cost); the dot is the τ the profile chose. "
-            "Errors below the bottom axis are drawn on it.</p>\n"
+    const size_t fit = r.measured->fit_samples.size();
+    body << "<p id=\"error-curves-caption\">Each line is one head over the τ ladder ("
+         << r.measured->taus.size() << " candidates). Density: mean over the " << fit
+         << " fit samples, weighted by attention cost. Error: "
+         << (worst_sample_budget(p.budget.metric) ? "the worst of the " + std::to_string(fit) +
+                                                        " fit samples, as the profile budgets it"
+                                                  : "the same cost-weighted mean")
+         << ", in " << escape_html(metric_words(p.budget.metric))
+         << ". The dot is the τ the profile chose; errors below the bottom axis are drawn on "
+            "it.</p>\n"
          << error_curves(r);
   } else {
     body << note("note-no-curves",
@@ -1246,14 +1849,26 @@ std::string format_report_html(const ProfileReport& r) {
   body << "<h2>Predicted against validated error</h2>\n";
   if (holdout) {
     body << figure(predicted_vs_validated(r),
-                   "Each dot is a head: predicted from the fit samples (x) against measured on "
-                   "the held-out samples (y), coloured by layer. Dots above the diagonal did "
-                   "worse than predicted.");
+                   "Each marker is a head: predicted from the fit samples (x) against measured "
+                   "on the held-out samples (y), a colour and marker per layer. Markers above the "
+                   "diagonal did worse than predicted; on log axes, zero errors (dense heads) "
+                   "sit on the lower edge.");
   } else {
     body << note("note-no-validation",
                  r.measured ? "No held-out samples: " + r.measured->note + "."
                             : "Validation per head needs the statistics (--stats FILE) of a "
                               "calibration with held-out samples.");
+  }
+
+  body << "<h2>Which blocks the heads keep</h2>\n";
+  if (r.block_maps && !r.block_maps->maps.empty()) {
+    body << block_maps_section(r);
+  } else {
+    body << note("note-no-block-maps",
+                 r.block_maps_note.empty()
+                     ? "Block maps need q and k of one sample: xattn report PROFILE --capture "
+                       "FILE (a capture of the profile's model, from xattn capture)."
+                     : r.block_maps_note);
   }
 
   body << "<h2>Density against sequence length</h2>\n";
@@ -1362,15 +1977,98 @@ std::string format_comparison_html(const ProfileComparison& c) {
   for (const auto& mismatch : profile_mismatches(c.a, c.b.model))
     body << note("note-model-mismatch", "B differs: " + mismatch);
 
-  body << "<h2>Per layer</h2>\n<table id=\"layer-table\">\n"
-       << table_row({"layer", "τ A", "τ B", "Δτ", "density A", "density B", "Δdensity"}, true);
+  // What B gains in density against what it costs in accuracy, side by side.
+  const bool same_metric = c.a.budget.metric == c.b.budget.metric;
+  const auto err_a = to_double(c.a.predicted_error), err_b = to_double(c.b.predicted_error);
+  body << "<h2>Density gain and accuracy cost of B against A</h2>\n";
+  {
+    const double da = c.a.predicted_mean_density, db = c.b.predicted_mean_density;
+    std::string summary = "B keeps " + fixed(100 * db, 1) + " % of the allowed blocks, A " +
+                          fixed(100 * da, 1) + " % (" + signed_fixed(100 * (db - da), 1) +
+                          " points";
+    if (da > 0) summary += ", " + fixed(db / da, 2) + "x A's blocks";
+    summary += ")";
+    if (same_metric)
+      summary += "; predicted mean error " + general(c.b.predicted_mean_error, 4) + " against " +
+                 general(c.a.predicted_mean_error, 4) + " (" +
+                 signed_fixed(c.b.predicted_mean_error - c.a.predicted_mean_error, 6) + ")";
+    const auto kl_a = c.a.validation.find("kl_mean"), kl_b = c.b.validation.find("kl_mean");
+    if (kl_a != c.a.validation.end() && kl_b != c.b.validation.end())
+      summary += "; held-out KL from dense " + general(kl_b->second, 3) + " against " +
+                 general(kl_a->second, 3) + " nats / position";
+    body << "<p id=\"cost-summary\">" << escape_html(summary + ".") << "</p>\n";
+  }
+  body << "<table id=\"cost-table\" class=\"words\">\n"
+       << table_row({"quantity", "A", "B", "B - A", "unit"}, true)
+       << table_row(
+              {"predicted mean density (fit samples)", fixed(100 * c.a.predicted_mean_density, 2),
+               fixed(100 * c.b.predicted_mean_density, 2),
+               signed_fixed(100 * (c.b.predicted_mean_density - c.a.predicted_mean_density), 2),
+               "% of allowed blocks (B - A in points)"});
+  if (same_metric) {
+    body << table_row({"predicted mean error (fit samples)", general(c.a.predicted_mean_error, 4),
+                       general(c.b.predicted_mean_error, 4),
+                       signed_fixed(c.b.predicted_mean_error - c.a.predicted_mean_error, 6),
+                       metric_words(c.a.budget.metric)});
+  }
+  for (const ValidationField& f : kValidationFields) {
+    const auto a = c.a.validation.find(f.key), b = c.b.validation.find(f.key);
+    if (a == c.a.validation.end() || b == c.b.validation.end()) continue;
+    if (std::string(f.key) == "holdout_mean_error" && !same_metric) continue;
+    const double scale = f.percent ? 100 : 1;
+    const std::string unit = std::string(f.key) == "holdout_mean_error"
+                                 ? metric_words(c.a.budget.metric)
+                                 : std::string(f.unit) + (f.percent ? " (B - A in points)" : "");
+    body << table_row({f.words, general(scale * a->second, 4), general(scale * b->second, 4),
+                       signed_fixed(scale * (b->second - a->second), f.percent ? 2 : 6), unit});
+  }
+  body << "</table>\n";
+  if (!same_metric)
+    body << note("note-other-metric", "A budgets " + c.a.budget.metric + ", B " +
+                                          c.b.budget.metric +
+                                          ": their predicted errors are not comparable.");
+
+  body << "<h2>Per layer</h2>\n<table id=\"layer-table\">\n";
+  std::vector<std::string> header = {"layer",     "τ A",       "τ B",     "Δτ",
+                                     "density A", "density B", "Δdensity"};
+  if (same_metric) header.push_back("Δpredicted error");
+  body << table_row(header, true);
   for (int64_t l = 0; l < L; ++l) {
     const double ta = layer_mean(tau_a, l, H), tb = layer_mean(tau_b, l, H);
     const double da = layer_mean(dens_a, l, H), db = layer_mean(dens_b, l, H);
-    body << table_row({std::to_string(l), fixed(ta, 4), fixed(tb, 4), signed_fixed(tb - ta, 4),
-                       fixed(da, 4), fixed(db, 4), signed_fixed(db - da, 4)});
+    std::vector<std::string> cells = {std::to_string(l),        fixed(ta, 4), fixed(tb, 4),
+                                      signed_fixed(tb - ta, 4), fixed(da, 4), fixed(db, 4),
+                                      signed_fixed(db - da, 4)};
+    if (same_metric)
+      cells.push_back(signed_fixed(layer_mean(err_b, l, H) - layer_mean(err_a, l, H), 6));
+    body << table_row(cells);
   }
   body << "</table>\n";
+
+  if (same_metric) {
+    std::vector<Point> moves;
+    std::vector<double> dx, dy;
+    for (int64_t i = 0; i < L * H; ++i) {
+      const double x = 100 * (dens_b[i] - dens_a[i]), y = err_b[i] - err_a[i];
+      dx.push_back(x), dy.push_back(y);
+      moves.push_back({x, y, i / H,
+                       "layer " + std::to_string(i / H) + " head " + std::to_string(i % H) +
+                           ": density " + signed_fixed(x, 2) + " points, predicted error " +
+                           signed_fixed(y, 6) + " (τ " + tau_text(tau_a[i]) + " -> " +
+                           tau_text(tau_b[i]) + ")"});
+    }
+    dx.push_back(0), dy.push_back(0);  // both axes show zero
+    body << figure(
+        scatter_svg(
+            "fig-cost-vs-gain", "Per head: change of density against change of predicted error",
+            fitted_axis(dx, "density B - A (points)", false),
+            fitted_axis(dy, "predicted error B - A (" + metric_words(c.a.budget.metric) + ")",
+                        false),
+            moves, false, L),
+        "Each marker is a head (a colour and marker per layer). Left of the vertical "
+        "line B keeps fewer blocks, above the horizontal line its predicted error is "
+        "higher: the upper left holds the heads where B buys density with accuracy.");
+  }
 
   auto diff_heatmap = [&](const std::string& id, const std::string& title,
                           const std::string& legend, const std::vector<double>& a,
@@ -1381,7 +2079,7 @@ std::string format_comparison_html(const ProfileComparison& c) {
     spec.legend_title = legend;
     spec.layers = L;
     spec.heads = H;
-    spec.diverging = true;
+    spec.kind = HeatmapKind::kDifference;
     spec.cell_decimals = 3;
     double largest = 0;
     for (size_t i = 0; i < a.size(); ++i) {
@@ -1391,8 +2089,9 @@ std::string format_comparison_html(const ProfileComparison& c) {
                               std::to_string(int64_t(i) % H) + ": A " + fixed(a[i], 4) + ", B " +
                               fixed(b[i], 4) + ", B - A " + signed_fixed(b[i] - a[i], 4));
     }
-    spec.hi = nice_ceiling(std::max(largest, 0.01));
-    spec.lo = -spec.hi;
+    // Fixed: ±0.1 unless a difference is larger (then the next 1-2-5 step), so that two
+    // comparisons of close budgets share one scale.
+    spec.hi = largest <= 0.1 ? 0.1 : nice_ceiling(largest);
     return heatmap_svg(spec);
   };
   body << "<h2>Differences per head (B - A)</h2>\n"
@@ -1411,16 +2110,23 @@ std::string format_comparison_html(const ProfileComparison& c) {
   }
   std::vector<Point> points;
   for (int64_t i = 0; i < L * H; ++i)
-    points.push_back({tau_a[i], tau_b[i], layer_colour(i / H, L),
+    points.push_back({tau_a[i], tau_b[i], i / H,
                       "layer " + std::to_string(i / H) + " head " + std::to_string(i % H) +
                           ": τ A " + fixed(tau_a[i], 4) + ", τ B " + fixed(tau_b[i], 4)});
+  Axis tau_axis;
+  tau_axis.kind = Axis::kTau;
+  tau_axis.title = "τ in A";
+  Axis tau_b_axis = tau_axis;
+  tau_b_axis.title = "τ in B";
   body << "<h2>Per layer and per head</h2>\n"
        << figure(layer_bars_svg("fig-layer-density-compare", "Mean density per layer, A and B",
                                 "mean density", bars, {}),
                  "Mean predicted density of each layer's heads in A and in B.")
-       << figure(scatter_svg("fig-tau-scatter", "τ per head, A against B", "τ in A", "τ in B",
-                             points, true, 1.0, L),
-                 "Each dot is a head, coloured by layer; on the diagonal its τ did not change.");
+       << figure(scatter_svg("fig-tau-scatter", "τ per head, A against B", tau_axis, tau_b_axis,
+                             points, true, L),
+                 "Each marker is a head, by layer; on the diagonal its τ did not change. Both "
+                 "axes are spaced by -log10(1 - τ), so 0.9, 0.99 and 0.999 are equally far "
+                 "apart; τ = 1 (dense) is the last tick.");
 
   const std::vector<int64_t> order = heads_by_tau_change(c);
   const int64_t top = std::min<int64_t>(kTopChangedHeads, changed_heads(c));
@@ -1442,8 +2148,7 @@ std::string format_comparison_html(const ProfileComparison& c) {
 
 void write_report_html(const std::string& path, const std::string& html, bool overwrite) {
   // Replacing is by rename, which would turn a device such as /dev/null into a plain file.
-  XATTN_CHECK(!io::path_exists(path) || io::is_regular_file(path),
-              ErrorKind::kIo, path,
+  XATTN_CHECK(!io::path_exists(path) || io::is_regular_file(path), ErrorKind::kIo, path,
               " exists and is not a regular file; give a file path for --html");
   io::write_file_atomically(path, overwrite, [&](const std::string& temp) {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);

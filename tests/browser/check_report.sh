@@ -2,7 +2,10 @@
 # Renders `xattn report` pages in headless Chromium and checks that every figure is drawn: the
 # page's own script counts the <svg> figures that have shapes and a non-empty bounding box
 # (body data-figures) and must reach the count the generator wrote (data-figures-expected); every
-# expected figure id must be in the rendered DOM; a screenshot of each page is taken.
+# expected figure id must be in the rendered DOM; heatmap cells show their values and none is
+# wider than its cell (body data-cell-values, data-cell-values-too-wide), at 8, 6 and 32 heads;
+# the new elements (validation table, τ legend with its dense swatch, density floor, τ labels,
+# block maps, the comparison's cost table) are in the DOM; a screenshot of each page is taken.
 #
 # usage: tests/browser/check_report.sh XATTN_BINARY [OUT_DIR]
 #   OUT_DIR keeps the inputs, pages, DOM dumps and screenshots (default: a temporary folder,
@@ -51,10 +54,21 @@ fail() {
   --holdout 0.5 --epsilon 0.05 --force >"$out/calibrate-b.log" 2>&1
 "$xattn" report "$out/a.h5" --html "$out/report.html" --force >"$out/report.txt"
 "$xattn" report "$out/a.h5" "$out/b.h5" --html "$out/compare.html" --force >"$out/compare.txt"
-# A model-run profile with its held-out quality frontier (the shipped kl profile).
+# A model-run profile with its held-out quality frontier (the shipped kl profile, 6 x 6 heads), with
+# block maps from a capture of the bundled model on the start of the calibration text.
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-"$xattn" report "$repo/profiles/xattn-byte-kl.h5" --html "$out/frontier.html" --force \
-  >"$out/frontier.txt"
+"$xattn" capture --model "$repo/examples/models/xattn-byte" \
+  --text "$repo/examples/data/calibration.txt" --max-len 1024 --out "$out/byte-capture.h5" \
+  --force >"$out/capture.log" 2>&1
+"$xattn" report "$repo/profiles/xattn-byte-kl.h5" --capture "$out/byte-capture.h5" \
+  --html "$out/frontier.html" --force >"$out/frontier.txt"
+# 32 query heads: every heatmap cell must still show its value.
+"$xattn" synth --out "$out/wide.h5" --len 1024 --batch 2 --layers 2 --heads-q 32 --heads-kv 8 \
+  --force >/dev/null
+"$xattn" calibrate --capture "$out/wide.h5" --out "$out/wide-profile.h5" \
+  --stats-out "$out/stats-wide-profile.h5" --holdout 0.5 --epsilon 0.02 --force \
+  >"$out/calibrate-wide.log" 2>&1
+"$xattn" report "$out/wide-profile.h5" --html "$out/wide.html" --force >"$out/wide.txt"
 
 render() {  # render PAGE: writes PAGE.dom.html and PAGE.png
   local page=$1
@@ -86,12 +100,41 @@ check() {  # check PAGE ID...: every figure drawn, every id present, screenshot 
   done
   [ -s "$out/$page.png" ] && [ "$(stat -c %s "$out/$page.png")" -gt 20000 ] ||
     fail "$page: screenshot missing or blank"
+  local wide
+  wide=$(grep -o 'data-cell-values-too-wide="[0-9]*"' "$dom" | grep -o '[0-9]\+' || true)
+  [ "$wide" = 0 ] || fail "$page: ${wide:-?} heatmap cell values wider than their cells"
   echo "ok: $page.html: $drawn of $expected figures drawn"
+}
+
+cell_values() {  # cell_values PAGE: how many heatmap cells show a value in the rendered DOM
+  grep -o 'data-cell-values="[0-9]*"' "$out/$1.dom.html" | grep -o '[0-9]\+' || echo 0
+}
+
+has() {  # has PAGE TEXT...: each TEXT is in the rendered DOM
+  local page=$1
+  shift
+  local text
+  for text in "$@"; do
+    grep -qF -- "$text" "$out/$page.dom.html" || fail "$page: '$text' missing"
+  done
 }
 
 check report fig-tau-heatmap fig-density-heatmap fig-layer-density fig-error-curves-layer-0 \
   fig-error-curves-layer-3 fig-predicted-vs-validated fig-density-vs-length
+# Block maps from the capture the statistics name; τ legend with the dense swatch; the floor.
+has report 'id="fig-block-maps"' 'class="legend-dense"' 'class="legend-floor"' \
+  'class="tau-label"' 'class="floor-region"' 'Error: the worst of the'
+[ "$(grep -c '<svg id="fig-block-map-' "$out/report.dom.html")" -ge 1 ] ||
+  fail "report: no block map drawn"
+[ "$(cell_values report)" -eq $((2 * 4 * 8)) ] || fail "report: $(cell_values report) of 64 cell values"
 check compare fig-tau-diff-heatmap fig-density-diff-heatmap fig-layer-density-compare \
-  fig-tau-scatter
+  fig-tau-scatter fig-cost-vs-gain
+has compare 'id="cost-table"' 'predicted mean error (fit samples)' 'id="cost-summary"'
 check frontier fig-frontier fig-tau-heatmap fig-error-curves-layer-0 fig-predicted-vs-validated
-echo "report pages: every figure drawn"
+has frontier 'id="validation-table"' 'KL divergence from dense attention' 'nats / position' \
+  'id="fig-block-maps"' 'byte-capture.h5 (1024 tokens)'
+! grep -q '<td>kl_mean</td>' "$out/frontier.dom.html" || fail "frontier: raw validation keys"
+[ "$(cell_values frontier)" -eq $((2 * 6 * 6)) ] || fail "frontier: $(cell_values frontier) of 72 cell values"
+check wide fig-tau-heatmap fig-density-heatmap fig-error-curves-layer-1 fig-predicted-vs-validated
+[ "$(cell_values wide)" -eq $((2 * 2 * 32)) ] || fail "wide: $(cell_values wide) of 128 cell values"
+echo "report pages: every figure drawn, cell values shown and inside their cells"

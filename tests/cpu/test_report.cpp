@@ -5,11 +5,16 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <map>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,15 +24,21 @@
 #include "xattn/calibrate/report.h"
 #include "xattn/calibrate/statistics.h"
 #include "xattn/error.h"
+#include "xattn/io/capture.h"
 #include "xattn/io/profile.h"
+#include "xattn/ops.h"
+#include "xattn/synthetic.h"
 
 namespace xattn::calibrate {
 namespace {
 
 using io::fnv1a64;
+using io::KernelSettings;
 using io::Profile;
 using io::UniformComparison;
 using io::write_profile;
+
+constexpr double kNaNForTests = std::numeric_limits<double>::quiet_NaN();
 
 constexpr int64_t kLayers = 2, kHeads = 3;
 const std::vector<double> kTaus = {0.5, 0.8, 1.0};
@@ -343,7 +354,8 @@ TEST(Report, HtmlNotesWhatTheStatisticsCannotShow) {
 }
 
 TEST(Report, LargeModelHeatmapStaysReadable) {
-  // 32 x 32 heads: cells shrink to the minimum, labels thin out, no per-cell text.
+  // 32 x 32 heads: 30 px cells, every cell still shows its value (shrunk to fit, never below
+  // 6.5 px), axis labels thin out.
   ProfileReport r;
   r.profile_name = "big.h5";
   Profile& p = r.profile;
@@ -355,8 +367,17 @@ TEST(Report, LargeModelHeatmapStaysReadable) {
   }
   p.budget = {0.01, "output_error", std::nullopt, {}};
   const std::string html = format_report_html(r);
-  EXPECT_EQ(count(html, "<rect"), 2 * 32 * 32 + 2 /*legend bars*/ + 32 + 1 /*density bars+key*/);
+  EXPECT_EQ(count(html, "<rect"),
+            2 * 32 * 32 + 2 /*legend bars*/ + 1 /*τ = 1 swatch*/ + 32 + 1 /*density bars+key*/);
   EXPECT_NE(html.find(">31</text>"), std::string::npos);  // last layer/head labelled
+  EXPECT_EQ(count(html, "class=\"cell-value\""), size_t(2 * 32 * 32));
+  const std::regex size_of_value(
+      "font-size=\"([0-9.]+)\" text-anchor=\"middle\" class=\"cell-value\"");
+  size_t sizes = 0;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), size_of_value);
+       it != std::sregex_iterator(); ++it, ++sizes)
+    EXPECT_GE(std::stod((*it)[1]), 6.5);
+  EXPECT_EQ(sizes, size_t(2 * 32 * 32));
 }
 
 ProfileComparison make_comparison() {
@@ -391,7 +412,8 @@ TEST(Report, ComparisonHtmlAndShapeMismatch) {
   for (const char* id : {"fig-tau-diff-heatmap", "fig-density-diff-heatmap",
                          "fig-layer-density-compare", "fig-tau-scatter"})
     EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
-  EXPECT_NE(html.find("data-figures-expected=\"4\""), std::string::npos);
+  EXPECT_NE(html.find("id=\"fig-cost-vs-gain\""), std::string::npos);
+  EXPECT_NE(html.find("data-figures-expected=\"5\""), std::string::npos);
   EXPECT_NE(html.find("B - A +0.5000"), std::string::npos);
   EXPECT_EQ(html.find("http"), std::string::npos);
   c.b.model.num_layers = 3;
@@ -466,6 +488,338 @@ TEST(Report, CliReportsOneProfileWithStatisticsBesideItAndComparesTwo) {
   EXPECT_EQ(run_cli("report").code, 2);
   EXPECT_EQ(run_cli("report " + profile + " " + other + " --stats x.h5").code, 2);
   EXPECT_EQ(run_cli("report " + dir.file("missing.h5")).code, 4);
+}
+
+// The fill of the heatmap cell whose tooltip starts with `tooltip` (e.g. "layer 0 head 1:").
+std::string cell_fill(const std::string& html, const std::string& figure_id,
+                      const std::string& tooltip) {
+  const size_t figure = html.find("<svg id=\"" + figure_id + "\"");
+  const size_t end = html.find("</svg>", figure);
+  const size_t tip = html.find("<title>" + tooltip, figure);
+  if (figure == std::string::npos || tip == std::string::npos || tip > end) return "";
+  const size_t fill = html.rfind("fill=\"", tip);
+  return html.substr(fill + 6, 7);
+}
+
+// y of the legend text `label` in figure `figure_id`.
+double legend_y(const std::string& html, const std::string& figure_id, const std::string& label) {
+  const size_t figure = html.find("<svg id=\"" + figure_id + "\"");
+  const size_t at = html.find("class=\"legend-tick\">" + label + "</text>", figure);
+  if (figure == std::string::npos || at == std::string::npos) return kNaNForTests;
+  const size_t y = html.rfind(" y=\"", at);
+  return std::stod(html.substr(y + 4));
+}
+
+ProfileReport tau_report(const std::vector<float>& taus) {
+  ProfileReport r;
+  r.profile_name = "taus.h5";
+  Profile& p = r.profile;
+  p.model = {"llama", 1, int64_t(taus.size()), 1, 64, "", ""};
+  p.thresholds = taus;
+  p.predicted_density.assign(taus.size(), 0.5f);
+  p.predicted_error.assign(taus.size(), 0.001f);
+  p.budget = {0.01, "output_error", std::nullopt, {}};
+  return r;
+}
+
+TEST(Report, TauColoursSeparateTheNinesOnAFixedScale) {
+  // 0.9, 0.99, 0.999 and 1 keep very different shares of blocks: four different colours, 1 the
+  // dense swatch's; the legend spaces 0.9 / 0.99 / 0.999 / 0.9999 equally.
+  const std::string html = format_report_html(tau_report({0.9f, 0.99f, 0.999f, 1.0f}));
+  std::set<std::string> fills;
+  for (int h = 0; h < 4; ++h) {
+    const std::string fill =
+        cell_fill(html, "fig-tau-heatmap", "layer 0 head " + std::to_string(h) + ":");
+    ASSERT_EQ(fill.size(), 7u) << h;
+    fills.insert(fill);
+  }
+  EXPECT_EQ(fills.size(), 4u);
+  const size_t dense = html.find("class=\"legend-dense\"");
+  ASSERT_NE(dense, std::string::npos);
+  const size_t swatch_fill = html.rfind("fill=\"", dense);
+  EXPECT_EQ(html.substr(swatch_fill + 6, 7), cell_fill(html, "fig-tau-heatmap", "layer 0 head 3:"));
+  const double y9 = legend_y(html, "fig-tau-heatmap", "0.9"),
+               y99 = legend_y(html, "fig-tau-heatmap", "0.99"),
+               y999 = legend_y(html, "fig-tau-heatmap", "0.999"),
+               y9999 = legend_y(html, "fig-tau-heatmap", "0.9999");
+  EXPECT_GT(y9 - y99, 20);
+  EXPECT_NEAR(y9 - y99, y99 - y999, 0.2);
+  EXPECT_NEAR(y99 - y999, y999 - y9999, 0.2);
+  // Fixed: τ 0.95 has one colour whatever the other heads' τ (no per-report rescaling).
+  const std::string low = format_report_html(tau_report({0.95f, 0.2f}));
+  const std::string high = format_report_html(tau_report({0.95f, 0.999f}));
+  EXPECT_EQ(cell_fill(low, "fig-tau-heatmap", "layer 0 head 0:"),
+            cell_fill(high, "fig-tau-heatmap", "layer 0 head 0:"));
+  EXPECT_NE(cell_fill(low, "fig-tau-heatmap", "layer 0 head 0:"), "");
+  // Cells show τ as written values: "0.9", "0.99", "0.999", "1".
+  for (const char* text : {">0.9<", ">0.99<", ">0.999<", ">1<"})
+    EXPECT_NE(html.find(text), std::string::npos) << text;
+}
+
+TEST(Report, DensityFloorMatchesTheSelectionAtTauZeroAndIsMarked) {
+  // The floor is what the runtime's selection keeps when τ asks for nothing: sink, diagonal and
+  // (dense_last_query_block) the last query block row.
+  for (bool dense_last : {true, false})
+    for (bool causal : {true, false}) {
+      KernelSettings kernel;
+      kernel.causal = causal;
+      kernel.dense_last_query_block = dense_last;
+      kernel.block_size = 64;
+      double kept = 0, allowed = 0;
+      for (int64_t len : {200, 64, 1000}) {
+        const at::Tensor q = at::randn({1, 2, len, 32}), k = at::randn({1, 1, len, 32});
+        runtime::EstimateOptions options;
+        options.block_size = 64;
+        options.causal = causal;
+        options.dense_last_query_block = dense_last;
+        const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
+        const auto [mask, count, index] =
+            runtime::select_blocks(scores, at::zeros({2}, at::kFloat), len, len, options);
+        kept += count[0][0].sum().item<double>();
+        allowed += allowed_blocks(len, len, 64, causal);
+      }
+      EXPECT_NEAR(density_floor(kernel, {200, 64, 1000}), kept / allowed, 1e-12)
+          << "causal " << causal << ", dense last block " << dense_last;
+    }
+  // Marked on the density legend and in the density bars.
+  ProfileReport r = make_report(true);
+  const double floor = density_floor(r.profile.kernel, r.profile.data.lengths);
+  ASSERT_GT(floor, 0);
+  const std::string html = format_report_html(r);
+  EXPECT_NE(html.find("floor " + fixed(100 * floor, 1) + " %"), std::string::npos);
+  EXPECT_NE(html.find("floor (sink + diagonal): " + fixed(floor, 4)), std::string::npos);
+  EXPECT_NE(html.find("class=\"floor-region\""), std::string::npos);  // on the error curves
+}
+
+TEST(Report, ValidationIsATableInWordsWithUnits) {
+  ProfileReport r = make_report(true);
+  r.profile.validation = {{"kl_mean", 0.00125},
+                          {"e2e_density", 0.291},
+                          {"nll_dense", 1.0791},
+                          {"holdout_mean_error", 0.0042},
+                          {"passkey_accuracy", 1}};
+  const std::string html = format_report_html(r);
+  const size_t table = html.find("<table id=\"validation-table\"");
+  ASSERT_NE(table, std::string::npos);
+  const std::string rows = html.substr(table, html.find("</table>", table) - table);
+  EXPECT_NE(rows.find("<td>KL divergence from dense attention</td><td>0.00125</td>"
+                      "<td>nats / position</td>"),
+            std::string::npos)
+      << rows;
+  EXPECT_NE(rows.find("<td>attention density in the model run</td><td>29.1</td>"
+                      "<td>% of allowed blocks</td>"),
+            std::string::npos)
+      << rows;
+  EXPECT_NE(rows.find("<td>next-token loss with dense attention</td><td>1.079</td>"),
+            std::string::npos);
+  EXPECT_NE(rows.find("<td>output error (relative L2)</td>"), std::string::npos);
+  for (const char* key : {"kl_mean", "e2e_density", "nll_dense", "holdout_mean_error"})
+    EXPECT_EQ(rows.find(key), std::string::npos) << key;
+  EXPECT_NE(rows.find("<td>passkey_accuracy</td>"), std::string::npos);  // unknown: as stored
+}
+
+TEST(Report, ErrorCurveCaptionSaysWhichErrorIsDrawn) {
+  ProfileReport r = make_report(true);
+  std::string html = format_report_html(r);
+  EXPECT_NE(html.find("Error: the same cost-weighted mean, in output error (relative L2)"),
+            std::string::npos);
+  EXPECT_NE(html.find("mean output error (relative L2)</text>"), std::string::npos);  // y title
+  r.profile.budget.metric = "output_error_worst_sample";
+  html = format_report_html(r);
+  EXPECT_NE(html.find("Error: the worst of the 3 fit samples, as the profile budgets it"),
+            std::string::npos);
+  EXPECT_EQ(html.find("the same cost-weighted mean"), std::string::npos);
+  EXPECT_NE(html.find("worst-sample output error (relative L2)</text>"), std::string::npos);
+  // No raw identifier as an axis title, τ written at the points.
+  EXPECT_EQ(html.find(">output_error</text>"), std::string::npos);
+  EXPECT_GE(count(html, "class=\"tau-label\""), size_t(kLayers * kHeads));
+}
+
+TEST(Report, PredictedAgainstValidatedFitsItsAxesToThePoints) {
+  const ProfileReport r = make_report(true);
+  const std::string html = format_report_html(r);
+  const size_t figure = html.find("<svg id=\"fig-predicted-vs-validated\"");
+  ASSERT_NE(figure, std::string::npos);
+  const std::string svg = html.substr(figure, html.find("</svg>", figure) - figure);
+  double least = 1, most = 0;
+  for (size_t i = 0; i < r.profile.predicted_error.size(); ++i) {
+    least = std::min({least, double(r.profile.predicted_error[i]), r.measured->holdout_error[i]});
+    most = std::max({most, double(r.profile.predicted_error[i]), r.measured->holdout_error[i]});
+  }
+  std::vector<double> ticks;
+  const std::regex tick("text-anchor=\"end\">([0-9.e-]+)</text>");
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), tick); it != std::sregex_iterator();
+       ++it)
+    ticks.push_back(std::stod((*it)[1]));
+  ASSERT_GE(ticks.size(), 3u);
+  const double top = *std::max_element(ticks.begin(), ticks.end());
+  const double bottom = *std::min_element(ticks.begin(), ticks.end());
+  EXPECT_GE(top, most);
+  EXPECT_LT(top, 10 * most);  // the next decade at most
+  // Errors from 0.001 to 0.33: log axes that start near the least, not a linear one from 0 that
+  // leaves the small errors in a corner.
+  ASSERT_GT(least, 0);
+  EXPECT_GT(bottom, 0);
+  EXPECT_LE(bottom, least);
+  EXPECT_GT(bottom, least / 100);
+  // Layers as categories: two layers, two different colours.
+  std::set<std::string> colours;
+  const std::regex marker("<circle [^>]*fill=\"(#[0-9a-f]{6})\" stroke=\"#fff\"><title>layer");
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), marker); it != std::sregex_iterator();
+       ++it)
+    colours.insert((*it)[1]);
+  EXPECT_EQ(colours.size(), size_t(kLayers));
+}
+
+TEST(Report, ComparisonShowsTheAccuracyCostNextToTheDensityGain) {
+  ProfileComparison c = make_comparison();
+  c.b.predicted_mean_density = c.a.predicted_mean_density - 0.05;
+  c.b.predicted_mean_error = c.a.predicted_mean_error + 0.004;
+  c.a.validation = {{"kl_mean", 0.001}};
+  c.b.validation = {{"kl_mean", 0.003}};
+  const std::string html = format_comparison_html(c);
+  const size_t table = html.find("<table id=\"cost-table\"");
+  ASSERT_NE(table, std::string::npos);
+  const std::string rows = html.substr(table, html.find("</table>", table) - table);
+  EXPECT_NE(rows.find("<td>predicted mean density (fit samples)</td>"), std::string::npos);
+  EXPECT_NE(rows.find("<td>-5.00</td>"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("<td>+0.004000</td>"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("<td>KL divergence from dense attention</td><td>0.001</td><td>0.003</td>"
+                      "<td>+0.002000</td>"),
+            std::string::npos)
+      << rows;
+  EXPECT_NE(html.find("id=\"cost-summary\""), std::string::npos);
+  // Budgets in different metrics: their errors are not subtracted.
+  c.b.budget.metric = "recall_loss";
+  const std::string other = format_comparison_html(c);
+  EXPECT_NE(other.find("note-other-metric"), std::string::npos);
+  EXPECT_EQ(other.find("fig-cost-vs-gain"), std::string::npos);
+  EXPECT_EQ(other.find("predicted mean error (fit samples)"), std::string::npos);
+}
+
+TEST(Report, CaptureOfSampleReadsCaptureSources) {
+  Statistics s = make_statistics();
+  s.samples[0].source = "dir/short.h5#1";
+  s.samples[1].source = "data.txt@4095";
+  s.samples[2].source = "odd#name.h5#x";
+  const auto first = capture_of_sample(s, 0);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->first, "dir/short.h5");
+  EXPECT_EQ(first->second, 1);
+  EXPECT_FALSE(capture_of_sample(s, 1).has_value());
+  EXPECT_FALSE(capture_of_sample(s, 2).has_value());
+  EXPECT_FALSE(capture_of_sample(s, 9).has_value());
+}
+
+TEST(Report, BlockMapsAreTheRuntimeSelectionOfOneSample) {
+  const test_files::ScratchFolder dir("xattn-report-maps-");
+  runtime::SyntheticOptions options;
+  options.num_layers = 2;
+  options.heads_q = 6;
+  options.heads_kv = 2;
+  options.len = 700;  // 6 blocks of 128, the last one partial
+  options.batch = 2;
+  options.dtype = at::kFloat;
+  const std::string capture = dir.file("c.h5");
+  runtime::write_synthetic_capture(capture, options, {});
+  Profile p;
+  p.model = {"synthetic", 2, 6, 2, 64, "", ""};
+  p.kernel = {128, 8, "1/(sqrt(d)*S)", true};
+  const std::vector<float> taus = {0.5f, 0.9f,   0.99f, 1.0f, 0.3f,  0.95f,
+                                   0.8f, 0.999f, 0.7f,  0.6f, 0.97f, 1.0f};
+  p.thresholds = taus;
+  for (size_t i = 0; i < taus.size(); ++i) {
+    p.predicted_density.push_back(0.05f * float(i) + 0.1f);
+    p.predicted_error.push_back(0.001f);
+  }
+  p.predicted_density[3] = 1.0f;   // τ 1: the densest, but dense heads are not drawn ...
+  p.predicted_density[11] = 1.0f;  // ... when heads below τ 1 exist
+  const BlockMaps maps = compute_block_maps(p, capture, 1, 2);
+  ASSERT_EQ(maps.maps.size(), 4u);
+  EXPECT_EQ(maps.sparsest, 2);
+  EXPECT_EQ(maps.dense_heads, 2);
+  EXPECT_EQ(maps.length, 700);
+  EXPECT_NE(maps.sample.find("item 1 of " + capture + " (700 tokens)"), std::string::npos);
+  // Sparsest by predicted density: heads 0 and 1; densest below τ 1: heads 10 and 9.
+  const std::vector<std::pair<int64_t, int64_t>> expected = {{0, 0}, {0, 1}, {1, 4}, {1, 3}};
+  const io::CaptureReader reader(capture);
+  for (size_t k = 0; k < maps.maps.size(); ++k) {
+    const BlockMap& map = maps.maps[k];
+    EXPECT_EQ(std::make_pair(map.layer, map.head), expected[k]) << k;
+    const io::CaptureLayer layer = reader.read_layer_item(map.layer, 1);
+    runtime::EstimateOptions estimate;
+    const at::Tensor tau = at::full({6}, taus[size_t(map.layer * 6 + map.head)]);
+    const at::Tensor kept = std::get<1>(runtime::estimate(layer.q, layer.k, tau, estimate));
+    ASSERT_EQ(map.query_blocks, 6);
+    ASSERT_EQ(map.key_blocks, 6);
+    int64_t kept_cells = 0, allowed = 0;
+    for (int64_t i = 0; i < 6; ++i)
+      for (int64_t j = 0; j < 6; ++j) {
+        const uint8_t cell = map.cells[size_t(i * 6 + j)];
+        if (j > i) {
+          EXPECT_EQ(cell, kCellNotAllowed) << i << "," << j;
+          continue;
+        }
+        ++allowed;
+        const bool want = kept[0][map.head][i][j].item<bool>();
+        EXPECT_EQ(cell != kCellDropped, want)
+            << "layer " << map.layer << " head " << map.head << " block " << i << "," << j;
+        // Forced: the sink, the diagonal and the dense last row.
+        EXPECT_EQ(cell == kCellForced, j == 0 || j == i || i == 5) << i << "," << j;
+        kept_cells += want;
+      }
+    EXPECT_DOUBLE_EQ(map.density, double(kept_cells) / double(allowed));
+  }
+  // Drawn on the page: one figure per map, the sample named.
+  ProfileReport r;
+  r.profile_name = "p.h5";
+  r.profile = p;
+  r.profile.budget = {0.01, "output_error", std::nullopt, {}};
+  r.block_maps = maps;
+  const std::string html = format_report_html(r);
+  for (const auto& [l, h] : expected)
+    EXPECT_NE(
+        html.find("<svg id=\"fig-block-map-" + std::to_string(l) + "-" + std::to_string(h) + "\""),
+        std::string::npos);
+  EXPECT_NE(html.find("item 1 of"), std::string::npos);
+  EXPECT_NE(html.find("2 heads are dense"), std::string::npos);
+  EXPECT_EQ(html.find("note-no-block-maps"), std::string::npos);
+  // A capture of another model is refused, naming the difference.
+  Profile other = p;
+  other.model.heads_q = 8;
+  try {
+    compute_block_maps(other, capture, 0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kBadInput);
+    EXPECT_NE(std::string(e.what()).find("6 query heads"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(compute_block_maps(p, capture, 2), Error);  // no item 2
+}
+
+TEST(Report, CliDrawsBlockMapsFromTheCaptureTheStatisticsName) {
+  const test_files::ScratchFolder dir("xattn-report-cli-maps-");
+  const std::string capture = dir.file("c.h5");
+  CliResult r = run_cli("synth --out " + capture +
+                        " --len 512 --batch 2 --layers 2 --heads-q 4 "
+                        "--heads-kv 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_cli("calibrate --capture " + capture + " --out " + dir.file("p.h5") + " --stats-out " +
+              dir.file("stats-p.h5") + " --holdout 0.5 --epsilon 0.05");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string html = dir.file("r.html");
+  r = run_cli("report " + dir.file("p.h5") + " --html " + html);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string page = read_text(html);
+  EXPECT_NE(page.find("id=\"fig-block-maps\""), std::string::npos);
+  EXPECT_NE(page.find("of " + capture), std::string::npos);
+  // Gone: the page says why and how to get them.
+  std::remove(capture.c_str());
+  r = run_cli("report " + dir.file("p.h5") + " --html " + html + " --force");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(read_text(html).find("not there any more. Give --capture FILE"), std::string::npos);
+  EXPECT_EQ(run_cli("report " + dir.file("p.h5") + " --capture-item 1").code, 2);
+  EXPECT_EQ(run_cli("report " + dir.file("p.h5") + " --capture " + dir.file("none.h5")).code, 4);
 }
 
 }  // namespace

@@ -60,7 +60,8 @@ class TinyAttentionModel(torch.nn.Module):
             attended, lse = xattn.ops.prefill(q, k, v, self.thresholds[layer], block_size=64,
                                               scale=self.d ** -0.5, return_lse=True)
             x = x + self.out[layer](attended.transpose(1, 2).reshape(b, length, -1))
-            x = x + lse.mean(1).unsqueeze(-1) * 0  # lse is traced and used too
+            # lse is traced and used too; it is float32, so cast it (bf16 + float32 would promote x)
+            x = x + lse.mean(1).unsqueeze(-1).to(x.dtype) * 0
         return x
 
 

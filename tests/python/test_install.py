@@ -41,12 +41,26 @@ print(xattn.__file__)
 """
 
 
+def inherit_running_environment(python):
+    """When this test itself runs inside a virtual environment (the GPU machine's torch lives in
+    one), --system-site-packages reaches only the base interpreter's packages: a .pth file makes
+    the running environment's site-packages (torch, h5py) visible in the new one too."""
+    if sys.prefix == sys.base_prefix:
+        return
+    import site
+    inner = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(inner, "xattn-test-parent.pth"), "w") as pth:
+        pth.write("\n".join(site.getsitepackages()) + "\n")
+
+
 class InstallTest(unittest.TestCase):
     def test_pip_install_into_a_venv(self):
         with tempfile.TemporaryDirectory() as folder:
             env_dir = os.path.join(folder, "venv")
             venv.create(env_dir, system_site_packages=True, with_pip=False)
             python = os.path.join(env_dir, "bin", "python")
+            inherit_running_environment(python)
             env = {k: v for k, v in os.environ.items()
                    if k not in ("PYTHONPATH", "XATTN_OPS", "PIP_USER", "PIP_PREFIX")}
             env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"

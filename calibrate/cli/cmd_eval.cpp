@@ -209,8 +209,11 @@ int run_niah(const Args& args) {
       row_density += cell.density_sum;
     }
     char buf[32];
-    std::snprintf(buf, sizeof(buf), "%3.0f / %3.0f", 100.0 * row_dense / row_n,
-                  100.0 * row_xattn / row_n);
+    if (run_dense)
+      std::snprintf(buf, sizeof(buf), "%3.0f / %3.0f", 100.0 * row_dense / row_n,
+                    100.0 * row_xattn / row_n);
+    else
+      std::snprintf(buf, sizeof(buf), "  - / %3.0f", 100.0 * row_xattn / row_n);
     std::fprintf(human, "  %11s  %8.4f\n", buf, row_density / double(row_n));
     total_dense += row_dense;
     total_xattn += row_xattn;
@@ -249,7 +252,9 @@ int run_niah(const Args& args) {
                                                        : nlohmann::json(nullptr)},
                            {"xattn_correct", cell.xattn_correct},
                            {"mean_density", cell.density_sum / double(cell.samples)},
-                           {"dense_ttft_seconds", cell.dense_seconds / double(cell.samples)},
+                           {"dense_ttft_seconds",
+                            run_dense ? nlohmann::json(cell.dense_seconds / double(cell.samples))
+                                      : nlohmann::json(nullptr)},
                            {"xattn_ttft_seconds", cell.xattn_seconds / double(cell.samples)},
                            {"prompts", cell.details}});
     j["cells"] = out_cells;

@@ -18,7 +18,7 @@ namespace po = boost::program_options;
 constexpr const char* kUsage =
     "usage: xattn synth --out FILE [--layers N] [--heads-q H] [--heads-kv H] [--head-dim D]\n"
     "                   [--len L] [--batch B] [--seed S] [--dtype float16|bfloat16|float32]\n"
-    "                   [--no-v] [--compress LEVEL] [--force]\n\n"
+    "                   [--no-v] [--deflate 0-9] [--force]\n\n"
     "Writes a SYNTHETIC capture (docs/capture-format.md): q, k, v built so that exact causal\n"
     "attention shows one planted structure per query head (sink, local band, vertical stripes,\n"
     "diagonal slash, retrieval of an early needle, diffuse) plus a weaker sink. Deterministic in\n"
@@ -43,8 +43,9 @@ int run_synth(const Args& args) {
       "seed", po::value<uint64_t>(&o.seed)->default_value(o.seed), "random seed")(
       "dtype", po::value<std::string>()->default_value("float16"),
       "stored dtype: float16, bfloat16 or float32")("no-v", "do not store v")(
-      "compress", po::value<int>()->default_value(0),
-      "gzip level 0..9 (0: uncompressed; any HDF5 reader decompresses)")(
+      "deflate", po::value<int>()->default_value(0),
+      "gzip level 0-9 (0: uncompressed; any HDF5 reader decompresses); as in xattn capture")(
+      "compress", po::value<int>(), "old name of --deflate")(
       "force", "overwrite an existing output file");
   po::variables_map vm;
   if (parse_or_help(args, options, vm, kUsage)) return 0;
@@ -55,7 +56,11 @@ int run_synth(const Args& args) {
   o.with_v = !vm.count("no-v");
   io::OutputOptions output;
   output.overwrite = vm.count("force") > 0;
-  output.deflate_level = vm["compress"].as<int>();
+  XATTN_CHECK_ARG(!(vm.count("compress") && !vm["deflate"].defaulted()),
+                  "--compress is the old name of --deflate: give only --deflate");
+  output.deflate_level = vm.count("compress") ? vm["compress"].as<int>() : vm["deflate"].as<int>();
+  XATTN_CHECK_ARG(output.deflate_level >= 0 && output.deflate_level <= 9,
+                  "--deflate must lie in 0..9, got ", output.deflate_level);
 
   runtime::write_synthetic_capture(out, o, output);
 

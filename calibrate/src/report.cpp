@@ -383,7 +383,7 @@ std::string format_report_text(const ProfileReport& r) {
         << r.measured->fit_samples.size() + r.measured->holdout_samples.size() << " samples\n";
   }
   out << "uniform      " << uniform_line(p) << "\n";
-  if (!p.validation.empty()) out << "validation   " << validation_line(p) << "\n";
+  if (!p.validation.empty()) out << "validation\n" << validation_lines(p);
   if (!p.frontier.empty()) out << format_frontier(p.frontier);
   if (r.measured) {
     out << "statistics   " << r.statistics_name << ": " << r.measured->note;

@@ -171,13 +171,6 @@ inline std::string budget_line(const Profile& p) {
   return line;
 }
 
-inline std::string validation_line(const Profile& p) {
-  std::string line;
-  for (const auto& [name, value] : p.validation)
-    line += (line.empty() ? "" : ", ") + name + " " + general(value, 4);
-  return line;
-}
-
 // A validation field in words: what it is, how to print its value, its unit.
 struct ValidationField {
   const char* key;
@@ -246,6 +239,21 @@ inline std::vector<std::vector<std::string>> validation_rows(const Profile& p) {
     if (std::find(shown.begin(), shown.end(), name) == shown.end())
       rows.push_back({name, general(value, 4), ""});
   return rows;
+}
+
+// The same rows for the terminal, one per line: quantity, value, unit.
+inline std::string validation_lines(const Profile& p) {
+  const std::vector<std::vector<std::string>> rows = validation_rows(p);
+  size_t width = 0;  // in code points: the quantities hold τ
+  auto columns = [](const std::string& s) {
+    return size_t(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+  };
+  for (const std::vector<std::string>& row : rows) width = std::max(width, columns(row[0]));
+  std::string text;
+  for (const std::vector<std::string>& row : rows)
+    text += "  " + row[0] + std::string(width + 2 - columns(row[0]), ' ') + row[1] +
+            (row[2].empty() ? "" : " " + row[2]) + "\n";
+  return text;
 }
 
 inline std::string sample_list(const std::vector<int64_t>& samples) {

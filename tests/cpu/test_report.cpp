@@ -270,7 +270,8 @@ TEST(Report, TextHasLayersHeadsHeldOutAndUniform) {
   EXPECT_NE(text.find(fixed(100 * p.predicted_mean_density / 0.5, 1) + "% of its blocks"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("kl_mean 0.00125"), std::string::npos);
+  EXPECT_NE(text.find("KL divergence from dense attention  0.00125 nats / position"),
+            std::string::npos);
 }
 
 TEST(Report, TextWithoutStatisticsSaysHowToGetThem) {
@@ -616,6 +617,19 @@ TEST(Report, ValidationIsATableInWordsWithUnits) {
   for (const char* key : {"kl_mean", "e2e_density", "nll_dense", "holdout_mean_error"})
     EXPECT_EQ(rows.find(key), std::string::npos) << key;
   EXPECT_NE(rows.find("<td>passkey_accuracy</td>"), std::string::npos);  // unknown: as stored
+
+  // The terminal summary prints the same rows: words, value, unit; no stored keys but unknown
+  // ones.
+  const std::string text = format_report_text(r);
+  const size_t from = text.find("\nvalidation\n");
+  ASSERT_NE(from, std::string::npos) << text;
+  const std::string block = text.substr(from, text.find("\nstatistics", from) - from);
+  EXPECT_NE(block.find("KL divergence from dense attention"), std::string::npos) << block;
+  EXPECT_NE(block.find("0.00125 nats / position"), std::string::npos) << block;
+  EXPECT_NE(block.find("29.1 % of allowed blocks"), std::string::npos) << block;
+  for (const char* key : {"kl_mean", "e2e_density", "nll_dense", "holdout_mean_error"})
+    EXPECT_EQ(block.find(key), std::string::npos) << key;
+  EXPECT_NE(block.find("passkey_accuracy"), std::string::npos) << block;
 }
 
 TEST(Report, ErrorCurveCaptionSaysWhichErrorIsDrawn) {

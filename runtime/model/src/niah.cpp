@@ -112,7 +112,7 @@ NiahPrompt make_niah_prompt(const std::string& haystack, int64_t length, double 
                   "question alone take ", fixed, " tokens");
   XATTN_CHECK_INPUT(static_cast<int64_t>(haystack.size()) > hay_len, "the haystack text has ",
                     haystack.size(), " bytes; a prompt of ", length, " tokens needs more than ",
-                    hay_len, " (use a longer --haystack or shorter --lengths)");
+                    hay_len, " (use a longer haystack text or shorter prompts)");
   const size_t start = static_cast<size_t>(rng.below(haystack.size() - static_cast<size_t>(hay_len)));
   const std::string hay = haystack.substr(start, static_cast<size_t>(hay_len));
   const size_t cut = nearest_sentence_boundary(
@@ -146,7 +146,7 @@ NiahPrompt make_niah_prompt(const Tokenizer& tok, const std::vector<int64_t>& ha
   XATTN_CHECK_INPUT(int64_t(haystack_ids.size()) > hay_len, "the haystack text has ",
                     haystack_ids.size(), " tokens; a prompt of ", length,
                     " tokens needs more than ", hay_len,
-                    " (use a longer --haystack or shorter --lengths)");
+                    " (use a longer haystack text or shorter prompts)");
   const size_t start = size_t(rng.below(haystack_ids.size() - size_t(hay_len)));
   const std::vector<int64_t> hay(haystack_ids.begin() + long(start),
                                  haystack_ids.begin() + long(start) + hay_len);

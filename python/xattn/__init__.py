@@ -22,7 +22,7 @@ from . import _library
 
 _library.load()
 
-from . import ops, sparse  # noqa: E402
+from . import cost_model, ops, sparse  # noqa: E402
 from .profile import (Profile, ProfileError, ProfileLayer, ProfileMismatchError,  # noqa: E402
                       load_profile)
 from .sparse import to_block_mask, to_bsr, to_sparse_bsr  # noqa: E402
@@ -38,6 +38,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'xattn' has no attribute {name!r}")
 
 
-__all__ = ["Profile", "ProfileError", "ProfileLayer", "ProfileMismatchError", "load_profile",
-           "ops", "patch_model", "sparse", "to_block_mask", "to_bsr", "to_sparse_bsr",
-           "__version__"]
+__all__ = ["Profile", "ProfileError", "ProfileLayer", "ProfileMismatchError", "cost_model",
+           "load_profile", "ops", "patch_model", "sparse", "to_block_mask", "to_bsr",
+           "to_sparse_bsr", "__version__"]

@@ -20,7 +20,7 @@ import struct
 
 FORMAT_TAG = "xattn-profile"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3
+FORMAT_MINOR = 4
 
 
 class ProfileError(ValueError):
@@ -345,6 +345,16 @@ def _parse(rd, root):
                 columns[column] = values
             f["frontier"][curve] = [dict(zip(columns, point)) for point in zip(*columns.values())]
 
+    f["density_fit"] = None
+    if "density_fit" in root:  # format 1.4
+        fit = rd.group(root, "", "density_fit")
+        f["density_fit"] = {
+            "reference_len": rd.integer(fit, "/density_fit", "reference_len"),
+            "density": rd.array(fit, "/density_fit", "density", (layers,), FLOAT),
+            "exponent": rd.array(fit, "/density_fit", "exponent", (layers,), FLOAT),
+            "lengths": rd.array(fit, "/density_fit", "lengths", None, INTEGER),
+        }
+
     data = rd.group(root, "", "calibration_data")
     count = rd.integer(data, "/calibration_data", "sample_count")
     f["calibration_data"] = {
@@ -454,6 +464,12 @@ def _from_json(data, path):
     validation = data.get("validation") or {}
     f["validation"] = {name: real(validation, "/validation", name) for name in validation}
     f["frontier"] = data.get("frontier")
+    fit = data.get("density_fit")
+    f["density_fit"] = None if fit is None else {
+        "reference_len": integer(fit, "/density_fit", "reference_len"),
+        "density": [float(x) for x in vector(fit, "/density_fit", "density", (int, float))],
+        "exponent": [float(x) for x in vector(fit, "/density_fit", "exponent", (int, float))],
+        "lengths": vector(fit, "/density_fit", "lengths", int)}
     cal = need(data, "", "calibration_data", (dict,), "an object")
     f["calibration_data"] = {"hash": string(cal, "/calibration_data", "hash"),
                              "sample_count": integer(cal, "/calibration_data", "sample_count"),
@@ -529,6 +545,20 @@ def _validate(p):
     for name in p.validation:
         check(name != "" and "/" not in name and "." not in name, "/validation",
               f"has a bad name '{name}'; names must be non-empty, without '/' or '.'")
+    fit = getattr(p, "density_fit", None)
+    if fit is not None:
+        layers = m["num_layers"]
+        check(fit["reference_len"] > 0, "/density_fit/reference_len",
+              f"is {fit['reference_len']}; it must be > 0")
+        for name, low, high in (("density", 0.0, 1.0), ("exponent", 0.0, 4.0)):
+            values = fit[name]
+            check(len(values) == layers, f"/density_fit/{name}",
+                  f"has {len(values)} values; expected num_layers = {layers}")
+            for layer, value in enumerate(values):
+                ok = finite(value) and value <= high and (value > low if name == "density"
+                                                          else value >= low)
+                check(ok, f"/density_fit/{name}", f"at layer {layer} is {value}; it must be in "
+                      + ("(0, 1]" if name == "density" else "[0, 4]"))
     d = p.calibration_data
     check(d["sample_count"] >= 0, "/calibration_data/sample_count",
           f"is {d['sample_count']}; it must be >= 0")

@@ -17,6 +17,11 @@ module's softmax scale, or transformers' sdpa attention, explicitly and countabl
 * decode steps (one query token);
 * key lengths below ``crossover_len``: by default 8192 on CUDA, where dense attention is as fast
   (docs/benchmarks.md), and 0 on CPU (the CPU path is the reference, always sparse);
+* calls where the cost model predicts dense attention cheaper than estimate + sparse at the
+  layer's predicted density for this key length (``xattn.cost_model``, the C++ engine's rule):
+  on CUDA with the device's built-in cost table unless ``cost_table`` gives one (a dict or the
+  JSON file ``xattn_cost_table`` writes); ``force_sparse=True`` turns the rule off;
+  ``runtime.decisions[layer]`` holds the last verdict in words;
 * padded batches (a masked key in the last query row), dropout in training mode and
   sliding-window layers, which the op does not implement.
 
@@ -25,6 +30,7 @@ transformers is imported inside the functions: the module imports without it.
 
 # fnv1a64, model_signature and ProfileMismatchError are re-exported for callers of the former
 # examples/python/xattn_transformers.py.
+from . import cost_model
 from .profile import (Profile, ProfileMismatchError, check_profile_matches, fnv1a64,  # noqa: F401
                       load_profile, model_signature)
 
@@ -57,12 +63,33 @@ def _mask_hides_keys(attention_mask, key_len):
 class XAttentionRuntime:
     """Per-model state the "xattn" attention function reads: profile, policy, counters."""
 
-    def __init__(self, profile, crossover_len=None, dense_attention=None):
+    def __init__(self, profile, crossover_len=None, dense_attention=None, cost_table=None,
+                 force_sparse=False):
         self.profile = profile
         self.crossover_len = crossover_len  # None: CUDA_CROSSOVER_LEN on CUDA, 0 elsewhere
         self.dense_attention = dense_attention or _sdpa_attention
+        if cost_table is not None and not isinstance(cost_table, dict):
+            cost_table = cost_model.load_cost_table(cost_table)
+        self.cost_table = cost_table  # None: the CUDA device's built-in table, none on CPU
+        self.force_sparse = force_sparse
+        self.density = cost_model.DensityModel.of_profile(profile)
         self.calls = {}  # "sparse" or "dense (<reason>)" -> count
+        self.decisions = {}  # layer -> the cost rule's last verdict in words
         self._thresholds = {}  # (layer, device) -> float32 tensor [heads_q]
+        self._device_tables = {}
+
+    def table_for(self, device):
+        """The cost table for tensors on ``device``, or None (no cost rule)."""
+        if self.cost_table is not None:
+            return self.cost_table
+        if device.type != "cuda":
+            return None
+        if device not in self._device_tables:
+            import torch
+
+            self._device_tables[device] = cost_model.builtin_cost_table(
+                torch.cuda.get_device_name(device))
+        return self._device_tables[device]
 
     def crossover_for(self, device):
         if self.crossover_len is not None:
@@ -92,6 +119,15 @@ class XAttentionRuntime:
             return "sliding window"
         if _mask_hides_keys(attention_mask, key_len):
             return "padded batch"
+        table = None if self.force_sparse else self.table_for(query.device)
+        if table is not None:
+            profile = self.profile
+            sparse, why = cost_model.decide(
+                table, self.density, module.layer_idx, query_len, key_len, query.shape[1],
+                query.shape[3], profile.block_size, profile.stride, profile.causal)
+            self.decisions[module.layer_idx] = why
+            if not sparse:
+                return "predicted slower than dense"
         return None
 
     def count(self, what):
@@ -149,12 +185,15 @@ def _attention_modules(model):
             if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
 
 
-def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attention=None):
+def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attention=None,
+                cost_table=None, force_sparse=False):
     """Switches a transformers Llama model to XAttention prefill with a profile.
 
     profile: a path to a profile (HDF5 or its JSON export) or a ``xattn.Profile``.
     crossover_len: key length below which attention stays dense (default:
     8192 on CUDA, 0 on CPU). model_dir: the model folder, to compare the config.json hash too.
+    cost_table: the density-aware dispatch's costs (a dict or a JSON file; default: the CUDA
+    device's built-in table, none on CPU). force_sparse: never dense by the cost rule.
     Returns the XAttentionRuntime (its ``summary()`` counts sparse and dense calls).
     """
     if not isinstance(profile, Profile):
@@ -174,7 +213,7 @@ def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attent
                 f"{module.layer_idx} has is_causal={module.is_causal}")
     from transformers import AttentionInterface
 
-    runtime = XAttentionRuntime(profile, crossover_len, dense_attention)
+    runtime = XAttentionRuntime(profile, crossover_len, dense_attention, cost_table, force_sparse)
     for module in modules:
         module._xattn_runtime = runtime
     AttentionInterface.register(ATTENTION_NAME, xattn_attention)

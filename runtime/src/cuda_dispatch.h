@@ -3,6 +3,8 @@
 // kernels run on LibTorch's current stream. Failures throw xattn::Error(kCuda, ...).
 #pragma once
 
+#include <string>
+
 #include "xattn/kernels/params.h"
 
 namespace xattn::runtime::cuda_dispatch {
@@ -11,5 +13,8 @@ namespace xattn::runtime::cuda_dispatch {
 void antidiagonal_scores(const kernels::ScoringParams& params);
 void select_blocks(const kernels::SelectionParams& params);
 void block_sparse_attention(const kernels::AttentionParams& params);
+
+// The CUDA device's name ("NVIDIA H200"); index -1 means the current device.
+std::string device_name(int index);
 
 }  // namespace xattn::runtime::cuda_dispatch

@@ -116,6 +116,8 @@ const char* to_string(DenseReason reason) {
       return "warm-up step";
     case DenseReason::kDenseLayer:
       return "dense layer";
+    case DenseReason::kPredictedSlower:
+      return "predicted slower than dense";
   }
   return "unknown";
 }
@@ -316,6 +318,12 @@ Plan Engine::plan(const ProblemShape& shape) const {
 
   const auto on_device = at::TensorOptions().device(shape.device);
   const int64_t tensor_batch = shape.is_varlen() ? 1 : batch;
+  if (policy_.cost_table) {
+    plan.cost_table_ = policy_.cost_table;
+  } else if (shape.device.is_cuda()) {
+    plan.cost_table_ = builtin_cost_table(cuda_dispatch::device_name(shape.device.index()));
+  }
+
   plan.out_ = at::empty({tensor_batch, shape.heads_q, shape.len_q, shape.head_dim},
                         on_device.dtype(shape.dtype));
   if (any_sparse) {
@@ -356,10 +364,45 @@ DenseReason Engine::call_dense_reason(const Plan& plan, int64_t layer,
   return DenseReason::kNone;
 }
 
+void Engine::set_density_model(DensityModel model) {
+  XATTN_CHECK_ARG(int64_t(model.density.size()) == num_layers(), "the density model has ",
+                  model.density.size(), " layers but the thresholds have ", num_layers());
+  XATTN_CHECK_ARG(model.exponent.empty() || model.exponent.size() == model.density.size(),
+                  "the density model needs one exponent per layer (or none)");
+  density_model_ = std::move(model);
+}
+
+std::vector<DenseReason> Engine::sequence_reasons(const Plan& plan, int64_t layer,
+                                                  std::optional<int64_t> step,
+                                                  std::string* decision) const {
+  const DenseReason call_reason = call_dense_reason(plan, layer, step);
+  const ProblemShape& s = plan.shape_;
+  const bool cost_rule = plan.cost_table_ && density_model_ && !policy_.force_sparse;
+  std::vector<DenseReason> reasons;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    DenseReason reason =
+        call_reason != DenseReason::kNone ? call_reason : plan.length_reason_[size_t(b)];
+    if (reason == DenseReason::kNone && cost_rule) {
+      CallGeometry call;
+      call.len_q = s.sequence_len_q(b);
+      call.len_k = s.sequence_len_k(b);
+      call.heads_q = s.heads_q;
+      call.head_dim = s.head_dim;
+      call.block_size = settings_.block_size;
+      call.stride = settings_.stride;
+      call.causal = settings_.causal;
+      const DispatchDecision d = decide_dispatch(*plan.cost_table_, *density_model_, layer, call);
+      if (!d.sparse) reason = DenseReason::kPredictedSlower;
+      if (decision && decision->empty()) *decision = d.reason;
+    }
+    reasons.push_back(reason);
+  }
+  return reasons;
+}
+
 AttentionPath Engine::path_for(const Plan& plan, int64_t layer, std::optional<int64_t> step) const {
-  if (call_dense_reason(plan, layer, step) != DenseReason::kNone) return AttentionPath::kDense;
   int64_t dense = 0;
-  for (bool d : plan.short_or_decode_) dense += d;
+  for (DenseReason r : sequence_reasons(plan, layer, step, nullptr)) dense += r != DenseReason::kNone;
   if (dense == 0) return AttentionPath::kSparse;
   return dense == plan.shape_.batch ? AttentionPath::kDense : AttentionPath::kMixed;
 }
@@ -386,24 +429,22 @@ void Engine::check_inputs(const Plan& plan, int64_t, const at::Tensor& q, const 
 at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
                        const at::Tensor& k_in, const at::Tensor& v_in,
                        std::optional<int64_t> denoising_step) {
-  const DenseReason call_reason = call_dense_reason(plan, layer, denoising_step);
+  RunInfo info;
+  const std::vector<DenseReason> reasons =
+      sequence_reasons(plan, layer, denoising_step, &info.decision);
   check_inputs(plan, layer, q_in, k_in, v_in);
   const ProblemShape& s = plan.shape_;
   const int64_t batch = s.batch;
   const bool causal = settings_.causal;
 
-  RunInfo info;
   info.layer = layer;
   info.step = denoising_step;
   int64_t dense_count = 0;
   for (int64_t b = 0; b < batch; ++b) {
-    const bool dense = call_reason != DenseReason::kNone || plan.short_or_decode_[size_t(b)];
+    const bool dense = reasons[size_t(b)] != DenseReason::kNone;
     info.sequence_paths.push_back(dense ? AttentionPath::kDense : AttentionPath::kSparse);
     dense_count += dense;
-    if (dense && info.reason == DenseReason::kNone) {
-      info.reason =
-          call_reason != DenseReason::kNone ? call_reason : plan.length_reason_[size_t(b)];
-    }
+    if (dense && info.reason == DenseReason::kNone) info.reason = reasons[size_t(b)];
   }
   info.path = dense_count == 0       ? AttentionPath::kSparse
               : dense_count == batch ? AttentionPath::kDense

@@ -21,6 +21,25 @@ EngineSettings engine_settings_of(const io::Profile& profile) {
   return settings;
 }
 
+DensityModel density_model_of(const io::Profile& profile) {
+  DensityModel model;
+  const int64_t layers = profile.model.num_layers, heads = profile.model.heads_q;
+  if (!profile.density_fit.empty()) {
+    model.reference_len = profile.density_fit.reference_len;
+    model.density = profile.density_fit.density;
+    model.exponent = profile.density_fit.exponent;
+    model.fitted = true;
+    return model;
+  }
+  for (int64_t l = 0; l < layers; ++l) {
+    double sum = 0;
+    for (int64_t h = 0; h < heads; ++h) sum += profile.predicted_density[size_t(l * heads + h)];
+    model.density.push_back(sum / double(heads));
+  }
+  model.exponent.assign(size_t(layers), 0.0);
+  return model;
+}
+
 Engine make_engine(const io::Profile& profile, const io::ModelSignature& model,
                    const DensePolicy& policy) {
   io::validate_profile(profile);
@@ -28,7 +47,9 @@ Engine make_engine(const io::Profile& profile, const io::ModelSignature& model,
   const int64_t layers = profile.model.num_layers, heads = profile.model.heads_q;
   const at::Tensor thresholds =
       at::tensor(profile.thresholds, at::TensorOptions().dtype(at::kFloat)).view({layers, heads});
-  return Engine(thresholds, engine_settings_of(profile), policy);
+  Engine engine(thresholds, engine_settings_of(profile), policy);
+  engine.set_density_model(density_model_of(profile));
+  return engine;
 }
 
 }  // namespace xattn::runtime

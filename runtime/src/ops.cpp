@@ -17,6 +17,7 @@ namespace cuda_dispatch {
 void antidiagonal_scores(const kernels::ScoringParams&) { std::abort(); }
 void select_blocks(const kernels::SelectionParams&) { std::abort(); }
 void block_sparse_attention(const kernels::AttentionParams&) { std::abort(); }
+std::string device_name(int) { std::abort(); }
 }  // namespace cuda_dispatch
 #endif
 

@@ -215,6 +215,68 @@ class AdapterTest(unittest.TestCase):
                 v[ks].transpose(0, 1).unsqueeze(0).contiguous(), tau, block_size=64)
             torch.testing.assert_close(packed[qs], alone[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
 
+    def test_cost_rule_dispatches_by_predicted_density(self):
+        # The C++ tests' easy table: 1 ns per unit dense, 0.1 scoring, 2e4 per block x d. Bundled
+        # shape (6 heads, d 64), 600 keys, block 128 (the profile's): pairs 180300, units
+        # 69235200: dense 69.2 ms; sparse 6.92 + rho x 180300 / 16384 x 6 x 64 x 2e4 ns
+        # = 6.92 + rho x 84.5 ms: sparse below rho 0.737.
+        table = {"dense_ns_per_unit": 1.0, "dense_fixed_ms": 0.0, "sparse_fixed_ms": 0.0,
+                 "scoring_ns_per_unit": {8: 0.1}, "sparse_ns_per_block_dim": 2e4}
+        profile = self.profile_with_tau(0.9)
+        runtime = xt.XAttentionRuntime(profile, crossover_len=0, cost_table=table,
+                                       dense_attention=self.recording_dense)
+        layers = profile.num_layers
+        runtime.density = xattn.cost_model.DensityModel([0.7] + [0.75] * (layers - 1))
+        query, key, value = self.qkv(600)
+        for layer in (0, 1):
+            module = FakeAttention(layer)
+            module._xattn_runtime = runtime
+            xt.xattn_attention(module, query, key, value, None)
+        self.assertEqual(self.dense_calls, [1])
+        self.assertEqual(runtime.calls, {"sparse": 1, "dense (predicted slower than dense)": 1})
+        self.assertEqual(runtime.decisions[1], "predicted density 75% at 600: sparse 70.3 ms >= "
+                         "dense 69.2 ms (profile has no density fit: calibrated density assumed)")
+        self.assertTrue(runtime.decisions[0].startswith("predicted density 70% at 600: sparse "
+                                                        "66.1 ms < dense 69.2 ms"))
+        forced = xt.XAttentionRuntime(profile, crossover_len=0, cost_table=table,
+                                      force_sparse=True, dense_attention=self.recording_dense)
+        forced.density = runtime.density
+        module = FakeAttention(1)
+        module._xattn_runtime = forced
+        xt.xattn_attention(module, query, key, value, None)
+        self.assertEqual(forced.calls, {"sparse": 1})
+
+    def test_density_model_of_old_and_fitted_profiles(self):
+        profile = self.profile_with_tau(0.9)
+        old = xattn.cost_model.DensityModel.of_profile(profile)
+        self.assertFalse(old.fitted)
+        rows = profile.predicted["density"]
+        self.assertAlmostEqual(old.at(2, 131072), sum(rows[2]) / len(rows[2]))
+        data = copy.deepcopy(self.profile_data)
+        layers = len(data["thresholds"])
+        data["density_fit"] = {"reference_len": 4096, "density": [0.4] * layers,
+                               "exponent": [0.5] * layers, "lengths": [2048, 4096]}
+        fitted = xattn.cost_model.DensityModel.of_profile(
+            xattn.Profile.from_json_dict(data, source="fit"))
+        self.assertTrue(fitted.fitted)
+        self.assertAlmostEqual(fitted.at(0, 16384), 0.2)
+        data["density_fit"]["exponent"] = [-1.0] * layers
+        with self.assertRaisesRegex(xattn.ProfileError, "/density_fit/exponent"):
+            xattn.Profile.from_json_dict(data, source="bad-fit")
+
+    def test_cost_table_file(self):
+        path = os.path.join(self.folder.name, "cost.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dict(xattn.cost_model.H200, scoring_ns_per_unit={"8": 8.4e-7}), f)
+        table = xattn.cost_model.load_cost_table(path)
+        self.assertEqual(table["scoring_ns_per_unit"], {8: 8.4e-7})
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"dense_ns_per_unit": 1}, f)
+        with self.assertRaisesRegex(xattn.cost_model.CostTableError, "dense_fixed_ms"):
+            xattn.cost_model.load_cost_table(path)
+        self.assertIsNone(xt.XAttentionRuntime(self.profile_with_tau(0.9))
+                          .table_for(torch.device("cpu")))
+
     def test_default_crossover(self):
         runtime = xt.XAttentionRuntime(self.profile_with_tau(0.9))
         self.assertEqual(runtime.crossover_for(torch.device("cuda")), 8192)

@@ -18,7 +18,8 @@
 // a varlen batch is one launch per kernel.
 //
 // Dense fallbacks are explicit and recorded (RunInfo): decode steps (len_q == 1), attention over
-// fewer keys than the crossover length, and the warm-up of video diffusion models (the first
+// fewer keys than the crossover length, calls where the cost model (xattn/cost_model.h) predicts
+// dense cheaper than estimate + sparse at the layer's predicted density, and the warm-up of video diffusion models (the first
 // denoising steps and optionally the first layers). Dense means at::scaled_dot_product_attention
 // on CUDA (runtime::dense_attention for causal chunks with 1 < len_q < len_k, where torch's causal
 // mask would be top-left aligned) and runtime::dense_attention on CPU.
@@ -32,6 +33,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "xattn/cost_model.h"
 
 namespace xattn::runtime {
 
@@ -72,6 +75,15 @@ struct DensePolicy {
   int64_t warmup_steps = 0;
   // Layers 0 .. dense_layers - 1 run dense at every step.
   int64_t dense_layers = 0;
+  // Density-aware dispatch: a sequence runs dense when the cost table predicts dense attention
+  // cheaper than estimate + sparse at the layer's predicted density for its length
+  // (decide_dispatch). Needs the engine's density model (Engine::set_density_model; make_engine
+  // sets the profile's). Unset: the built-in table of the CUDA device (builtin_cost_table); CPU
+  // tensors then use none (the reference path is always sparse).
+  std::optional<CostTable> cost_table;
+  // Experiments: never dense by the cost rule (the length, decode and warm-up rules still apply;
+  // crossover_len = 0 removes the length rule).
+  bool force_sparse = false;
 };
 
 // One attention problem. For a varlen batch set cu_seqlens_q and cu_seqlens_k; then batch is the
@@ -115,6 +127,7 @@ enum class DenseReason {
   kDecode,
   kWarmupStep,
   kDenseLayer,
+  kPredictedSlower,  // the cost model predicts estimate + sparse slower than dense
 };
 
 const char* to_string(AttentionPath path);
@@ -144,6 +157,7 @@ class Plan {
   at::Tensor block_scores_, kv_block_count_, kv_block_index_, out_, lse_;
   at::Tensor cu_seqlens_q_, cu_seqlens_k_;  // int32 on the device (varlen only)
   at::Tensor row_allowed_;                  // [batch, 1, nQB] float64: allowed blocks per row
+  std::optional<CostTable> cost_table_;     // the dispatch's costs; unset: no cost rule
   std::vector<bool> short_or_decode_;       // per sequence: dense by length or decode
   std::vector<DenseReason> length_reason_;  // per sequence: kBelowCrossover, kDecode or kNone
 };
@@ -156,6 +170,10 @@ struct RunInfo {
   DenseReason reason = DenseReason::kNone;    // why dense (for kMixed: the reason of the first
                                               // dense sequence)
   std::vector<AttentionPath> sequence_paths;  // [batch]: kSparse or kDense per sequence
+  // The cost rule's verdict for the first sequence it judged, e.g. "predicted density 46% at
+  // 16384: sparse 9.1 ms >= dense 7.5 ms"; empty when it judged none (no cost table or density
+  // model, force_sparse, or every sequence dense by another rule).
+  std::string decision;
   // [heads_q] float64 on the plan's device: kept / allowed blocks over every sequence and query
   // block (dense sequences count as fully kept, so a dense call reports 1).
   at::Tensor head_density;
@@ -183,7 +201,12 @@ class Engine {
   at::Tensor run(const Plan& plan, int64_t layer, const at::Tensor& q, const at::Tensor& k,
                  const at::Tensor& v, std::optional<int64_t> denoising_step = std::nullopt);
 
-  // The path the policy picks for a sequence of the plan, without running anything.
+  // Predicted kept density per layer against length, for the cost rule (make_engine sets the
+  // profile's). Without one the cost rule is off.
+  void set_density_model(DensityModel model);
+  const std::optional<DensityModel>& density_model() const { return density_model_; }
+
+  // The path the policy picks for a call with the plan, without running anything.
   AttentionPath path_for(const Plan& plan, int64_t layer,
                          std::optional<int64_t> denoising_step = std::nullopt) const;
 
@@ -194,6 +217,10 @@ class Engine {
 
  private:
   DenseReason call_dense_reason(const Plan& plan, int64_t layer, std::optional<int64_t> step) const;
+  // Per sequence: why it runs dense (kNone: sparse); `decision` gets the cost rule's text.
+  std::vector<DenseReason> sequence_reasons(const Plan& plan, int64_t layer,
+                                            std::optional<int64_t> step,
+                                            std::string* decision) const;
   void check_inputs(const Plan& plan, int64_t layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) const;
 
@@ -201,6 +228,7 @@ class Engine {
   at::Tensor thresholds_;
   EngineSettings settings_;
   DensePolicy policy_;
+  std::optional<DensityModel> density_model_;
   RunInfo last_run_;
 };
 

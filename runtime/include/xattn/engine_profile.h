@@ -14,7 +14,13 @@ namespace xattn::runtime {
 // The engine settings a profile was calibrated with.
 EngineSettings engine_settings_of(const io::Profile& profile);
 
-// Checks `profile` against `model` (io::check_profile_matches) and builds the engine.
+// Each layer's predicted kept density against length: the profile's density fit (format 1.4), or
+// for older profiles the mean predicted density of the layer's heads at every length (fitted =
+// false, which the dispatch's telemetry says).
+DensityModel density_model_of(const io::Profile& profile);
+
+// Checks `profile` against `model` (io::check_profile_matches) and builds the engine, with the
+// profile's density model for the cost rule (DensePolicy::cost_table).
 Engine make_engine(const io::Profile& profile, const io::ModelSignature& model,
                    const DensePolicy& policy = {});
 

@@ -252,6 +252,23 @@ void validate_profile(const Profile& p) {
     check_field(std::isfinite(p.uniform->error) && p.uniform->error >= 0, "/uniform/error",
                 detail::concat("is ", p.uniform->error, "; it must be >= 0"));
   }
+  if (!p.density_fit.empty()) {
+    const DensityFit& f = p.density_fit;
+    check_field(f.reference_len > 0, "/density_fit/reference_len",
+                detail::concat("is ", f.reference_len, "; it must be > 0"));
+    check_field(f.density.size() == size_t(m.num_layers), "/density_fit/density",
+                detail::concat("has ", f.density.size(), " values; expected num_layers = ", m.num_layers));
+    check_field(f.exponent.size() == size_t(m.num_layers), "/density_fit/exponent",
+                detail::concat("has ", f.exponent.size(), " values; expected num_layers = ", m.num_layers));
+    for (size_t l = 0; l < f.density.size(); ++l) {
+      check_field(std::isfinite(f.density[l]) && f.density[l] > 0 && f.density[l] <= 1,
+                  "/density_fit/density", detail::concat("at layer ", l, " is ", f.density[l], "; it must be in (0, 1]"));
+      check_field(std::isfinite(f.exponent[l]) && f.exponent[l] >= 0 && f.exponent[l] <= 4,
+                  "/density_fit/exponent", detail::concat("at layer ", l, " is ", f.exponent[l], "; it must be in [0, 4]"));
+    }
+    for (int64_t len : f.lengths)
+      check_field(len > 0, "/density_fit/lengths", detail::concat("holds ", len, "; lengths must be > 0"));
+  }
   for (const auto& [name, value] : p.validation) {
     check_field(!name.empty() && name.find('/') == std::string::npos && name.find('.') == std::string::npos,
                 "/validation", detail::concat("has a bad name '", name, "'; names must be non-empty, without '/' or '.'"));
@@ -358,6 +375,19 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
           column("kl", &FrontierPoint::kl);
           column("nll_increase", &FrontierPoint::nll_increase);
         }
+      }
+
+      if (!p.density_fit.empty()) {
+        const DensityFit& f = p.density_fit;
+        H5::Group fit = file.createGroup("density_fit");
+        put(fit, "reference_len", f.reference_len);
+        const hsize_t n = f.density.size();
+        put_array(fit, "density", f.density, {n}, H5::PredType::IEEE_F64LE,
+                  H5::PredType::NATIVE_DOUBLE);
+        put_array(fit, "exponent", f.exponent, {n}, H5::PredType::IEEE_F64LE,
+                  H5::PredType::NATIVE_DOUBLE);
+        put_array(fit, "lengths", f.lengths, {static_cast<hsize_t>(f.lengths.size())},
+                  H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64);
       }
 
       H5::Group data = file.createGroup("calibration_data");
@@ -483,6 +513,20 @@ Profile parse_profile(const std::string& path) {
         column("kl", &FrontierPoint::kl);
         column("nll_increase", &FrontierPoint::nll_increase);
       }
+    }
+
+    if (has_link(root, "density_fit")) {  // format 1.4
+      const H5::Group fit = rd.group(root, "", "density_fit");
+      p.density_fit.reference_len = rd.get_int(fit, "/density_fit", "reference_len");
+      p.density_fit.density = rd.get_vector(fit, "/density_fit", "density");
+      p.density_fit.exponent = rd.get_vector(fit, "/density_fit", "exponent");
+      if (!has_link(fit, "lengths")) rd.fail("/density_fit/lengths", "is missing; recalibrate");
+      const H5::DataSpace space = fit.openDataSet("lengths").getSpace();
+      if (space.getSimpleExtentNdims() != 1) rd.fail("/density_fit/lengths", "must be one-dimensional");
+      hsize_t n = 0;
+      space.getSimpleExtentDims(&n);
+      p.density_fit.lengths = rd.get_array<int64_t>(fit, "/density_fit", "lengths", {n}, H5T_INTEGER,
+                                                    H5::PredType::NATIVE_INT64);
     }
 
     const H5::Group data = rd.group(root, "", "calibration_data");
@@ -615,6 +659,12 @@ std::string profile_to_json(const Profile& p) {
       frontier[name] = points;
     }
     j["frontier"] = frontier;
+  }
+  if (!p.density_fit.empty()) {
+    j["density_fit"] = {{"reference_len", p.density_fit.reference_len},
+                        {"density", p.density_fit.density},
+                        {"exponent", p.density_fit.exponent},
+                        {"lengths", p.density_fit.lengths}};
   }
   j["calibration_data"] = {{"hash", p.data.hash},
                            {"sample_count", p.data.sample_count},

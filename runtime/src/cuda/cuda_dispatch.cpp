@@ -88,4 +88,12 @@ void block_sparse_attention(const kernels::AttentionParams& params_in) {
                "block-sparse attention");
 }
 
+std::string device_name(int index) {
+  int device = index;
+  if (device < 0) check_launch(cudaGetDevice(&device), "cudaGetDevice");
+  cudaDeviceProp properties{};
+  check_launch(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
+  return properties.name;
+}
+
 }  // namespace xattn::runtime::cuda_dispatch

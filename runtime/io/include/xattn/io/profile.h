@@ -16,8 +16,9 @@ namespace xattn::io {
 // (minor versions only add optional fields) and reject other major versions.
 inline constexpr int32_t kProfileFormatMajor = 1;
 // 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block; 1.3 adds
-// the optional frontier group (held-out quality against density, per-head and uniform).
-inline constexpr int32_t kProfileFormatMinor = 3;
+// the optional frontier group (held-out quality against density, per-head and uniform); 1.4 adds
+// the optional density_fit group (kept density per layer against sequence length).
+inline constexpr int32_t kProfileFormatMinor = 4;
 
 // The hash the profile's hash fields use: "fnv1a64:" and 16 hex digits of the FNV-1a 64-bit hash
 // of `bytes`.
@@ -91,6 +92,19 @@ struct Frontier {
   bool empty() const { return uniform.empty() && per_head.empty(); }
 };
 
+// How each layer's kept density falls with the key length L, fitted by calibration to the
+// densities it measured at the chosen τ (format 1.4): density(L) = min(1, density[layer] *
+// (L / reference_len)^(-exponent[layer])). The runtime's dispatch predicts from it whether sparse
+// attention pays at a length. Empty in older profiles: the dispatch then assumes each layer's
+// calibrated density at every length.
+struct DensityFit {
+  int64_t reference_len = 0;       // tokens
+  std::vector<double> density;     // [num_layers] in (0, 1], at reference_len
+  std::vector<double> exponent;    // [num_layers] >= 0
+  std::vector<int64_t> lengths;    // the lengths the fit was made from, ascending
+  bool empty() const { return density.empty(); }
+};
+
 struct Profile {
   int32_t format_major = kProfileFormatMajor;
   int32_t format_minor = kProfileFormatMinor;
@@ -105,6 +119,7 @@ struct Profile {
   std::optional<UniformComparison> uniform;
   std::map<std::string, double> validation;  // optional held-out results, e.g. "kl_mean"
   Frontier frontier;                         // optional (empty when not measured)
+  DensityFit density_fit;                    // optional (empty before format 1.4)
   CalibrationData data;
   std::string tool_version;  // e.g. "xattn 0.1.0" (xattn::tool_version(), version.h)
   std::string created_utc;   // ISO-8601 UTC, e.g. "2026-11-28T10:05:54Z"

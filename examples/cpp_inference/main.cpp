@@ -5,7 +5,10 @@
 //
 //   build/examples/cpp_inference/xattn_cpp_inference [--profile FILE] [--length 4096]
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -28,12 +31,21 @@ using namespace xattn;
 constexpr const char* kUsage =
     "usage: xattn_cpp_inference [--profile FILE] [--model DIR] [--length N] [--depth D]\n"
     "                           [--tokens N] [--seed S] [--sample I] [--device cpu|cuda]\n"
-    "                           [--crossover N] [--threshold T] [--haystack FILE]\n\n"
+    "                           [--crossover N] [--threshold T] [--haystack FILE]\n"
+    "                           [--force-sparse] [--cost-table FILE] [--density D]\n"
+    "                           [--time-attention] [--repeat N]\n\n"
     "Prefills a passkey prompt of N tokens (default 4096) with XAttention (the profile's\n"
     "thresholds, through runtime::Engine) and with dense attention, generates the answer\n"
     "greedily after each, and prints the time to first token and the density against dense.\n"
     "--crossover N: prefills over fewer than N keys run dense (default: 0 on CPU, 8192 on CUDA).\n"
     "--threshold T: one τ for every head instead of the profile's (its kernel settings kept).\n"
+    "Each layer runs sparse or dense by the cost model (predicted density at this length, the\n"
+    "device's cost table); --force-sparse turns that rule off, --cost-table FILE replaces the\n"
+    "built-in table (xattn_cost_table writes one). With --threshold the profile's densities do\n"
+    "not apply: the rule is off unless --density D gives the kept density to assume.\n"
+    "--repeat N: N prefills of each kind (alternating), the median time to first token.\n"
+    "--time-attention: a third, untimed prefill of each kind that synchronises around every\n"
+    "attention call and prints the attention-only time.\n"
     "Defaults: --profile profiles/xattn-byte.h5, --model and --haystack the bundled ones,\n"
     "--depth 0.5, --tokens 5.\n";
 
@@ -49,6 +61,7 @@ class EngineBackend : public model::AttentionBackend {
     if (!plan_ || plan_->shape() != shape) plan_ = engine_.plan(shape);
     at::Tensor out = engine_.run(*plan_, layer, q, k, v);
     const runtime::RunInfo& info = engine_.last_run();
+    if (q.size(2) > 1) layer_decision_[layer] = info.decision;
     layer_density_[layer] = engine_.last_head_density().mean().item<double>();
     layer_path_[layer] = info.path == runtime::AttentionPath::kDense
                              ? std::string("dense (") + runtime::to_string(info.reason) + ")"
@@ -63,12 +76,35 @@ class EngineBackend : public model::AttentionBackend {
   }
   const std::map<int, double>& layer_density() const { return layer_density_; }
   const std::map<int, std::string>& layer_path() const { return layer_path_; }
+  const std::map<int, std::string>& layer_decision() const { return layer_decision_; }
 
  private:
   runtime::Engine& engine_;
   std::optional<runtime::Plan> plan_;
   std::map<int, double> layer_density_;
   std::map<int, std::string> layer_path_;
+  std::map<int, std::string> layer_decision_;
+};
+
+// Times every prefill attention call of another backend (synchronising the GPU around it).
+class TimedBackend : public model::AttentionBackend {
+ public:
+  explicit TimedBackend(model::AttentionBackend& inner) : inner_(inner) {}
+  at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override {
+    if (q.is_cuda()) torch::cuda::synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    at::Tensor out = inner_.attend(layer, q, k, v);
+    if (q.is_cuda()) torch::cuda::synchronize();
+    if (q.size(2) > 1)
+      seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return out;
+  }
+  double seconds() const { return seconds_; }
+
+ private:
+  model::AttentionBackend& inner_;
+  double seconds_ = 0;
 };
 
 std::string printable(const std::string& text) {
@@ -95,6 +131,10 @@ int run(int argc, char** argv) {
       std::printf("%s", kUsage);
       return 0;
     }
+    if (arg == "--force-sparse" || arg == "--time-attention") {
+      opt[arg.substr(2)] = "1";
+      continue;
+    }
     XATTN_CHECK_ARG(arg.rfind("--", 0) == 0 && i + 1 < argc, "unexpected argument '", arg, "'\n",
                     kUsage);
     opt[arg.substr(2)] = argv[++i];
@@ -105,10 +145,20 @@ int run(int argc, char** argv) {
   const model::Model model(opt["model"], load);
   runtime::DensePolicy policy;
   if (opt.count("crossover")) policy.crossover_len = std::stoll(opt["crossover"]);
+  policy.force_sparse = opt.count("force-sparse") > 0;
+  if (opt.count("cost-table")) policy.cost_table = runtime::read_cost_table(opt["cost-table"]);
   runtime::Engine engine = model::load_engine(opt["profile"], opt["model"], policy);
   if (opt.count("threshold")) {  // the profile's kernel settings, one τ for every head
     engine = runtime::Engine(at::full_like(engine.thresholds(), std::stod(opt["threshold"])),
                              engine.settings(), policy);
+  }
+  if (opt.count("density")) {
+    const double density = std::stod(opt["density"]);
+    XATTN_CHECK_ARG(density > 0 && density <= 1, "--density ", density,
+                    " must be in (0, 1] (the kept fraction of the causal blocks)");
+    runtime::DensityModel model;
+    model.density.assign(size_t(engine.num_layers()), density);
+    engine.set_density_model(model);
   }
 
   const std::string haystack = model::read_text_file(opt["haystack"]);
@@ -151,6 +201,32 @@ int run(int argc, char** argv) {
                 result->time_to_first_token);
   }
   std::printf("layers (path, density): %s\n", paths.c_str());
+  const int64_t repeat = opt.count("repeat") ? std::stoll(opt["repeat"]) : 1;
+  XATTN_CHECK_ARG(repeat >= 1, "--repeat ", repeat, " must be >= 1");
+  if (repeat > 1) {
+    std::vector<double> sparse_s = {sparse_result.time_to_first_token},
+                        dense_s = {dense_result.time_to_first_token};
+    for (int64_t i = 1; i < repeat; ++i) {
+      sparse_s.push_back(model.generate(prompt.tokens, 1, xattention).time_to_first_token);
+      dense_s.push_back(model.generate(prompt.tokens, 1, dense).time_to_first_token);
+    }
+    std::sort(sparse_s.begin(), sparse_s.end());
+    std::sort(dense_s.begin(), dense_s.end());
+    const double ms = sparse_s[sparse_s.size() / 2], md = dense_s[dense_s.size() / 2];
+    std::printf("median time to first token over %lld: XAttention %.4f s, dense %.4f s (%.3fx)\n",
+                (long long)repeat, ms, md, md / ms);
+  }
+  for (const auto& [layer, decision] : xattention.layer_decision()) {
+    if (!decision.empty()) std::printf("layer %d dispatch: %s\n", layer, decision.c_str());
+  }
+  if (opt.count("time-attention")) {
+    TimedBackend timed_sparse(xattention), timed_dense(dense);
+    model.generate(prompt.tokens, 1, timed_sparse);
+    model.generate(prompt.tokens, 1, timed_dense);
+    std::printf("attention only: XAttention %.4f s, dense %.4f s (%.2fx)\n",
+                timed_sparse.seconds(), timed_dense.seconds(),
+                timed_dense.seconds() / timed_sparse.seconds());
+  }
   std::printf(
       "density %.3f of the causal blocks (dense 1.000); first token %.2fx faster than "
       "dense\n",

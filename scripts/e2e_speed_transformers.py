@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Prefill time (one forward over the prompt, the time to first token) of a transformers Llama
+model with dense sdpa attention against xattn.patch_model with the density-aware dispatch, at
+several lengths; one JSON object per length on stdout. Used by scripts/gpu-e2e-speed.sh.
+
+    PYTHONPATH=python XATTN_OPS=build/runtime/libxattn_ops.so \\
+      python3 scripts/e2e_speed_transformers.py --model examples/models/xattn-byte \\
+      --profile profiles/xattn-byte.h5 --lengths 8192,16384 [--cost-table FILE] [--repeat 3]
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+
+def prefill_seconds(model, ids, repeat):
+    import torch
+
+    times = []
+    extra = {"logits_to_keep": 1} if _keeps_logits(model) else {}
+    with torch.no_grad():
+        model(ids)  # first-call costs untimed
+        for _ in range(repeat):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(ids, **extra)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _keeps_logits(model):
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--lengths", default="8192,16384,32768")
+    parser.add_argument("--cost-table", default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    import xattn
+
+    try:
+        model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16,
+                                                 attn_implementation="sdpa")
+    except TypeError:  # transformers 4 spells it torch_dtype
+        model = LlamaForCausalLM.from_pretrained(args.model, torch_dtype=torch.bfloat16,
+                                                 attn_implementation="sdpa")
+    model = model.cuda().eval()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    generator = torch.Generator().manual_seed(7)
+    prompts = {n: torch.randint(32, 127, (1, n), generator=generator).cuda() for n in lengths}
+    dense = {n: prefill_seconds(model, prompts[n], args.repeat) for n in lengths}
+    runtime = xattn.patch_model(model, args.profile, crossover_len=0, model_dir=args.model,
+                                cost_table=args.cost_table)
+    for n in lengths:
+        runtime.calls.clear()
+        patched = prefill_seconds(model, prompts[n], args.repeat)
+        print(json.dumps({"runner": "transformers", "model": args.model, "length": n,
+                          "dense_ms": round(dense[n] * 1e3, 3),
+                          "patched_ms": round(patched * 1e3, 3),
+                          "speedup": round(dense[n] / patched, 3),
+                          "calls": dict(runtime.calls),
+                          "sparse_layers": f"{runtime.calls.get('sparse', 0)}/"
+                                           f"{sum(runtime.calls.values())} calls",
+                          "decisions": {str(k): v for k, v in sorted(runtime.decisions.items())}}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

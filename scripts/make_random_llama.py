@@ -3,8 +3,10 @@
 
 32 layers, hidden 4096, 32 query / 8 KV heads (head_dim 128), MLP 14336, vocabulary 128256,
 llama3 rope scaling; about 16 GB. Also writes random token ids (one per line) for --data.
+--shape 70b writes the Llama-3.1-70B shape instead (hidden 8192, 64 query / 8 KV heads, MLP 28672,
+80 layers by default; about 1.7 GB per layer plus 4.2 GB of embeddings and LM head).
 
-    python3 scripts/make_random_llama.py OUT_DIR TOKENS_FILE [--tokens N] [--layers L]
+    python3 scripts/make_random_llama.py OUT_DIR TOKENS_FILE [--tokens N] [--layers L] [--shape 8b|70b]
 """
 import argparse
 import json
@@ -19,9 +21,15 @@ def main():
     parser.add_argument("out_dir")
     parser.add_argument("tokens_file")
     parser.add_argument("--tokens", type=int, default=4 * 32768)
-    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--shape", choices=["8b", "70b"], default="8b")
     args = parser.parse_args()
-    hidden, inter, heads, kv, dim, vocab = 4096, 14336, 32, 8, 128, 128256
+    if args.shape == "8b":
+        hidden, inter, heads, kv, dim, vocab, layers = 4096, 14336, 32, 8, 128, 128256, 32
+    else:
+        hidden, inter, heads, kv, dim, vocab, layers = 8192, 28672, 64, 8, 128, 128256, 80
+    if args.layers is None:
+        args.layers = layers
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
         "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": args.layers,

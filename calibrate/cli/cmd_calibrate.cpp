@@ -92,6 +92,27 @@ void print_summary(const calibrate::CalibrationConfig& config,
   std::cout << std::setprecision(4) << "search: cost " << opt.cost << ", Lagrangian bound "
             << r.search.lower_bound << " (gap " << percent(r.search.relative_gap) << "), greedy "
             << r.search.greedy.cost << "\n";
+  if (r.peak_weight_bytes > 0) {
+    // The memory line: streaming's whole point, and what to compare without it.
+    auto gib = [](int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); };
+    std::cout << std::setprecision(2) << "memory: "
+              << (config.stream_layers ? "layer-streamed (statistics in one layer-major sweep; "
+                                         "sensitivity and validation read each layer per "
+                                         "forward pass), "
+                                       : "in memory, ")
+              << r.peak_resident_layers << (r.peak_resident_layers == 1 ? " layer" : " layers")
+              << " resident at most; weights " << gib(r.peak_weight_bytes)
+              << " GiB + statistics hidden states " << gib(r.statistics_hidden_bytes) << " GiB"
+              << (r.hidden_on_host ? " (pinned host memory)" : "");
+    if (r.peak_device_bytes >= 0)
+      std::cout << "; peak device memory " << gib(r.peak_device_bytes) << " GiB (allocator)";
+    else
+      std::cout << "; peak held " << gib(r.peak_weight_bytes + r.statistics_hidden_bytes)
+                << " GiB (weights + hidden states; workspaces not counted on the CPU)";
+    std::cout << "\n";
+    if (!r.hidden_placement.empty())
+      std::cout << "hidden states: " << r.hidden_placement << "\n";
+  }
   std::cout << std::setprecision(2) << "time: statistics " << r.seconds_statistics
             << " s, sensitivity " << r.seconds_sensitivity << " s, search " << r.seconds_search
             << " s, validation " << r.seconds_validation << " s, total " << seconds << " s\n";
@@ -119,6 +140,7 @@ int run_calibrate(const Args& args) {
       ("sample-len", po::value<int64_t>()->default_value(4096), "tokens per sample")
       ("samples", po::value<int64_t>()->default_value(4), "at most this many samples")
       ("batch", po::value<int64_t>()->default_value(1), "samples per forward pass of the statistics pass (samples of one length run together; statistics are per sample, as with 1); memory grows with it (docs/runner.md, Batches)")
+      ("stream-layers", "only one layer's weights on the device at a time, read from the memory-mapped checkpoint (models larger than the device): statistics in one layer-major sweep over all samples, the passes that need logits read every layer per forward pass; same statistics as without (docs/runner.md, Layer-streamed statistics)")
       ("stride", po::value<int64_t>()->default_value(8), "antidiagonal stride S")
       ("block-size", po::value<int64_t>()->default_value(128), "block size")
       ("sparse-last-block", "select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")
@@ -157,6 +179,7 @@ int run_calibrate(const Args& args) {
   config.sample_len = vm["sample-len"].as<int64_t>();
   config.max_samples = vm["samples"].as<int64_t>();
   config.batch = vm["batch"].as<int64_t>();
+  config.stream_layers = vm.count("stream-layers") > 0;
   config.settings.stride = vm["stride"].as<int64_t>();
   config.settings.block_size = vm["block-size"].as<int64_t>();
   config.settings.dense_last_query_block = !vm.count("sparse-last-block");

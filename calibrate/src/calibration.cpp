@@ -13,6 +13,7 @@
 
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/calibrate/version.h"
+#include "xattn/device_memory.h"
 #include "xattn/error.h"
 #include "xattn/io/capture.h"
 #include "xattn/io/paths.h"
@@ -163,6 +164,8 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
                   "--epsilon must be a finite number >= 0");
   XATTN_CHECK_ARG(config.holdout_fraction >= 0 && config.holdout_fraction < 1,
                   "--holdout must be in [0, 1)");
+  XATTN_CHECK_ARG(!config.stream_layers || from_model, "--stream-layers streams a model's "
+                  "weights: give --model with --data (captures and statistics files hold none)");
 
   // 1. Statistics.
   auto start = Clock::now();
@@ -180,6 +183,8 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
   if (from_model) {
     model::LoadOptions load;
     load.device = at::Device(config.device);
+    load.stream_layers = config.stream_layers;
+    runtime::reset_peak_device_memory(load.device);
     model = std::make_unique<model::Model>(config.model_dir, load);
     signature = model::model_signature_of(config.model_dir);
     std::vector<std::string> sources;
@@ -200,32 +205,55 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     std::vector<int64_t> lengths;
     for (const auto& sample : model_samples) lengths.push_back(int64_t(sample.size()));
     std::vector<std::vector<LayerMeasurement>> measured(model_samples.size());
-    int64_t done = 0;  // samples measured before the current group
+    const std::vector<std::vector<size_t>> groups = model::group_by_length(lengths, config.batch);
+    std::vector<int64_t> before(groups.size(), 0);  // samples in the groups before each
+    for (size_t g = 1; g < groups.size(); ++g)
+      before[g] = before[g - 1] + int64_t(groups[g - 1].size());
+    size_t current = 0;  // the group whose q, k, v the capture sees
     model::DenseBackend dense;
-    for (const std::vector<size_t>& group : model::group_by_length(lengths, config.batch)) {
+    model::CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,
+                                             const at::Tensor& v) {
+      const std::vector<size_t>& group = groups[current];
       const int64_t size = int64_t(group.size());
-      for (size_t i : group) measured[i].resize(size_t(layers));
-      const std::string which =
-          size == 1 ? "sample " + std::to_string(group[0] + 1)
-                    : "samples " + std::to_string(group.front() + 1) + "-" +
-                          std::to_string(group.back() + 1);
-      model::CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,
-                                               const at::Tensor& v) {
-        if (progress)
-          progress(done * layers + layer * size, total, which + " layer " + std::to_string(layer));
-        for (int64_t b = 0; b < size; ++b)
-          measured[group[size_t(b)]][size_t(layer)] = measure_layer(
-              q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
-              config.settings.output_error ? model->output_projection(layer) : at::Tensor());
-      });
-      if (size == 1) {
-        model->forward(model_samples[group[0]], capture);
-      } else {
-        std::vector<std::vector<int64_t>> batch;
-        for (size_t i : group) batch.push_back(model_samples[i]);
-        model->forward_batch(batch, capture);
+      if (progress) {
+        const std::string which =
+            size == 1 ? "sample " + std::to_string(group[0] + 1)
+                      : "samples " + std::to_string(group.front() + 1) + "-" +
+                            std::to_string(group.back() + 1);
+        // Sample-major in memory, layer-major when streaming.
+        const int64_t step = config.stream_layers
+                                 ? layer * int64_t(model_samples.size()) + before[current]
+                                 : before[current] * layers + layer * size;
+        progress(step, total, which + " layer " + std::to_string(layer));
       }
-      done += size;
+      for (int64_t b = 0; b < size; ++b)
+        measured[group[size_t(b)]][size_t(layer)] = measure_layer(
+            q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
+            config.settings.output_error ? model->output_projection(layer) : at::Tensor());
+    });
+    for (const auto& group : groups)
+      for (size_t i : group) measured[i].resize(size_t(layers));
+    if (config.stream_layers) {
+      const model::SweepReport sweep = model->sweep_layers(
+          model_samples, groups, capture, {}, [&](int, size_t g) { current = g; });
+      result.statistics_hidden_bytes = sweep.hidden_bytes;
+      result.hidden_on_host = sweep.hidden_on_host;
+      result.hidden_placement = sweep.placement_reason;
+    } else {
+      for (current = 0; current < groups.size(); ++current) {
+        const std::vector<size_t>& group = groups[current];
+        if (group.size() == 1) {
+          model->forward(model_samples[group[0]], capture);
+        } else {
+          std::vector<std::vector<int64_t>> batch;
+          for (size_t i : group) batch.push_back(model_samples[i]);
+          model->forward_batch(batch, capture);
+        }
+        const int64_t tokens = int64_t(group.size() * model_samples[group[0]].size());
+        result.statistics_hidden_bytes =
+            std::max(result.statistics_hidden_bytes,
+                     tokens * model->config().hidden_size * int64_t(at::elementSize(model->dtype())));
+      }
     }
     for (size_t i = 0; i < model_samples.size(); ++i) {
       const int64_t len = int64_t(model_samples[i].size());
@@ -579,6 +607,15 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
       v.measured_mean_error += held.error[cell] / double(num_heads);
     }
     result.holdout = v;
+  }
+
+  if (model) {
+    result.peak_resident_layers = model->peak_resident_layers();
+    result.peak_weight_bytes =
+        model->fixed_weight_bytes() +
+        (model->streams_layers() ? result.peak_resident_layers * model->layer_weight_bytes() : 0);
+    const runtime::DeviceMemory memory = runtime::device_memory(model->device());
+    if (memory.available) result.peak_device_bytes = memory.peak_allocated;
   }
 
   // 7. Profile.

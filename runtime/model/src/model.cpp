@@ -3,7 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
 
+#include "xattn/device_memory.h"
 #include "xattn/error.h"
 #include "xattn/model/safetensors.h"
 #include "xattn/model/linear.h"
@@ -24,11 +29,62 @@ at::ScalarType stored_type(const std::string& dtype, const std::string& name) {
                                                    "; the runner loads BF16, F16 or F32 weights"));
 }
 
+struct LayerTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string why;  // what in config.json sets the shape
+};
+
+// The tensors of decoder layer i as the checkpoint stores them, with their expected shapes.
+std::vector<LayerTensor> layer_tensors(const ModelConfig& c, int64_t i) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, d = c.head_dim;
+  const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
+  const std::string p = detail::concat("model.layers.", i, ".");
+  const std::string qwhy = "num_attention_heads * head_dim, hidden_size";
+  const std::string kvwhy = "num_key_value_heads * head_dim, hidden_size";
+  std::vector<LayerTensor> t = {
+      {p + "input_layernorm.weight", {H}, "hidden_size"},
+      {p + "post_attention_layernorm.weight", {H}, "hidden_size"}};
+  if (c.fused_projections) {
+    t.push_back({p + "self_attn.qkv_proj.weight", {q_out + 2 * kv_out, H},
+                 "(num_attention_heads + 2 * num_key_value_heads) * head_dim, hidden_size"});
+    t.push_back(
+        {p + "mlp.gate_up_proj.weight", {2 * I, H}, "2 * intermediate_size, hidden_size"});
+  } else {
+    t.push_back({p + "self_attn.q_proj.weight", {q_out, H}, qwhy});
+    t.push_back({p + "self_attn.k_proj.weight", {kv_out, H}, kvwhy});
+    t.push_back({p + "self_attn.v_proj.weight", {kv_out, H}, kvwhy});
+    t.push_back({p + "mlp.gate_proj.weight", {I, H}, "intermediate_size, hidden_size"});
+    t.push_back({p + "mlp.up_proj.weight", {I, H}, "intermediate_size, hidden_size"});
+  }
+  t.push_back({p + "self_attn.o_proj.weight", {H, q_out},
+               "hidden_size, num_attention_heads * head_dim"});
+  if (c.qkv_bias) {
+    t.push_back({p + "self_attn.q_proj.bias", {q_out}, "num_attention_heads * head_dim"});
+    t.push_back({p + "self_attn.k_proj.bias", {kv_out}, "num_key_value_heads * head_dim"});
+    t.push_back({p + "self_attn.v_proj.bias", {kv_out}, "num_key_value_heads * head_dim"});
+  }
+  if (c.o_bias) t.push_back({p + "self_attn.o_proj.bias", {H}, "hidden_size"});
+  if (c.qk_norm) {
+    t.push_back({p + "self_attn.q_norm.weight", {d}, "head_dim"});
+    t.push_back({p + "self_attn.k_norm.weight", {d}, "head_dim"});
+  }
+  t.push_back({p + "mlp.down_proj.weight", {H, I}, "hidden_size, intermediate_size"});
+  if (c.mlp_bias) {
+    t.push_back({p + "mlp.gate_proj.bias", {I}, "intermediate_size"});
+    t.push_back({p + "mlp.up_proj.bias", {I}, "intermediate_size"});
+    t.push_back({p + "mlp.down_proj.bias", {H}, "hidden_size"});
+  }
+  return t;
+}
+
+int64_t bytes_of(const at::Tensor& t) { return t.defined() ? t.numel() * t.element_size() : 0; }
+
 }  // namespace
 
 Model::Model(const std::string& dir, const LoadOptions& options)
     : dir_(dir), config_(load_model_config(dir)), device_(options.device) {
-  const Checkpoint ckpt(dir);
+  auto ckpt = std::make_shared<const Checkpoint>(dir);
   const ModelConfig& c = config_;
   const std::string embed_name = "model.embed_tokens.weight";
   if (options.dtype) {
@@ -36,87 +92,140 @@ Model::Model(const std::string& dir, const LoadOptions& options)
   } else if (device_.is_cpu()) {
     dtype_ = at::kFloat;
   } else {
-    dtype_ = stored_type(ckpt.info(embed_name).dtype, embed_name);
+    dtype_ = stored_type(ckpt->info(embed_name).dtype, embed_name);
   }
   XATTN_CHECK_ARG(dtype_ == at::kFloat || dtype_ == at::kHalf || dtype_ == at::kBFloat16,
                   "model dtype must be float32, float16 or bfloat16");
 
   auto load = [&](const std::string& name, std::vector<int64_t> shape, const std::string& why) {
-    const at::Tensor t = ckpt.load_checked(name, shape, why);
-    stored_type(ckpt.info(name).dtype, name);
+    const at::Tensor t = ckpt->load_checked(name, shape, why);
+    stored_type(ckpt->info(name).dtype, name);
     return t.to(device_, dtype_);
   };
-  const int64_t H = c.hidden_size, I = c.intermediate_size, d = c.head_dim;
-  const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
+  const int64_t H = c.hidden_size;
   embed_tokens_ = load(embed_name, {c.vocab_size, H}, "vocab_size, hidden_size");
   final_norm_ = load("model.norm.weight", {H}, "hidden_size");
   if (c.tie_word_embeddings) {
     lm_head_ = embed_tokens_;
   } else {
-    XATTN_CHECK_INPUT(ckpt.contains("lm_head.weight"), "checkpoint '", dir,
+    XATTN_CHECK_INPUT(ckpt->contains("lm_head.weight"), "checkpoint '", dir,
                       "' has no tensor 'lm_head.weight' and config.json does not set "
                       "tie_word_embeddings: true");
     lm_head_ = load("lm_head.weight", {c.vocab_size, H}, "vocab_size, hidden_size");
   }
   const std::string extra = detail::concat("model.layers.", c.num_layers, ".input_layernorm.weight");
-  XATTN_CHECK_INPUT(!ckpt.contains(extra), "checkpoint '", dir, "' holds '", extra,
+  XATTN_CHECK_INPUT(!ckpt->contains(extra), "checkpoint '", dir, "' holds '", extra,
                     "', more layers than num_hidden_layers = ", c.num_layers, " in config.json");
-  layers_.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    Layer& L = layers_[static_cast<size_t>(i)];
-    const std::string p = detail::concat("model.layers.", i, ".");
-    L.input_norm = load(p + "input_layernorm.weight", {H}, "hidden_size");
-    L.post_norm = load(p + "post_attention_layernorm.weight", {H}, "hidden_size");
-    const std::string qwhy = "num_attention_heads * head_dim, hidden_size";
-    const std::string kvwhy = "num_key_value_heads * head_dim, hidden_size";
-    if (c.fused_projections) {
-      // Phi-3: one [q; k; v] and one [gate; up] matrix, split into views of the usual parts.
-      const at::Tensor qkv = load(p + "self_attn.qkv_proj.weight", {q_out + 2 * kv_out, H},
-                                  "(num_attention_heads + 2 * num_key_value_heads) * head_dim, "
-                                  "hidden_size");
-      L.wq = qkv.narrow(0, 0, q_out).contiguous();
-      L.wk = qkv.narrow(0, q_out, kv_out).contiguous();
-      L.wv = qkv.narrow(0, q_out + kv_out, kv_out).contiguous();
-      const at::Tensor gate_up =
-          load(p + "mlp.gate_up_proj.weight", {2 * I, H}, "2 * intermediate_size, hidden_size");
-      L.w_gate = gate_up.narrow(0, 0, I).contiguous();
-      L.w_up = gate_up.narrow(0, I, I).contiguous();
-    } else {
-      L.wq = load(p + "self_attn.q_proj.weight", {q_out, H}, qwhy);
-      L.wk = load(p + "self_attn.k_proj.weight", {kv_out, H}, kvwhy);
-      L.wv = load(p + "self_attn.v_proj.weight", {kv_out, H}, kvwhy);
-      L.w_gate = load(p + "mlp.gate_proj.weight", {I, H}, "intermediate_size, hidden_size");
-      L.w_up = load(p + "mlp.up_proj.weight", {I, H}, "intermediate_size, hidden_size");
+  if (options.stream_layers) {
+    // Every layer's tensors are checked now (presence, shape, dtype) so a bad checkpoint fails
+    // before any compute, but only read when the layer runs.
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      int64_t parameters = 0;
+      for (const auto& t : layer_tensors(c, i)) {
+        const TensorInfo& ti = ckpt->check_shape(t.name, t.shape, t.why);
+        stored_type(ti.dtype, t.name);
+        int64_t n = 1;
+        for (int64_t extent : t.shape) n *= extent;
+        parameters += n;
+      }
+      layer_parameters_ += parameters;
+      layer_bytes_ = std::max(layer_bytes_, parameters * int64_t(at::elementSize(dtype_)));
     }
-    L.wo = load(p + "self_attn.o_proj.weight", {H, q_out}, "hidden_size, num_attention_heads * head_dim");
-    if (c.qkv_bias) {
-      L.bq = load(p + "self_attn.q_proj.bias", {q_out}, "num_attention_heads * head_dim");
-      L.bk = load(p + "self_attn.k_proj.bias", {kv_out}, "num_key_value_heads * head_dim");
-      L.bv = load(p + "self_attn.v_proj.bias", {kv_out}, "num_key_value_heads * head_dim");
+    checkpoint_ = ckpt;
+  } else {
+    layers_.reserve(static_cast<size_t>(c.num_layers));
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      layers_.push_back(load_layer(*ckpt, i));
+      const Layer& L = layers_.back();
+      int64_t parameters = 0;
+      for (const at::Tensor* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
+                                  &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.w_gate, &L.w_up,
+                                  &L.w_down, &L.b_gate, &L.b_up, &L.b_down})
+        if (t->defined()) parameters += t->numel();
+      layer_parameters_ += parameters;
+      layer_bytes_ = std::max(layer_bytes_, parameters * int64_t(at::elementSize(dtype_)));
     }
-    if (c.o_bias) L.bo = load(p + "self_attn.o_proj.bias", {H}, "hidden_size");
-    if (c.qk_norm) {
-      L.q_norm = load(p + "self_attn.q_norm.weight", {d}, "head_dim");
-      L.k_norm = load(p + "self_attn.k_norm.weight", {d}, "head_dim");
-    }
-    L.w_down = load(p + "mlp.down_proj.weight", {H, I}, "hidden_size, intermediate_size");
-    if (c.mlp_bias) {
-      L.b_gate = load(p + "mlp.gate_proj.bias", {I}, "intermediate_size");
-      L.b_up = load(p + "mlp.up_proj.bias", {I}, "intermediate_size");
-      L.b_down = load(p + "mlp.down_proj.bias", {H}, "hidden_size");
-    }
+    resident_layers_ = c.num_layers;
+    peak_resident_layers_ = c.num_layers;
   }
   inv_freq_ = rope_inv_freq(c.rope, c.rotary_dim);
+}
+
+Model::Layer Model::load_layer(const Checkpoint& ckpt, int64_t i) const {
+  const ModelConfig& c = config_;
+  const int64_t I = c.intermediate_size, q_out = c.num_heads * c.head_dim,
+                kv_out = c.num_kv_heads * c.head_dim;
+  std::map<std::string, at::Tensor> loaded;
+  for (const auto& t : layer_tensors(c, i)) {
+    const at::Tensor w = ckpt.load_checked(t.name, t.shape, t.why);
+    stored_type(ckpt.info(t.name).dtype, t.name);
+    loaded[t.name] = w.to(device_, dtype_);
+  }
+  const std::string p = detail::concat("model.layers.", i, ".");
+  auto get = [&](const std::string& suffix) {
+    auto it = loaded.find(p + suffix);
+    return it == loaded.end() ? at::Tensor() : it->second;
+  };
+  Layer L;
+  L.input_norm = get("input_layernorm.weight");
+  L.post_norm = get("post_attention_layernorm.weight");
+  if (c.fused_projections) {
+    // Phi-3: one [q; k; v] and one [gate; up] matrix, split into copies of the usual parts.
+    const at::Tensor qkv = get("self_attn.qkv_proj.weight");
+    L.wq = qkv.narrow(0, 0, q_out).contiguous();
+    L.wk = qkv.narrow(0, q_out, kv_out).contiguous();
+    L.wv = qkv.narrow(0, q_out + kv_out, kv_out).contiguous();
+    const at::Tensor gate_up = get("mlp.gate_up_proj.weight");
+    L.w_gate = gate_up.narrow(0, 0, I).contiguous();
+    L.w_up = gate_up.narrow(0, I, I).contiguous();
+  } else {
+    L.wq = get("self_attn.q_proj.weight");
+    L.wk = get("self_attn.k_proj.weight");
+    L.wv = get("self_attn.v_proj.weight");
+    L.w_gate = get("mlp.gate_proj.weight");
+    L.w_up = get("mlp.up_proj.weight");
+  }
+  L.wo = get("self_attn.o_proj.weight");
+  L.bq = get("self_attn.q_proj.bias");
+  L.bk = get("self_attn.k_proj.bias");
+  L.bv = get("self_attn.v_proj.bias");
+  L.bo = get("self_attn.o_proj.bias");
+  L.q_norm = get("self_attn.q_norm.weight");
+  L.k_norm = get("self_attn.k_norm.weight");
+  L.w_down = get("mlp.down_proj.weight");
+  L.b_gate = get("mlp.gate_proj.bias");
+  L.b_up = get("mlp.up_proj.bias");
+  L.b_down = get("mlp.down_proj.bias");
+  return L;
+}
+
+std::shared_ptr<const Model::Layer> Model::layer_weights(int index) const {
+  if (!checkpoint_)  // in memory: a reference that owns nothing
+    return std::shared_ptr<const Layer>(std::shared_ptr<const Layer>(), &layers_[size_t(index)]);
+  auto layer = std::shared_ptr<const Layer>(new Layer(load_layer(*checkpoint_, index)),
+                                            [this](const Layer* w) {
+                                              delete w;
+                                              --resident_layers_;
+                                            });
+  const int64_t now = ++resident_layers_;
+  int64_t peak = peak_resident_layers_.load();
+  while (now > peak && !peak_resident_layers_.compare_exchange_weak(peak, now)) {
+  }
+  current_layer_ = layer;
+  current_index_ = index;
+  return layer;
 }
 
 int64_t Model::parameter_count() const {
   int64_t n = embed_tokens_.numel() + final_norm_.numel();
   if (!config_.tie_word_embeddings) n += lm_head_.numel();
-  for (const auto& L : layers_)
-    for (const at::Tensor* t : {&L.input_norm, &L.post_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
-                                &L.bk, &L.bv, &L.bo, &L.q_norm, &L.k_norm, &L.w_gate, &L.w_up,
-                                &L.w_down, &L.b_gate, &L.b_up, &L.b_down})
-      if (t->defined()) n += t->numel();
+  return n + layer_parameters_;
+}
+
+int64_t Model::fixed_weight_bytes() const {
+  int64_t n = bytes_of(embed_tokens_) + bytes_of(final_norm_);
+  if (!config_.tie_word_embeddings) n += bytes_of(lm_head_);
+  if (!checkpoint_) n += layer_parameters_ * int64_t(at::elementSize(dtype_));
   return n;
 }
 
@@ -142,16 +251,25 @@ at::Tensor Model::logits_of(const at::Tensor& rows) const {
   return fast::linear(normed, lm_head_).to(at::kFloat);
 }
 
-const at::Tensor& Model::output_projection(int layer) const {
-  XATTN_CHECK_ARG(layer >= 0 && size_t(layer) < layers_.size(), "layer ", layer,
-                  " out of range (the model has ", layers_.size(), ")");
-  return layers_[size_t(layer)].wo;
+at::Tensor Model::output_projection(int layer) const {
+  XATTN_CHECK_ARG(layer >= 0 && layer < config_.num_layers, "layer ", layer,
+                  " out of range (the model has ", config_.num_layers, ")");
+  if (!checkpoint_) return layers_[size_t(layer)].wo;
+  if (current_index_.load() == layer)
+    if (const std::shared_ptr<const Layer> resident = current_layer_.lock()) return resident->wo;
+  const ModelConfig& c = config_;
+  const std::string name = detail::concat("model.layers.", layer, ".self_attn.o_proj.weight");
+  if (c.fused_projections || !checkpoint_->contains(name))
+    return load_layer(*checkpoint_, layer).wo;
+  return checkpoint_
+      ->load_checked(name, {c.hidden_size, c.num_heads * c.head_dim},
+                     "hidden_size, num_attention_heads * head_dim")
+      .to(device_, dtype_);
 }
 
-at::Tensor Model::layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
-                                AttentionBackend& backend, KVCache* cache,
-                                int64_t token_chunk) const {
-  const Layer& w = layers_[static_cast<size_t>(index)];
+at::Tensor Model::layer_forward(int index, const Layer& w, const at::Tensor& hidden,
+                                const RotaryTables& rotary, AttentionBackend& backend,
+                                KVCache* cache, int64_t token_chunk) const {
   const ModelConfig& c = config_;
   const int64_t batch = hidden.size(0), len = hidden.size(1), d = c.head_dim;
   const at::Tensor x = rms_norm(hidden, w.input_norm, c.rms_norm_eps);
@@ -229,6 +347,32 @@ std::vector<std::vector<size_t>> group_by_length(const std::vector<int64_t>& len
   return groups;
 }
 
+void Model::check_windows(const AttentionBackend& backend, int64_t span) const {
+  const ModelConfig& c = config_;
+  for (size_t i = 0; i < c.layer_windows.size(); ++i) {
+    const int64_t window = c.layer_windows[i];
+    XATTN_CHECK_ARG(window == 0 || span <= window || backend.supports_sliding_window(),
+                    "layer ", i, " of the model attends within sliding_window = ", window,
+                    " (config.json) but the input spans ", span, " tokens: XAttention "
+                    "does not implement sliding windows yet; run dense attention, or at most ",
+                    window, " tokens");
+  }
+}
+
+RotaryTables Model::rotary_for(int64_t start, int64_t len) const {
+  const ModelConfig& c = config_;
+  // Dynamic and longrope frequencies depend on the length so far, as transformers recomputes them.
+  const bool length_dependent =
+      c.rope.type == RopeType::kDynamic || c.rope.type == RopeType::kLongRope;
+  const at::Tensor inv_freq =
+      length_dependent ? rope_inv_freq(c.rope, c.rotary_dim, start + len) : inv_freq_;
+  RotaryTables rotary = rotary_tables(inv_freq, start, len, rope_attention_scaling(c.rope));
+  // Moved once here rather than per layer (the tables are float32 on the host).
+  rotary.cos = rotary.cos.to(device_, dtype_);
+  rotary.sin = rotary.sin.to(device_, dtype_);
+  return rotary;
+}
+
 at::Tensor Model::run_layers(const std::vector<const std::vector<int64_t>*>& sequences,
                              AttentionBackend& backend, const ForwardOptions& options,
                              KVCache* cache, int64_t extra_capacity) const {
@@ -238,14 +382,7 @@ at::Tensor Model::run_layers(const std::vector<const std::vector<int64_t>*>& seq
   XATTN_CHECK_INPUT(len > 0, "the input has no tokens");
   XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
   const int64_t start = cache ? cache->length : 0;
-  for (size_t i = 0; i < c.layer_windows.size(); ++i) {
-    const int64_t window = c.layer_windows[i];
-    XATTN_CHECK_ARG(window == 0 || start + len <= window || backend.supports_sliding_window(),
-                    "layer ", i, " of the model attends within sliding_window = ", window,
-                    " (config.json) but the input spans ", start + len, " tokens: XAttention "
-                    "does not implement sliding windows yet; run dense attention, or at most ",
-                    window, " tokens");
-  }
+  check_windows(backend, start + len);
   if (cache) {
     if (cache->capacity == 0) {
       cache->capacity = len + std::max<int64_t>(extra_capacity, 0);
@@ -265,16 +402,7 @@ at::Tensor Model::run_layers(const std::vector<const std::vector<int64_t>*>& seq
     XATTN_CHECK_ARG(p >= 0 && p < len, "logit position ", p, " is outside the input [0, ", len,
                     ")");
 
-  // Dynamic and longrope frequencies depend on the length so far, as transformers recomputes them.
-  const bool length_dependent =
-      c.rope.type == RopeType::kDynamic || c.rope.type == RopeType::kLongRope;
-  const at::Tensor inv_freq =
-      length_dependent ? rope_inv_freq(c.rope, c.rotary_dim, start + len) : inv_freq_;
-  RotaryTables rotary =
-      rotary_tables(inv_freq, start, len, rope_attention_scaling(c.rope));
-  // Moved once here rather than per layer (the tables are float32 on the host).
-  rotary.cos = rotary.cos.to(device_, dtype_);
-  rotary.sin = rotary.sin.to(device_, dtype_);
+  const RotaryTables rotary = rotary_for(start, len);
   XATTN_CHECK_ARG(options.start_layer >= 0 && options.start_layer < c.num_layers,
                   "start_layer ", options.start_layer, " is outside [0, ", c.num_layers, ")");
   XATTN_CHECK_ARG(options.start_layer == 0 || (options.start_hidden.defined() && !cache),
@@ -288,7 +416,8 @@ at::Tensor Model::run_layers(const std::vector<const std::vector<int64_t>*>& seq
   if (options.layer_inputs) options.layer_inputs->assign(size_t(c.num_layers), at::Tensor());
   for (int64_t i = options.start_layer; i < c.num_layers; ++i) {
     if (options.layer_inputs) (*options.layer_inputs)[size_t(i)] = h;
-    h = layer_forward(static_cast<int>(i), h, rotary, backend, cache, options.token_chunk);
+    const std::shared_ptr<const Layer> w = layer_weights(static_cast<int>(i));
+    h = layer_forward(static_cast<int>(i), *w, h, rotary, backend, cache, options.token_chunk);
   }
   if (cache) cache->length += len;
   return h;
@@ -368,6 +497,105 @@ std::vector<ForwardResult> Model::forward_batch(const std::vector<std::vector<in
   const double seconds = seconds_since(t0);
   for (auto& r : results) r.seconds = seconds;
   return results;
+}
+
+SweepReport Model::sweep_layers(const std::vector<std::vector<int64_t>>& sequences,
+                                const std::vector<std::vector<size_t>>& groups,
+                                AttentionBackend& backend, const SweepOptions& options,
+                                const std::function<void(int, size_t)>& before_group) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  const ModelConfig& c = config_;
+  XATTN_CHECK_ARG(!sequences.empty(), "sweep_layers needs at least one sequence");
+  XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
+  std::vector<int> seen(sequences.size(), 0);
+  int64_t longest = 0, tokens = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    XATTN_CHECK_ARG(!groups[g].empty(), "group ", g, " of sweep_layers is empty");
+    for (size_t i : groups[g]) {
+      XATTN_CHECK_ARG(i < sequences.size(), "group ", g, " names sequence ", i, " but there are ",
+                      sequences.size(), " sequences");
+      XATTN_CHECK_ARG(seen[i]++ == 0, "sequence ", i, " is in more than one group; make the "
+                      "groups with group_by_length");
+      XATTN_CHECK_ARG(sequences[i].size() == sequences[groups[g][0]].size(), "group ", g,
+                      " mixes lengths: sequence ", groups[g][0], " has ",
+                      sequences[groups[g][0]].size(), " tokens and sequence ", i, " has ",
+                      sequences[i].size(), "; make the groups with group_by_length");
+    }
+  }
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    XATTN_CHECK_ARG(seen[i] == 1, "sequence ", i, " is in no group: every sequence must be in "
+                    "one (group_by_length makes such groups)");
+    XATTN_CHECK_INPUT(!sequences[i].empty(), "sequence ", i, " has no tokens");
+    longest = std::max(longest, int64_t(sequences[i].size()));
+    tokens += int64_t(sequences[i].size());
+  }
+  check_windows(backend, longest);
+
+  SweepReport report;
+  report.hidden_bytes = tokens * c.hidden_size * int64_t(at::elementSize(dtype_));
+  report.fixed_weight_bytes = fixed_weight_bytes();
+  report.layer_weight_bytes = layer_bytes_;
+  auto gib = [](int64_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.2f GiB", double(bytes) / double(int64_t(1) << 30));
+    return std::string(text);
+  };
+  if (device_.is_cpu()) {
+    report.placement_reason = "the device is the host";
+  } else if (options.hidden == HiddenPlacement::kDevice) {
+    report.placement_reason = "kept on the device as asked";
+  } else if (options.hidden == HiddenPlacement::kHost) {
+    report.hidden_on_host = true;
+    report.placement_reason = "kept in pinned host memory as asked";
+  } else {
+    const runtime::DeviceMemory m = runtime::device_memory(device_);
+    if (!m.available) {
+      report.placement_reason = "the device reports no free memory; kept on it";
+    } else {
+      // Half of what is free once one layer's weights are loaded: the rest is for the layer's
+      // q, k, v, attention and MLP workspaces.
+      const int64_t budget = std::max<int64_t>(0, m.free - (checkpoint_ ? layer_bytes_ : 0)) / 2;
+      report.hidden_on_host = report.hidden_bytes > budget;
+      report.placement_reason =
+          detail::concat("hidden states ", gib(report.hidden_bytes),
+                         report.hidden_on_host ? " exceed " : " fit in ",
+                         "half of the device's free memory after one layer's weights (",
+                         gib(budget), ")", report.hidden_on_host ? ": in pinned host memory"
+                                                                  : ": on the device");
+    }
+  }
+
+  std::vector<at::Tensor> hidden(groups.size());
+  std::map<int64_t, RotaryTables> rotary;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::vector<const std::vector<int64_t>*> members;
+    for (size_t i : groups[g]) members.push_back(&sequences[i]);
+    const at::Tensor h = embed(members);
+    if (report.hidden_on_host) {
+      hidden[g] = at::empty(h.sizes(), at::TensorOptions().dtype(dtype_).pinned_memory(true));
+      hidden[g].copy_(h);
+    } else {
+      hidden[g] = h;
+    }
+    const int64_t len = h.size(1);
+    if (!rotary.count(len)) rotary.emplace(len, rotary_for(0, len));
+  }
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const std::shared_ptr<const Layer> w = layer_weights(static_cast<int>(layer));
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (before_group) before_group(static_cast<int>(layer), g);
+      const at::Tensor h = report.hidden_on_host ? hidden[g].to(device_) : hidden[g];
+      const at::Tensor out = layer_forward(static_cast<int>(layer), *w, h, rotary.at(h.size(1)),
+                                           backend, nullptr, options.token_chunk);
+      if (report.hidden_on_host)
+        hidden[g].copy_(out);
+      else
+        hidden[g] = out;
+    }
+  }
+  report.peak_resident_layers = peak_resident_layers();
+  report.seconds = seconds_since(t0);
+  return report;
 }
 
 at::Tensor Model::decode_step(int64_t token, KVCache& cache) const {

@@ -349,12 +349,19 @@ at::Tensor Checkpoint::load(const std::string& name) const {
   return files_[it->second]->load(name);
 }
 
-at::Tensor Checkpoint::load_checked(const std::string& name, const std::vector<int64_t>& shape,
-                                    const std::string& what_sets_it) const {
+const TensorInfo& Checkpoint::check_shape(const std::string& name,
+                                          const std::vector<int64_t>& shape,
+                                          const std::string& what_sets_it) const {
   const TensorInfo& ti = info(name);
   XATTN_CHECK_INPUT(ti.shape == shape, "tensor '", name, "' has shape ", shape_string(ti.shape),
                     " but config.json implies ", shape_string(shape), " (", what_sets_it,
                     "): config.json and the weights do not belong together");
+  return ti;
+}
+
+at::Tensor Checkpoint::load_checked(const std::string& name, const std::vector<int64_t>& shape,
+                                    const std::string& what_sets_it) const {
+  check_shape(name, shape, what_sets_it);
   return load(name);
 }
 

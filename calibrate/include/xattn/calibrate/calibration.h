@@ -32,6 +32,12 @@ struct CalibrationConfig {
   // float rounding. Memory grows with it: the activations and one layer's q, k, v of every
   // sample in the batch. The other passes run one sample at a time.
   int64_t batch = 1;
+  // Layer-streamed model (docs/runner.md, Layer-streamed statistics): only one layer's weights on
+  // the device at a time. The statistics pass runs layer-major (each layer read once for every
+  // sample, the hidden states of all samples carried between layers); the passes that need logits
+  // (sensitivity, closed loop, validation) stream each forward pass, reading every layer per pass.
+  // The statistics are bit-identical to the in-memory model's.
+  bool stream_layers = false;
 
   StatisticsSettings settings;
   // kl (default): each head's error through its o_proj slice, scaled by its layer's measured KL
@@ -98,6 +104,15 @@ struct CalibrationResult {
   io::Profile profile;  // profile.frontier holds the curves
   double seconds_statistics = 0, seconds_sensitivity = 0, seconds_search = 0,
          seconds_validation = 0;
+  // Memory of a model run (0 without one). Weights: what stays loaded plus the layers resident at
+  // once (one when streaming); hidden: the statistics pass's hidden states (streaming: every
+  // sample's). peak_device_bytes: the device allocator's peak over the whole run, where the
+  // device reports one (CUDA), else -1.
+  int64_t peak_resident_layers = 0;
+  int64_t peak_weight_bytes = 0, statistics_hidden_bytes = 0;
+  bool hidden_on_host = false;
+  std::string hidden_placement;  // why the streamed hidden states sit where they do
+  int64_t peak_device_bytes = -1;
 };
 
 // Progress callback: (units done, units total, what is being done).

@@ -11,11 +11,22 @@
 // (hidden [batch, len, hidden], the backend sees q [batch, heads_q, len, head_dim]), which is what
 // keeps a GPU busy on short samples. Sequences of different lengths are not packed: group them
 // by length (group_by_length) and run each group.
+//
+// Layer streaming (LoadOptions::stream_layers): only the embeddings, the final norm and the LM
+// head are loaded; each layer's weights are read from the memory-mapped safetensors onto the
+// device when the layer runs and freed after it, so one layer's weights are resident at a time
+// (resident_layers / peak_resident_layers count them). forward() and forward_batch() then read
+// every layer once per call; sweep_layers() runs many sequences through each layer in turn, so
+// each layer is read once for all of them (what the statistics pass of calibration uses). Results
+// are bit-identical to the in-memory model: the same weights, the same operations per batch.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +34,7 @@
 #include "xattn/model/attention.h"
 #include "xattn/model/config.h"
 #include "xattn/model/layers.h"
+#include "xattn/model/safetensors.h"
 
 namespace xattn::model {
 
@@ -30,6 +42,32 @@ struct LoadOptions {
   at::Device device = at::kCPU;
   // Weight and compute dtype. Default: float32 on CPU; on CUDA the dtype the weights are stored in.
   std::optional<at::ScalarType> dtype;
+  // Keep the checkpoint mapped and load each layer's weights only while it runs (see above).
+  bool stream_layers = false;
+};
+
+// Where sweep_layers keeps the hidden states of all sequences between layers.
+enum class HiddenPlacement {
+  kAuto,    // on the device when they take at most half of its free memory, else on the host
+  kDevice,  // with the weights
+  kHost,    // host memory (pinned when the device is CUDA); each batch moves in and out per layer
+};
+
+struct SweepOptions {
+  int64_t token_chunk = 4096;  // as ForwardOptions::token_chunk
+  HiddenPlacement hidden = HiddenPlacement::kAuto;
+};
+
+// What a sweep held. Bytes are of the tensors the runner keeps; on the device the attention and
+// MLP workspaces come on top (peak_device_bytes, where the device reports it, includes them).
+struct SweepReport {
+  bool hidden_on_host = false;
+  std::string placement_reason;    // one line: why the hidden states sit where they do
+  int64_t hidden_bytes = 0;        // hidden states of all sequences
+  int64_t fixed_weight_bytes = 0;  // embeddings, final norm, LM head
+  int64_t layer_weight_bytes = 0;  // the largest single layer's weights
+  int64_t peak_resident_layers = 0;
+  double seconds = 0.0;
 };
 
 struct ForwardOptions {
@@ -92,8 +130,32 @@ class Model {
   at::ScalarType dtype() const { return dtype_; }
   int64_t parameter_count() const;
   // The o_proj weight of a layer, [hidden, heads_q * head_dim] (what calibration projects errors
-  // through).
-  const at::Tensor& output_projection(int layer) const;
+  // through). Streaming: the resident layer's, else read from the checkpoint.
+  at::Tensor output_projection(int layer) const;
+
+  bool streams_layers() const { return checkpoint_ != nullptr; }
+  // Layers whose weights are on the device now, and the most at once since loading (or the last
+  // reset). In memory: every layer, always.
+  int64_t resident_layers() const { return resident_layers_.load(); }
+  int64_t peak_resident_layers() const { return peak_resident_layers_.load(); }
+  void reset_peak_resident_layers() const { peak_resident_layers_.store(resident_layers_.load()); }
+  // Bytes of the weights that stay loaded (embeddings, final norm, LM head; in memory also every
+  // layer) and of the largest layer's weights at the model's dtype.
+  int64_t fixed_weight_bytes() const;
+  int64_t layer_weight_bytes() const { return layer_bytes_; }
+
+  // Layer-major pass: embeds every sequence, then for each layer (its weights loaded once) runs
+  // each group of `groups` (indices into `sequences`, one length per group, as group_by_length
+  // makes them) through it, keeping every hidden state for the next layer. `backend` sees each
+  // group as forward_batch would (q [group size, heads_q, len, head_dim]); before_group(layer,
+  // group) is called before each such call, so a capture knows whose q, k, v it gets. The final
+  // norm and the LM head are not run: this is for what a pass needs from the attention inputs.
+  // Every sequence must appear in exactly one group.
+  SweepReport sweep_layers(const std::vector<std::vector<int64_t>>& sequences,
+                           const std::vector<std::vector<size_t>>& groups,
+                           AttentionBackend& backend, const SweepOptions& options = {},
+                           const std::function<void(int layer, size_t group)>& before_group = {})
+      const;
 
   // Prefill of `tokens` (ids in [0, vocab)). With a cache, the keys and values are stored in it
   // (it is allocated for tokens.size() + extra_capacity positions) for decode_step.
@@ -128,8 +190,17 @@ class Model {
 
   // One decoder layer on hidden [batch, len, hidden] at positions start .. start + len - 1
   // (batch 1 with a KV cache).
-  at::Tensor layer_forward(int index, const at::Tensor& hidden, const RotaryTables& rotary,
-                           AttentionBackend& backend, KVCache* cache, int64_t token_chunk) const;
+  at::Tensor layer_forward(int index, const Layer& w, const at::Tensor& hidden,
+                           const RotaryTables& rotary, AttentionBackend& backend, KVCache* cache,
+                           int64_t token_chunk) const;
+  // A layer's weights (in memory) or a freshly loaded copy that counts as resident until the
+  // last reference goes (streaming).
+  std::shared_ptr<const Layer> layer_weights(int index) const;
+  Layer load_layer(const Checkpoint& ckpt, int64_t index) const;
+  // The rotary tables for positions start .. start + len - 1 on the device.
+  RotaryTables rotary_for(int64_t start, int64_t len) const;
+  // Refuses inputs that span past a sliding window the backend cannot attend within.
+  void check_windows(const AttentionBackend& backend, int64_t span) const;
   // Every layer on sequences of one length: the final hidden state [batch, len, hidden].
   at::Tensor run_layers(const std::vector<const std::vector<int64_t>*>& sequences,
                         AttentionBackend& backend, const ForwardOptions& options, KVCache* cache,
@@ -145,8 +216,16 @@ class Model {
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   at::Tensor embed_tokens_, final_norm_, lm_head_;
-  std::vector<Layer> layers_;
+  std::vector<Layer> layers_;  // empty when streaming
   at::Tensor inv_freq_;
+  std::shared_ptr<const Checkpoint> checkpoint_;  // kept mapped when streaming
+  int64_t layer_bytes_ = 0;
+  int64_t layer_parameters_ = 0;  // all layers together
+  mutable std::atomic<int64_t> resident_layers_{0};
+  mutable std::atomic<int64_t> peak_resident_layers_{0};
+  // Streaming: the layer being run, so output_projection can reuse it.
+  mutable std::weak_ptr<const Layer> current_layer_;
+  mutable std::atomic<int> current_index_{-1};
 };
 
 }  // namespace xattn::model

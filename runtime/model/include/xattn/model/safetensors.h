@@ -78,6 +78,10 @@ class Checkpoint {
   std::vector<std::string> names() const;
   // Throws naming the tensor and the files searched when it is missing.
   at::Tensor load(const std::string& name) const;
+  // Checks the shape without loading (the tensor must exist); the error names the tensor, both
+  // shapes and `what_sets_it`.
+  const TensorInfo& check_shape(const std::string& name, const std::vector<int64_t>& shape,
+                                const std::string& what_sets_it) const;
   // Loads and checks the shape; the error names the tensor, both shapes and `what_sets_it`.
   at::Tensor load_checked(const std::string& name, const std::vector<int64_t>& shape,
                           const std::string& what_sets_it) const;

@@ -94,7 +94,15 @@ void print_summary(const calibrate::CalibrationConfig& config,
             << r.search.greedy.cost << "\n";
   if (r.peak_weight_bytes > 0) {
     // The memory line: streaming's whole point, and what to compare without it.
-    auto gib = [](int64_t bytes) { return double(bytes) / double(int64_t(1) << 30); };
+    // GiB from 1 GiB up (what scripts/gpu-stream.sh reads), MiB below.
+    auto gib = [](int64_t bytes) {
+      std::ostringstream text;
+      text << std::fixed << std::setprecision(bytes >= (int64_t(1) << 30) ? 2 : 1)
+           << (bytes >= (int64_t(1) << 30) ? double(bytes) / double(int64_t(1) << 30)
+                                           : double(bytes) / double(int64_t(1) << 20))
+           << (bytes >= (int64_t(1) << 30) ? " GiB" : " MiB");
+      return text.str();
+    };
     std::cout << std::setprecision(2) << "memory: "
               << (config.stream_layers ? "layer-streamed (statistics in one layer-major sweep; "
                                          "sensitivity and validation read each layer per "
@@ -102,13 +110,13 @@ void print_summary(const calibrate::CalibrationConfig& config,
                                        : "in memory, ")
               << r.peak_resident_layers << (r.peak_resident_layers == 1 ? " layer" : " layers")
               << " resident at most; weights " << gib(r.peak_weight_bytes)
-              << " GiB + statistics hidden states " << gib(r.statistics_hidden_bytes) << " GiB"
+              << " + statistics hidden states " << gib(r.statistics_hidden_bytes)
               << (r.hidden_on_host ? " (pinned host memory)" : "");
     if (r.peak_device_bytes >= 0)
-      std::cout << "; peak device memory " << gib(r.peak_device_bytes) << " GiB (allocator)";
+      std::cout << "; peak device memory " << gib(r.peak_device_bytes) << " (allocator)";
     else
       std::cout << "; peak held " << gib(r.peak_weight_bytes + r.statistics_hidden_bytes)
-                << " GiB (weights + hidden states; workspaces not counted on the CPU)";
+                << " (weights + hidden states; workspaces not counted on the CPU)";
     std::cout << "\n";
     if (!r.hidden_placement.empty())
       std::cout << "hidden states: " << r.hidden_placement << "\n";

@@ -637,6 +637,8 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     }
   p.predicted_mean_density = result.search.optimal.mean_density;
   p.predicted_mean_error = result.search.optimal.error;
+  p.density_fit = fit_density_against_length(stats, result.search.optimal.choice,
+                                             signature.num_layers);
   p.budget.epsilon = epsilon;
   p.budget.metric = budget_metric_name({config.metric, *config.worst_case_error});
   p.budget.per_head_cap = config.per_head_cap;

@@ -198,25 +198,34 @@ ProfileMeasurements measure_profile(const Profile& p, const Statistics& s) {
   }
 
   // Density at the chosen τ per distinct key length: plain mean over its samples and the heads.
-  for (const auto& sample : s.samples) m.lengths.push_back(sample.len_k);
+  // Samples whose first half was measured as a prefill of its own (statistics 1.3) add a point
+  // at that prefix length.
+  const bool has_prefix = s.prefix_density.size() == s.density.size();
+  for (const auto& sample : s.samples) {
+    m.lengths.push_back(sample.len_k);
+    if (has_prefix && sample.prefix_len > 0) m.lengths.push_back(sample.prefix_len);
+  }
   std::sort(m.lengths.begin(), m.lengths.end());
   m.lengths.erase(std::unique(m.lengths.begin(), m.lengths.end()), m.lengths.end());
   m.density_by_length.assign(m.lengths.size() * size_t(L), kNaN);
   m.samples_per_length.assign(m.lengths.size(), 0);
   for (size_t n = 0; n < m.lengths.size(); ++n) {
-    std::vector<int64_t> group;
-    for (int64_t i = 0; i < N; ++i)
-      if (s.samples[i].len_k == m.lengths[n]) group.push_back(i);
+    std::vector<std::pair<int64_t, bool>> group;  // (sample, its prefix)
+    for (int64_t i = 0; i < N; ++i) {
+      if (s.samples[i].len_k == m.lengths[n]) group.push_back({i, false});
+      if (has_prefix && s.samples[i].prefix_len == m.lengths[n]) group.push_back({i, true});
+    }
     m.samples_per_length[n] = int64_t(group.size());
     for (int64_t l = 0; l < L; ++l) {
       if (slot_of[l] < 0) continue;
       double sum = 0;
       int64_t count = 0;
-      for (int64_t i : group)
+      for (const auto& [i, prefix] : group)
         for (int64_t h = 0; h < H; ++h) {
           const int32_t t = m.chosen[l * H + h];
           if (t < 0) continue;
-          sum += value(i, slot_of[l], h, t, false);
+          sum += prefix ? double(s.prefix_density[size_t(s.entry(i, slot_of[l], h, t))])
+                        : value(i, slot_of[l], h, t, false);
           ++count;
         }
       if (count) m.density_by_length[n * size_t(L) + size_t(l)] = sum / double(count);

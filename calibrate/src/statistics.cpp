@@ -73,6 +73,23 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
     const at::Tensor density = runtime::head_density(count, len_q, len_k, bs, settings.causal);
     for (int64_t h = 0; h < heads; ++h) m.density[h * num_taus + t] = float(density[h].item<double>());
   }
+  // The first half of the sample as a prefill of its own (causal only: its rows see the same
+  // keys as in the whole sample, but its last query block is its own).
+  if (settings.causal && len_q == len_k && nqb >= 4) {
+    m.prefix_len = (nqb / 2) * bs;
+    const at::Tensor q_half = q.narrow(2, 0, m.prefix_len), k_half = k.narrow(2, 0, m.prefix_len);
+    const at::Tensor half_scores = runtime::antidiagonal_scores(q_half, k_half, options);
+    m.prefix_density.assign(heads * num_taus, 0.f);
+    for (int64_t t = 0; t < num_taus; ++t) {
+      const auto selected =
+          runtime::select_blocks(half_scores, at::full({heads}, float(settings.taus[t])),
+                                 m.prefix_len, m.prefix_len, options);
+      const at::Tensor density = runtime::head_density(std::get<1>(selected), m.prefix_len,
+                                                       m.prefix_len, bs, settings.causal);
+      for (int64_t h = 0; h < heads; ++h)
+        m.prefix_density[h * num_taus + t] = float(density[h].item<double>());
+    }
+  }
   const at::Tensor all_masks = at::stack(masks);  // [taus, heads, nQB, nKB]
   // Selections of an ascending ladder are nested: each is a prefix of one order per row (forced
   // blocks, then descending score, ties to the lower index), longer for a larger τ. Then the kept
@@ -216,6 +233,9 @@ void Statistics::add_sample(const SampleInfo& info, const std::vector<LayerMeasu
   XATTN_CHECK_ARG(per_layer.size() == layers.size(), "sample has ", per_layer.size(),
                   " layers of measurements; the statistics hold ", layers.size());
   const size_t per_layer_size = size_t(heads_q * num_taus());
+  SampleInfo stored = info;  // the prefix the measurements cover (every layer the same)
+  if (stored.prefix_len == 0 && !per_layer.empty())
+    stored.prefix_len = per_layer.front().prefix_len;
   for (const auto& layer : per_layer) {
     XATTN_CHECK_ARG(layer.density.size() == per_layer_size, "layer measurement has ",
                     layer.density.size(), " entries; expected heads_q x taus = ", per_layer_size);
@@ -229,8 +249,14 @@ void Statistics::add_sample(const SampleInfo& info, const std::vector<LayerMeasu
     else
       projected_error.insert(projected_error.end(), per_layer_size,
                              std::numeric_limits<float>::quiet_NaN());
+    if (stored.prefix_len > 0 && layer.prefix_density.size() == per_layer_size)
+      prefix_density.insert(prefix_density.end(), layer.prefix_density.begin(),
+                            layer.prefix_density.end());
+    else
+      prefix_density.insert(prefix_density.end(), per_layer_size,
+                            std::numeric_limits<float>::quiet_NaN());
   }
-  samples.push_back(info);
+  samples.push_back(stored);
 }
 
 Statistics merge_statistics(const std::vector<Statistics>& parts) {
@@ -259,6 +285,16 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
                             std::make_pair(&merged.output_error, &s.output_error),
                             std::make_pair(&merged.projected_error, &s.projected_error)})
       to->insert(to->end(), from->begin(), from->end());
+    // Prefix densities (1.3): NaN for a part without them, so the arrays stay aligned.
+    const size_t before = merged.density.size() - s.density.size();
+    if (merged.prefix_density.size() != before)
+      merged.prefix_density.assign(before, std::numeric_limits<float>::quiet_NaN());
+    if (s.prefix_density.size() == s.density.size())
+      merged.prefix_density.insert(merged.prefix_density.end(), s.prefix_density.begin(),
+                                   s.prefix_density.end());
+    else
+      merged.prefix_density.insert(merged.prefix_density.end(), s.density.size(),
+                                   std::numeric_limits<float>::quiet_NaN());
     // Layer sensitivities: the sample-weighted mean of the parts that measured them.
     if (!s.layer_kl_sensitivity.empty()) {
       if (merged.layer_kl_sensitivity.empty()) {
@@ -299,13 +335,15 @@ void write_statistics(const std::string& path, const Statistics& s, bool overwri
     io::h5::set_attribute(root, "causal", int64_t(s.settings.causal));
     io::h5::set_attribute(root, "dense_last_query_block", int64_t(s.settings.dense_last_query_block));
     io::h5::set_attribute(root, "taus", s.settings.taus);
-    std::vector<int64_t> len_q, len_k;
+    std::vector<int64_t> len_q, len_k, prefix_len;
     std::string sources;
     for (const auto& sample : s.samples) {
       len_q.push_back(sample.len_q);
       len_k.push_back(sample.len_k);
+      prefix_len.push_back(sample.prefix_len);
       sources += sample.source + "\n";
     }
+    io::h5::set_attribute(root, "sample_prefix_len", prefix_len);
     io::h5::set_attribute(root, "sample_len_q", len_q);
     io::h5::set_attribute(root, "sample_len_k", len_k);
     io::h5::set_attribute(root, "sample_sources", sources);
@@ -316,6 +354,8 @@ void write_statistics(const std::string& path, const Statistics& s, bool overwri
     io::h5::write_floats(root, "recall_min", s.recall_min, dims);
     io::h5::write_floats(root, "output_error", s.output_error, dims);
     io::h5::write_floats(root, "projected_error", s.projected_error, dims);
+    if (s.prefix_density.size() == s.density.size())
+      io::h5::write_floats(root, "prefix_density", s.prefix_density, dims);
     if (!s.layer_kl_sensitivity.empty()) {
       io::h5::set_attribute(root, "layer_kl_sensitivity", s.layer_kl_sensitivity);
       io::h5::set_attribute(root, "sensitivity_samples", s.sensitivity_samples);
@@ -377,6 +417,22 @@ Statistics read_statistics(const std::string& path) {
       s.projected_error = io::h5::read_floats(root, "projected_error", dims, path);
     else
       s.projected_error.assign(s.output_error.size(), std::numeric_limits<float>::quiet_NaN());
+    // Format 1.3 additions; older files read as "not measured".
+    if (io::h5::has_attribute(root, "sample_prefix_len") &&
+        H5Lexists(root.getId(), "prefix_density", H5P_DEFAULT) > 0) {
+      const auto prefix_len = io::h5::int_array_attribute(root, "sample_prefix_len", path);
+      XATTN_CHECK_INPUT(prefix_len.size() == s.samples.size(), path, ": sample_prefix_len has ",
+                        prefix_len.size(), " entries for ", s.samples.size(), " samples");
+      for (size_t i = 0; i < prefix_len.size(); ++i) {
+        XATTN_CHECK_INPUT(prefix_len[i] >= 0 && prefix_len[i] <= s.samples[i].len_k, path,
+                          ": sample_prefix_len ", prefix_len[i], " of sample ", i,
+                          " is outside 0..len_k");
+        s.samples[i].prefix_len = prefix_len[i];
+      }
+      s.prefix_density = io::h5::read_floats(root, "prefix_density", dims, path);
+    } else {
+      s.prefix_density.assign(s.density.size(), std::numeric_limits<float>::quiet_NaN());
+    }
     if (io::h5::has_attribute(root, "layer_kl_sensitivity")) {
       s.layer_kl_sensitivity = io::h5::double_array_attribute(root, "layer_kl_sensitivity", path);
       s.sensitivity_samples = io::h5::int_attribute(root, "sensitivity_samples", path);
@@ -393,6 +449,63 @@ Statistics read_statistics(const std::string& path) {
                       ")");
   }
   return {};
+}
+
+io::DensityFit fit_density_against_length(const Statistics& s, const std::vector<int32_t>& choice,
+                                           int64_t num_layers) {
+  const int64_t slots = int64_t(s.layers.size()), H = s.heads_q, T = s.num_taus();
+  XATTN_CHECK_ARG(int64_t(choice.size()) == slots * H, "fit_density_against_length: ",
+                  choice.size(), " choices for ", slots, " layers x ", H, " heads");
+  std::vector<int64_t> lengths;
+  for (const auto& sample : s.samples) {
+    lengths.push_back(sample.len_k);
+    if (sample.prefix_len > 0) lengths.push_back(sample.prefix_len);
+  }
+  std::sort(lengths.begin(), lengths.end());
+  lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+  io::DensityFit fit;
+  if (lengths.size() < 2) return fit;
+  fit.lengths = lengths;
+  fit.reference_len = lengths.back();
+  fit.density.assign(size_t(num_layers), 1.0);
+  fit.exponent.assign(size_t(num_layers), 0.0);
+  const bool has_prefix = s.prefix_density.size() == s.density.size();
+  for (int64_t slot = 0; slot < slots; ++slot) {
+    std::vector<double> x, y;  // log length, log mean density over the heads
+    for (int64_t i = 0; i < int64_t(s.samples.size()); ++i) {
+      for (const bool prefix : {false, true}) {
+        if (prefix && (!has_prefix || s.samples[size_t(i)].prefix_len == 0)) continue;
+        const std::vector<float>& values = prefix ? s.prefix_density : s.density;
+        double sum = 0;
+        for (int64_t h = 0; h < H; ++h)
+          sum += values[size_t(s.entry(i, slot, h, choice[size_t(slot * H + h)]))];
+        const double mean = sum / double(H);
+        if (!std::isfinite(mean) || mean <= 0) continue;
+        const SampleInfo& sample = s.samples[size_t(i)];
+        x.push_back(std::log(double(prefix ? sample.prefix_len : sample.len_k)));
+        y.push_back(std::log(mean));
+      }
+    }
+    if (x.empty()) continue;
+    const double n = double(x.size());
+    double mx = 0, my = 0;
+    for (size_t j = 0; j < x.size(); ++j) {
+      mx += x[j] / n;
+      my += y[j] / n;
+    }
+    double sxx = 0, sxy = 0;
+    for (size_t j = 0; j < x.size(); ++j) {
+      sxx += (x[j] - mx) * (x[j] - mx);
+      sxy += (x[j] - mx) * (y[j] - my);
+    }
+    const double slope = sxx > 0 ? sxy / sxx : 0.0;
+    const double exponent = std::clamp(-slope, 0.0, 4.0);
+    const double at_reference = my - exponent * (std::log(double(fit.reference_len)) - mx);
+    const size_t layer = size_t(s.layers[size_t(slot)]);
+    fit.exponent[layer] = exponent;
+    fit.density[layer] = std::clamp(std::exp(at_reference), 1e-6, 1.0);
+  }
+  return fit;
 }
 
 ErrorMetric parse_error_metric(const std::string& name) {

@@ -402,7 +402,8 @@ std::vector<DenseReason> Engine::sequence_reasons(const Plan& plan, int64_t laye
 
 AttentionPath Engine::path_for(const Plan& plan, int64_t layer, std::optional<int64_t> step) const {
   int64_t dense = 0;
-  for (DenseReason r : sequence_reasons(plan, layer, step, nullptr)) dense += r != DenseReason::kNone;
+  for (DenseReason r : sequence_reasons(plan, layer, step, nullptr))
+    dense += r != DenseReason::kNone;
   if (dense == 0) return AttentionPath::kSparse;
   return dense == plan.shape_.batch ? AttentionPath::kDense : AttentionPath::kMixed;
 }

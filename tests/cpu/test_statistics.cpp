@@ -193,6 +193,60 @@ TEST(Statistics, FileRoundTripMergeAndMismatch) {
   std::remove(path_b.c_str());
 }
 
+TEST(Statistics, PrefixDensityIsTheFirstHalfAsItsOwnPrefill) {
+  const Sample s = random_sample(520, 3);  // 9 query blocks of 64: prefix 4 blocks = 256 tokens
+  const StatisticsSettings settings = small_settings();
+  const LayerMeasurement m = measure_layer(s.q, s.k, s.v, settings);
+  ASSERT_EQ(m.prefix_len, 256);
+  const LayerMeasurement half =
+      measure_layer(s.q.narrow(2, 0, 256), s.k.narrow(2, 0, 256), s.v.narrow(2, 0, 256), settings);
+  ASSERT_EQ(m.prefix_density.size(), half.density.size());
+  for (size_t i = 0; i < half.density.size(); ++i) EXPECT_EQ(m.prefix_density[i], half.density[i]);
+  // Too short for a prefix (fewer than 4 query blocks), and chunked prefill: none.
+  EXPECT_EQ(measure_layer(s.q.narrow(2, 0, 190), s.k.narrow(2, 0, 190), s.v.narrow(2, 0, 190),
+                          settings).prefix_len, 0);
+  EXPECT_TRUE(measure_layer(s.q.narrow(2, 0, 300), s.k, s.v, settings).prefix_density.empty());
+}
+
+TEST(Statistics, DensityFitThroughLengthsAndPrefixes) {
+  Statistics stats = statistics_of({520}, 40);
+  ASSERT_EQ(stats.samples[0].prefix_len, 256);
+  const std::string path = test_files::scratch_file("stats_prefix.h5");
+  write_statistics(path, stats, true);
+  const Statistics back = read_statistics(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(back.samples[0].prefix_len, 256);
+  ASSERT_EQ(back.prefix_density.size(), stats.prefix_density.size());
+  for (size_t i = 0; i < stats.prefix_density.size(); ++i)
+    EXPECT_EQ(back.prefix_density[i], stats.prefix_density[i]);
+
+  // Hand-made densities: layer slot 0 (model layer 0) halves from 256 to 1024 tokens (exponent
+  // 0.5), slot 1 (model layer 3) stays at 0.8 (exponent 0).
+  Statistics s = stats;
+  s.samples = {{1024, 1024, "a", 256}};
+  const std::vector<int32_t> choice(8, 2);
+  s.density.assign(2 * 4 * 4, 0.f);
+  s.prefix_density.assign(2 * 4 * 4, 0.f);
+  for (int64_t h = 0; h < 4; ++h) {
+    s.density[size_t(s.entry(0, 0, h, 2))] = 0.2f;
+    s.prefix_density[size_t(s.entry(0, 0, h, 2))] = 0.4f;
+    s.density[size_t(s.entry(0, 1, h, 2))] = 0.8f;
+    s.prefix_density[size_t(s.entry(0, 1, h, 2))] = 0.8f;
+  }
+  const io::DensityFit fit = fit_density_against_length(s, choice, 5);
+  EXPECT_EQ(fit.reference_len, 1024);
+  EXPECT_EQ(fit.lengths, (std::vector<int64_t>{256, 1024}));
+  ASSERT_EQ(fit.density.size(), 5u);
+  EXPECT_NEAR(fit.density[0], 0.2, 1e-6);
+  EXPECT_NEAR(fit.exponent[0], 0.5, 1e-6);
+  EXPECT_NEAR(fit.density[3], 0.8, 1e-6);
+  EXPECT_NEAR(fit.exponent[3], 0.0, 1e-6);
+  EXPECT_EQ(fit.density[1], 1.0);  // not in the statistics
+  // One length only (no prefixes): no fit.
+  s.samples[0].prefix_len = 0;
+  EXPECT_TRUE(fit_density_against_length(s, choice, 5).empty());
+}
+
 TEST(Statistics, SearchProblemWeightsSamplesByAttentionCost) {
   const Statistics stats = statistics_of({128, 512}, 30);
   const SearchProblem p = search_problem_from(stats, {0, 1}, ErrorMetric::kOutputError, 0.05, {});

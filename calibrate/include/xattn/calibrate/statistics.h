@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "xattn/calibrate/search.h"
+#include "xattn/io/profile.h"
 
 namespace xattn::calibrate {
 
 inline constexpr int32_t kStatisticsFormatMajor = 1;
-// 1.1 adds dense_last_query_block; 1.2 adds projected_error and layer_kl_sensitivity (optional).
-inline constexpr int32_t kStatisticsFormatMinor = 2;
+// 1.1 adds dense_last_query_block; 1.2 adds projected_error and layer_kl_sensitivity (optional);
+// 1.3 adds prefix_density and sample_prefix_len (optional).
+inline constexpr int32_t kStatisticsFormatMinor = 3;
 
 struct StatisticsSettings {
   int64_t stride = 8;
@@ -38,6 +40,11 @@ struct LayerMeasurement {
   // Mean over query tokens of |W_O,h (o_sparse - o_dense)|^2: the error the head adds to the
   // residual stream through its slice of o_proj. NaN without an output projection.
   std::vector<float> projected_error;
+  // Density of the sample's first half (whole blocks) as a prefill of its own, at every τ: a
+  // second length for the runtime's density-against-length fit, for a quarter of the scoring.
+  // Empty when not measured (non-causal, len_q != len_k, or fewer than 4 query blocks).
+  std::vector<float> prefix_density;
+  int64_t prefix_len = 0;  // tokens of that prefix; 0 when not measured
 };
 
 // Measures one sample: q [1, heads_q, len_q, d], k and v [1, heads_kv, len_k, d] (v may be
@@ -51,6 +58,7 @@ struct SampleInfo {
   int64_t len_q = 0;
   int64_t len_k = 0;
   std::string source;  // e.g. "capture.h5#2" or "data.txt@0"
+  int64_t prefix_len = 0;  // tokens of the prefix whose density was measured too (0: none)
 };
 
 // Statistics of many samples. Arrays are [samples, layers, heads_q, num_taus] row-major.
@@ -64,6 +72,7 @@ struct Statistics {
   std::vector<int64_t> layers;  // model layer index of each layer slot
   std::vector<SampleInfo> samples;
   std::vector<float> density, recall_mean, recall_min, output_error, projected_error;
+  std::vector<float> prefix_density;  // at each sample's prefix_len; NaN where not measured
   // Per layer slot: measured KL (nats per token) of sparsifying that layer alone, divided by its
   // predicted projected error (the scale that turns projected error into predicted KL). Empty
   // when not measured (statistics from captures); sensitivity_samples says on how many samples.
@@ -115,6 +124,16 @@ SearchProblem search_problem_from(const Statistics& statistics, const std::vecto
 // predicted total). NaN when the statistics lack what the metric needs.
 double entry_error(const Statistics& statistics, ErrorMetric metric, int64_t sample, int64_t slot,
                    int64_t head, int64_t tau);
+
+// Each layer's kept density against sequence length at the chosen τ (choice [slots x heads_q],
+// candidate index per head), for the profile's density_fit: every sample gives a point at its
+// length and one at its prefix (mean density over the layer's heads); per layer a least-squares
+// line through (log length, log density) gives the exponent (clamped to [0, 4]) and the density
+// at reference_len, the longest length. Empty when fewer than two distinct lengths were measured.
+// Model layers absent from the statistics get density 1 and exponent 0.
+io::DensityFit fit_density_against_length(const Statistics& statistics,
+                                           const std::vector<int32_t>& choice,
+                                           int64_t num_layers);
 
 // Number of allowed blocks of one sample (the weight above).
 double allowed_blocks(int64_t len_q, int64_t len_k, int64_t block_size, bool causal);

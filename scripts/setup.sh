@@ -16,6 +16,7 @@ packages=(
   # python3, and what `pip install --no-build-isolation .` needs offline (README, Python).
   python3-torch python3-h5py python3-numpy python3-setuptools python3-wheel python3-pip
   python3-venv
+  openmpi-bin libopenmpi-dev  # sharded calibration (mpirun xattn calibrate, docs/mpi.md; label mpi)
 )
 
 missing=()

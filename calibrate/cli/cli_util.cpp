@@ -192,4 +192,19 @@ void check_inputs(const std::vector<PathOption>& inputs) {
     if (!in.path.empty()) io::check_readable_file(in.path, in.option);
 }
 
+// One line, no control bytes: a message quoting a file's bytes must not drive the terminal.
+std::string one_line(const std::string& message) {
+  std::string out;
+  for (unsigned char c : message) {
+    if (c == '\n' || c == '\r' || c == '\t') {
+      out.push_back(' ');
+    } else if (c < 32 || c == 127) {
+      out.push_back('?');
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 }  // namespace xattn::cli

@@ -79,4 +79,7 @@ void check_outputs(const std::vector<PathOption>& outputs, const std::vector<Pat
 // Inputs (empty paths skipped) must be readable regular files (kIo, io::check_readable_file).
 void check_inputs(const std::vector<PathOption>& inputs);
 
+// One line, no control bytes: a message quoting a file's bytes must not drive the terminal.
+std::string one_line(const std::string& message);
+
 }  // namespace xattn::cli

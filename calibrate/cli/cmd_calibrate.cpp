@@ -6,10 +6,16 @@
 #include <iomanip>
 #include <iostream>
 #include <sstream>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/util/Exception.h>
 
 #include "calibrate_checks.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "mpi_shard.h"
 #include "xattn/calibrate/calibration.h"
 #include "xattn/error.h"
 #include "xattn/io/paths.h"
@@ -126,9 +132,16 @@ void print_summary(const calibrate::CalibrationConfig& config,
             << " s, validation " << r.seconds_validation << " s, total " << seconds << " s\n";
 }
 
-}  // namespace
+// What a calibration run needs, from the command line.
+struct Plan {
+  calibrate::CalibrationConfig config;
+  std::string out, stats_out;
+  bool force = false;
+};
 
-int run_calibrate(const Args& args) {
+// Parses and checks every argument (and, with check_outputs, refuses existing outputs) before any
+// work; nullopt after --help.
+std::optional<Plan> plan_calibration(const Args& args, bool check_outputs) {
   po::options_description options(
       "usage: xattn calibrate [options]\n\n"
       "Measures attention statistics, searches one threshold per head under an accuracy budget,\n"
@@ -165,10 +178,11 @@ int run_calibrate(const Args& args) {
       ("sensitivity-tokens", po::value<int64_t>()->default_value(32768), "at most this many tokens in those samples together (at least one sample is always used)")
       ("frontier-points", po::value<int64_t>()->default_value(6), "uniform and per-head points of the held-out quality frontier (0: none)");
   po::variables_map vm;
-  if (parse_or_help(args, options, vm)) return 0;
+  if (parse_or_help(args, options, vm)) return std::nullopt;
   check_calibrate_arguments(vm);  // every value, input and statistics setting, before any work
 
-  calibrate::CalibrationConfig config;
+  Plan plan;
+  calibrate::CalibrationConfig& config = plan.config;
   if (vm.count("model")) config.model_dir = vm["model"].as<std::string>();
   if (vm.count("data")) config.data_files = vm["data"].as<std::vector<std::string>>();
   config.data_format = vm["data-format"].as<std::string>();
@@ -221,37 +235,194 @@ int run_calibrate(const Args& args) {
   if (vm.count("target-nll-increase"))
     config.target_nll_increase = vm["target-nll-increase"].as<double>();
 
-  const bool force = vm.count("force") > 0;
+  plan.force = vm.count("force") > 0;
   const std::string stamp = timestamp();
-  const std::string out =
-      vm.count("out") ? vm["out"].as<std::string>() : "out/profile-" + stamp + ".h5";
-  std::string stats_out = vm.count("stats-out") ? vm["stats-out"].as<std::string>() : "";
+  std::string& out = plan.out;
+  std::string& stats_out = plan.stats_out;
+  out = vm.count("out") ? vm["out"].as<std::string>() : "out/profile-" + stamp + ".h5";
+  stats_out = vm.count("stats-out") ? vm["stats-out"].as<std::string>() : "";
   if (stats_out.empty() && config.statistics_files.empty()) {
     const size_t slash = out.find_last_of('/');  // npos + 1 == 0: no folder part
     stats_out = out.substr(0, slash + 1) + "stats-" + out.substr(slash + 1);
   }
+  if (!check_outputs) return plan;
   if (!vm.count("out")) io::make_folders("out");
   check_calibrate_outputs(vm, out, stats_out);
   // Refuse before hours of work, not after.
   for (const auto& path : {out, stats_out})
-    XATTN_CHECK(path.empty() || force || !io::path_exists(path), ErrorKind::kIo, path,
+    XATTN_CHECK(path.empty() || plan.force || !io::path_exists(path), ErrorKind::kIo, path,
                 " already exists; pass --force to overwrite it or choose another --out");
+  return plan;
+}
 
+// Runs the plan; on a shard that is not rank 0 only the statistics pass runs and nothing is
+// printed or written.
+void run_plan(const Plan& plan, bool prints) {
   const auto start = std::chrono::steady_clock::now();
   Progress progress("calibrate");
-  calibrate::CalibrationResult result =
-      calibrate::run_calibration(config, [&](int64_t done, int64_t total, const std::string& what) {
-        progress.update(done, total, what);
-      });
+  calibrate::ProgressFn report;
+  if (prints)
+    report = [&](int64_t done, int64_t total, const std::string& what) {
+      progress.update(done, total, what);
+    };
+  calibrate::CalibrationResult result = calibrate::run_calibration(plan.config, report);
+  if (result.stopped_after_statistics) return;
   progress.finish();
-  if (!stats_out.empty()) calibrate::write_statistics(stats_out, result.statistics, force);
-  io::write_profile(out, result.profile, force);
+  if (!plan.stats_out.empty())
+    calibrate::write_statistics(plan.stats_out, result.statistics, plan.force);
+  io::write_profile(plan.out, result.profile, plan.force);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  print_summary(config, result, seconds);
-  std::cout << "wrote " << out;
-  if (!stats_out.empty()) std::cout << " and " << stats_out;
+  print_summary(plan.config, result, seconds);
+  std::cout << "wrote " << plan.out;
+  if (!plan.stats_out.empty()) std::cout << " and " << plan.stats_out;
   std::cout << "\n";
+}
+
+// --- Sharded over MPI ranks (docs/mpi.md) ---
+
+// Another rank's failure, already agreed on by every rank.
+struct RankFailed {
+  mpi::Failure failure;
+};
+
+mpi::Failure failure_of(int rank, std::exception_ptr error) {
+  mpi::Failure f;
+  f.rank = rank;
+  f.code = 6;
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    f.code = int(e.kind());
+    f.message = one_line(e.what());
+  } catch (const po::error& e) {
+    f.code = 2;
+    f.message = "usage error: " + one_line(e.what()) + " (see xattn calibrate --help)";
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    f.message = "internal error: " + one_line(message.substr(0, message.find('\n')));
+  } catch (const std::exception& e) {
+    f.message = "internal error: " + one_line(e.what());
+  } catch (...) {
+    f.message = "internal error: unknown exception";
+  }
+  return f;
+}
+
+// Statistics as the bytes of their HDF5 file (docs/statistics-format.md), and back.
+std::string statistics_bytes(const calibrate::Statistics& statistics) {
+  const std::string folder = io::make_temporary_folder("xattn-shard-");
+  std::string bytes;
+  try {
+    const std::string path = io::join_path(folder, "statistics.h5");
+    calibrate::write_statistics(path, statistics, /*overwrite=*/true);
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (...) {
+    io::remove_tree(folder);
+    throw;
+  }
+  io::remove_tree(folder);
+  return bytes;
+}
+
+calibrate::Statistics statistics_from_bytes(const std::string& bytes, int rank) {
+  const std::string folder = io::make_temporary_folder("xattn-shard-");
+  try {
+    const std::string path = io::join_path(folder, "rank-" + std::to_string(rank) + ".h5");
+    {
+      std::ofstream file(path, std::ios::binary | std::ios::trunc);
+      file.write(bytes.data(), std::streamsize(bytes.size()));
+      XATTN_CHECK(bool(file), ErrorKind::kIo, "cannot write rank ", rank, "'s statistics to ",
+                  path, "; free space in the temporary folder or set TMPDIR");
+    }
+    calibrate::Statistics statistics = calibrate::read_statistics(path);
+    io::remove_tree(folder);
+    return statistics;
+  } catch (...) {
+    io::remove_tree(folder);
+    throw;
+  }
+}
+
+int run_sharded(const Args& args, const mpi::World& world) {
+  // Only rank 0 prints: the others' output would repeat it (their errors reach rank 0).
+  static std::ostringstream silent;  // outlives the streams' last use at exit
+  if (world.rank != 0) {
+    std::cout.rdbuf(silent.rdbuf());
+    std::cerr.rdbuf(silent.rdbuf());
+  }
+  auto give_up = [&](const mpi::Failure& f) {
+    if (world.rank == 0)
+      std::cerr << "xattn calibrate: error: rank " << f.rank << " failed: " << f.message << "\n";
+    mpi::finish();
+    return f.code;
+  };
+  // 1. Arguments on every rank; outputs are refused on rank 0 before any work.
+  std::optional<Plan> plan;
+  std::optional<mpi::Failure> mine;
+  try {
+    plan = plan_calibration(args, /*check_outputs=*/world.rank == 0);
+  } catch (...) {
+    mine = failure_of(world.rank, std::current_exception());
+  }
+  if (auto f = mpi::agree(mine)) return give_up(*f);
+  if (!plan) {  // --help
+    mpi::finish();
+    return 0;
+  }
+  // 2. Each rank measures its block of samples on its own GPU; rank 0 gathers and goes on.
+  calibrate::CalibrationConfig& config = plan->config;
+  if (config.device == "cuda") {
+    const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+    if (gpus > 0) config.device = "cuda:" + std::to_string(world.local_rank % gpus);
+  }
+  config.shard_index = world.rank;
+  config.shard_count = world.size;
+  bool gathered = false;
+  config.gather_shards =
+      [&](calibrate::Statistics statistics) -> std::optional<calibrate::Statistics> {
+    // Test hook (tests/mpi): this rank fails after its statistics pass, before the gather.
+    const char* fail_rank = std::getenv("XATTN_TEST_FAIL_RANK");
+    XATTN_CHECK(!fail_rank || std::to_string(world.rank) != fail_rank, ErrorKind::kInternal,
+                "XATTN_TEST_FAIL_RANK=", fail_rank, " asked this rank to fail");
+    const std::string bytes =
+        statistics.samples.empty() ? std::string() : statistics_bytes(statistics);
+    if (auto f = mpi::agree(std::nullopt)) throw RankFailed{*f};
+    gathered = true;
+    const std::vector<std::string> parts = mpi::gather_to_root(bytes);
+    if (world.rank != 0) return std::nullopt;
+    std::vector<calibrate::Statistics> shards;
+    shards.push_back(std::move(statistics));  // rank 0 has the first samples (sample_shard_range)
+    for (size_t r = 1; r < parts.size(); ++r)
+      if (!parts[r].empty()) shards.push_back(statistics_from_bytes(parts[r], int(r)));
+    return calibrate::merge_statistics(shards);
+  };
+  mine.reset();
+  try {
+    run_plan(*plan, world.rank == 0);
+  } catch (const RankFailed& failed) {
+    return give_up(failed.failure);
+  } catch (...) {
+    mine = failure_of(world.rank, std::current_exception());
+  }
+  // A rank that failed before the gather meets the others in the gather's agree(); after the
+  // gather only rank 0 works, and the others wait for its outcome here.
+  if (!gathered) {
+    if (auto f = mpi::agree(mine)) return give_up(*f);
+  }
+  if (auto f = mpi::agree(mine)) return give_up(*f);
+  mpi::finish();
+  return 0;
+}
+
+}  // namespace
+
+int run_calibrate(const Args& args) {
+  const mpi::World world = mpi::start();
+  if (world.size > 1) return run_sharded(args, world);
+  const std::optional<Plan> plan = plan_calibration(args, /*check_outputs=*/true);
+  if (plan) run_plan(*plan, /*prints=*/true);
   return 0;
 }
 

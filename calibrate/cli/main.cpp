@@ -14,6 +14,7 @@
 
 #include <iostream>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "xattn/calibrate/version.h"
 #include "xattn/error.h"
@@ -79,21 +80,6 @@ void install_stop_handlers() {
   sigaddset(&action.sa_mask, SIGTERM);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
-}
-
-// One line, no control bytes: a message quoting a file's bytes must not drive the terminal.
-std::string one_line(const std::string& message) {
-  std::string out;
-  for (unsigned char c : message) {
-    if (c == '\n' || c == '\r' || c == '\t') {
-      out.push_back(' ');
-    } else if (c < 32 || c == 127) {
-      out.push_back('?');
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  return out;
 }
 
 }  // namespace

@@ -152,6 +152,12 @@ ModelSignature parse_signature_key(const std::string& key) {
   return s;
 }
 
+std::pair<int64_t, int64_t> sample_shard_range(int64_t samples, int64_t index, int64_t count) {
+  const int64_t base = samples / count, extra = samples % count;
+  const int64_t first = index * base + std::min(index, extra);
+  return {first, first + base + (index < extra ? 1 : 0)};
+}
+
 CalibrationResult run_calibration(const CalibrationConfig& requested, const ProgressFn& progress) {
   CalibrationConfig config = requested;  // defaults resolved below
   CalibrationResult result;
@@ -198,13 +204,23 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
                       "yet; calibrate with samples of at most ", window, " tokens");
     Statistics stats = empty_statistics_for(signature, config.model_dir, config.settings);
     const int64_t layers = signature.num_layers;
-    const int64_t total = int64_t(model_samples.size()) * layers;
     XATTN_CHECK_ARG(config.batch >= 1, "--batch must be at least 1, got ", config.batch);
     // Samples of one length run together, config.batch at a time; measure_layer sees each
     // sample's own q, k, v, so the statistics are those of batch 1. Added in sample order.
+    // A shard measures only its own block of samples (sample_shard_range).
+    XATTN_CHECK_ARG(config.shard_count >= 1 && config.shard_index >= 0 &&
+                        config.shard_index < config.shard_count,
+                    "shard ", config.shard_index, " of ", config.shard_count, " does not exist");
+    const std::pair<int64_t, int64_t> shard = sample_shard_range(
+        int64_t(model_samples.size()), config.shard_index, config.shard_count);
+    const int64_t first = shard.first, past = shard.second;
+    // Below, groups index the shard's samples; measured[first + i] is shard sample i's.
+    const std::vector<std::vector<int64_t>> shard_samples(model_samples.begin() + first,
+                                                          model_samples.begin() + past);
     std::vector<int64_t> lengths;
-    for (const auto& sample : model_samples) lengths.push_back(int64_t(sample.size()));
+    for (const auto& sample : shard_samples) lengths.push_back(int64_t(sample.size()));
     std::vector<std::vector<LayerMeasurement>> measured(model_samples.size());
+    const int64_t total = (past - first) * layers;
     const std::vector<std::vector<size_t>> groups = model::group_by_length(lengths, config.batch);
     std::vector<int64_t> before(groups.size(), 0);  // samples in the groups before each
     for (size_t g = 1; g < groups.size(); ++g)
@@ -217,25 +233,25 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
       const int64_t size = int64_t(group.size());
       if (progress) {
         const std::string which =
-            size == 1 ? "sample " + std::to_string(group[0] + 1)
-                      : "samples " + std::to_string(group.front() + 1) + "-" +
-                            std::to_string(group.back() + 1);
+            size == 1 ? "sample " + std::to_string(first + group[0] + 1)
+                      : "samples " + std::to_string(first + group.front() + 1) + "-" +
+                            std::to_string(first + group.back() + 1);
         // Sample-major in memory, layer-major when streaming.
         const int64_t step = config.stream_layers
-                                 ? layer * int64_t(model_samples.size()) + before[current]
+                                 ? layer * (past - first) + before[current]
                                  : before[current] * layers + layer * size;
         progress(step, total, which + " layer " + std::to_string(layer));
       }
       for (int64_t b = 0; b < size; ++b)
-        measured[group[size_t(b)]][size_t(layer)] = measure_layer(
+        measured[size_t(first) + group[size_t(b)]][size_t(layer)] = measure_layer(
             q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
             config.settings.output_error ? model->output_projection(layer) : at::Tensor());
     });
     for (const auto& group : groups)
-      for (size_t i : group) measured[i].resize(size_t(layers));
-    if (config.stream_layers) {
+      for (size_t i : group) measured[size_t(first) + i].resize(size_t(layers));
+    if (config.stream_layers && !shard_samples.empty()) {
       const model::SweepReport sweep = model->sweep_layers(
-          model_samples, groups, capture, {}, [&](int, size_t g) { current = g; });
+          shard_samples, groups, capture, {}, [&](int, size_t g) { current = g; });
       result.statistics_hidden_bytes = sweep.hidden_bytes;
       result.hidden_on_host = sweep.hidden_on_host;
       result.hidden_placement = sweep.placement_reason;
@@ -243,23 +259,33 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
       for (current = 0; current < groups.size(); ++current) {
         const std::vector<size_t>& group = groups[current];
         if (group.size() == 1) {
-          model->forward(model_samples[group[0]], capture);
+          model->forward(shard_samples[group[0]], capture);
         } else {
           std::vector<std::vector<int64_t>> batch;
-          for (size_t i : group) batch.push_back(model_samples[i]);
+          for (size_t i : group) batch.push_back(shard_samples[i]);
           model->forward_batch(batch, capture);
         }
-        const int64_t tokens = int64_t(group.size() * model_samples[group[0]].size());
+        const int64_t tokens = int64_t(group.size() * shard_samples[group[0]].size());
         result.statistics_hidden_bytes =
             std::max(result.statistics_hidden_bytes,
                      tokens * model->config().hidden_size * int64_t(at::elementSize(model->dtype())));
       }
     }
-    for (size_t i = 0; i < model_samples.size(); ++i) {
+    for (int64_t i = first; i < past; ++i) {
       const int64_t len = int64_t(model_samples[i].size());
       stats.add_sample({len, len, sources[i]}, measured[i]);
     }
     if (progress) progress(total, total, "statistics done");
+    if (config.shard_count > 1) {
+      XATTN_CHECK(bool(config.gather_shards), ErrorKind::kInternal,
+                  "a sharded calibration needs gather_shards");
+      std::optional<Statistics> all = config.gather_shards(std::move(stats));
+      if (!all) {
+        result.stopped_after_statistics = true;
+        return result;
+      }
+      stats = std::move(*all);
+    }
     first_model_sample = 0;
     for (const auto& part : parts) first_model_sample += int64_t(part.samples.size());
     parts.push_back(std::move(stats));

@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "xattn/calibrate/frontier.h"
@@ -72,7 +73,20 @@ struct CalibrationConfig {
   // The quality frontier on the held-out samples: uniform τ at up to frontier_points ladder steps,
   // and per-head profiles at the same predicted errors (0: no frontier).
   int64_t frontier_points = 6;
+
+  // Sharded statistics pass (`mpirun xattn calibrate`, docs/mpi.md): with shard_count > 1 this
+  // process measures only the model samples of shard shard_index (contiguous, in sample order,
+  // sample_shard_range) and hands their statistics to gather_shards. On the process that goes
+  // on it returns every shard's statistics merged in shard order, which is the statistics of a
+  // one-process run; the others get nullopt and stop after the statistics pass.
+  int64_t shard_index = 0;
+  int64_t shard_count = 1;
+  std::function<std::optional<Statistics>(Statistics)> gather_shards;
 };
+
+// The model samples [first, second) that shard `index` of `count` measures: contiguous blocks in
+// sample order, the first (samples % count) shards one sample larger.
+std::pair<int64_t, int64_t> sample_shard_range(int64_t samples, int64_t index, int64_t count);
 
 // Per-head predicted (fit samples) and measured (held-out samples) figures at the chosen τ.
 struct HeadValidation {
@@ -113,6 +127,9 @@ struct CalibrationResult {
   bool hidden_on_host = false;
   std::string hidden_placement;  // why the streamed hidden states sit where they do
   int64_t peak_device_bytes = -1;
+  // A shard that is not the one going on (CalibrationConfig::gather_shards returned nullopt):
+  // only its statistics pass ran; the rest of the result is empty.
+  bool stopped_after_statistics = false;
 };
 
 // Progress callback: (units done, units total, what is being done).

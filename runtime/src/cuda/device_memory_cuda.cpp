@@ -12,8 +12,12 @@ namespace xattn::runtime::cuda_memory {
 
 DeviceMemory device_memory(int device) {
   DeviceMemory m;
-  const auto stats =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  decltype(c10::cuda::CUDACachingAllocator::getDeviceStats(0)) stats;
+  try {
+    stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  } catch (const c10::Error&) {
+    return m;  // the allocator has not run on this device yet (see reset_peak): no figures
+  }
   // Index 0 of every stat array is the aggregate over the allocator's pools.
   m.allocated = stats.allocated_bytes[0].current;
   m.peak_allocated = stats.allocated_bytes[0].peak;
@@ -29,7 +33,13 @@ DeviceMemory device_memory(int device) {
 }
 
 void reset_peak(int device) {
-  c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  // Before the first CUDA allocation the allocator has no per-device state and PyTorch 2.x
+  // refuses the call ("Invalid device argument"); nothing is allocated yet, so the peak is
+  // already zero and there is nothing to reset.
+  try {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  } catch (const c10::Error&) {
+  }
 }
 
 }  // namespace xattn::runtime::cuda_memory

@@ -42,9 +42,9 @@ time_left() {
 
 archive_logs() {
   local keep="logs.tar.gz summary.txt $*" name logs=()
-  for name in $(cd "$out" && ls); do
+  while IFS= read -r name; do  # one name per line: names with spaces stay whole
     [[ " $keep " == *" $name "* ]] || logs+=("$name")
-  done
+  done < <(cd "$out" && ls -1)
   [ ${#logs[@]} -eq 0 ] && return 0
   tar -czf "$out/logs.tar.gz" -C "$out" "${logs[@]}" && (cd "$out" && rm -rf "${logs[@]}")
 }

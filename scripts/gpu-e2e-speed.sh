@@ -51,7 +51,7 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do cat examples/data/haystack.txt examples/data/c
 cpp_row() {
   local kind=$1 model=$2 profile=$3 len=$4 target=$5
   shift 5
-  local log="$out/cpp_$(basename "$model")_${kind}_$len.log"
+  local log="$out/cpp_$(basename "$model")_${kind// /_}_$len.log"
   "$runner" --device cuda --model "$model" --profile "$profile" --haystack "$hay" --length "$len" \
     --tokens 1 --repeat 3 --crossover 0 "$@" > "$log" 2>&1 || { note "runner FAILED: $log"; tail -3 "$log"; return 1; }
   python3 - "$log" "$kind" "$model" "$len" "$target" >> "$results" <<'PY'
@@ -73,13 +73,21 @@ row["decisions"] = re.findall(r"layer \d+ dispatch: (.*)", text)
 row["density"] = float(re.search(r"density ([\d.]+) of the causal blocks", text).group(1))
 print(json.dumps(row))
 PY
-  tail -1 "$results" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"  {r[\"profile_kind\"]} {r[\"length\"]}: dense {r[\"dense_ms\"]:.2f} ms, patched {r[\"patched_ms\"]:.2f} ms ({r[\"speedup\"]}x), sparse layers {r[\"sparse_layers\"]}")'
+  tail -1 "$results" | python3 -c "import json, sys
+r = json.load(sys.stdin)
+print('  %s %d: dense %.2f ms, patched %.2f ms (%sx), sparse layers %s' % (r['profile_kind'],
+      r['length'], r['dense_ms'], r['patched_ms'], r['speedup'], r['sparse_layers']))"
 }
 
 byte=examples/models/xattn-byte
 for len in 8192 16384 32768 65536 131072; do
   time_left "bundled model at $len" || break
   cpp_row calibrated "$byte" profiles/xattn-byte.h5 "$len" 1 --cost-table "$out/cost-byte.json"
+done
+# What a user gets without measuring: the device's built-in table (fitted to the 8B shape).
+for len in 8192 16384 32768; do
+  time_left "bundled model at $len, built-in costs" || break
+  cpp_row "calibrated, built-in costs" "$byte" profiles/xattn-byte.h5 "$len" 1
 done
 
 # The 8B-shaped model, LAYERS layers, and a profile calibrated on it (output_error, 2 x 8K).

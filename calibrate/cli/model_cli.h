@@ -16,6 +16,7 @@
 #include "xattn/error.h"
 #include "xattn/io/file_io.h"
 #include "xattn/io/profile.h"
+#include "xattn/engine_profile.h"
 #include "xattn/model/load_engine.h"
 #include "xattn/model/model.h"
 #include "xattn/model/tokenizer.h"
@@ -116,7 +117,11 @@ inline void add_attention_options(po::options_description& o) {
       "XAttention with the per-head thresholds (and block size, stride) of a calibration profile")(
       "stride", po::value<int64_t>()->default_value(8), "XAttention scoring stride S (--threshold)")(
       "block-size", po::value<int64_t>()->default_value(128), "XAttention block size (--threshold)")(
-      "sparse-last-block", "--threshold: select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys");
+      "sparse-last-block", "--threshold: select the last query block like the others (the published method); by default it keeps every block, so the first generated token sees all keys")(
+      "cost-table", po::value<std::string>(),
+      "--profile on CUDA: the dispatch's cost table (JSON from xattn_cost_table) instead of the device's built-in one")(
+      "force-sparse",
+      "--profile on CUDA: run every prefill call sparse; by default a layer runs sparse only where the cost model predicts it faster than dense at the profile's density for that length");
 }
 
 // The attention options checked before the model loads: not both --profile and --threshold,
@@ -127,6 +132,12 @@ inline void check_attention_options(const po::variables_map& vm) {
   if (vm.count("threshold")) check_thresholds({vm["threshold"].as<double>()}, "--threshold");
   check_block_settings(vm["stride"].as<int64_t>(), vm["block-size"].as<int64_t>());
   if (vm.count("profile")) io::check_readable_file(vm["profile"].as<std::string>(), "--profile");
+  if (vm.count("cost-table")) {
+    XATTN_CHECK_ARG(vm.count("profile") && !vm.count("force-sparse"),
+                    "--cost-table drives the dispatch of a --profile run; drop it (or "
+                    "--force-sparse)");
+    io::check_readable_file(vm["cost-table"].as<std::string>(), "--cost-table");
+  }
 }
 
 // XAttention from --profile or --threshold; with neither, one τ = default_tau for every head,
@@ -150,7 +161,16 @@ inline std::unique_ptr<model::XAttentionBackend> make_xattention(
     const at::Tensor tau =
         at::tensor(profile.thresholds, at::TensorOptions().dtype(at::kFloat))
             .view({c.num_layers, c.num_heads});
-    return std::make_unique<model::XAttentionBackend>(tau.clone(), options);
+    auto backend = std::make_unique<model::XAttentionBackend>(tau.clone(), options);
+    // As runtime::Engine on CUDA: dense where the profile's density at this length cannot pay
+    // for the estimate (CPU runs stay sparse: the reference path is what they test).
+    if (m.device().is_cuda() && !vm.count("force-sparse")) {
+      backend->set_dispatch(vm.count("cost-table")
+                                ? runtime::read_cost_table(vm["cost-table"].as<std::string>())
+                                : runtime::cuda_device_cost_table(m.device().index()),
+                            runtime::density_model_of(profile));
+    }
+    return backend;
   }
   if (!vm.count("threshold") && !default_tau) return nullptr;
   const double tau = vm.count("threshold") ? vm["threshold"].as<double>() : *default_tau;

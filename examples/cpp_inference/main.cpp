@@ -62,7 +62,8 @@ class EngineBackend : public model::AttentionBackend {
     at::Tensor out = engine_.run(*plan_, layer, q, k, v);
     const runtime::RunInfo& info = engine_.last_run();
     if (q.size(2) > 1) layer_decision_[layer] = info.decision;
-    layer_density_[layer] = engine_.last_head_density().mean().item<double>();
+    // Kept on the device: reading it here would make every layer wait for the GPU.
+    layer_density_[layer] = info.head_density.mean();
     layer_path_[layer] = info.path == runtime::AttentionPath::kDense
                              ? std::string("dense (") + runtime::to_string(info.reason) + ")"
                              : runtime::to_string(info.path);
@@ -71,17 +72,21 @@ class EngineBackend : public model::AttentionBackend {
 
   double mean_density() const {
     double sum = 0;
-    for (const auto& [layer, d] : layer_density_) sum += d;
+    for (const auto& [layer, d] : layer_density_) sum += d.item<double>();
     return layer_density_.empty() ? 1.0 : sum / double(layer_density_.size());
   }
-  const std::map<int, double>& layer_density() const { return layer_density_; }
+  std::map<int, double> layer_density() const {
+    std::map<int, double> density;
+    for (const auto& [layer, d] : layer_density_) density[layer] = d.item<double>();
+    return density;
+  }
   const std::map<int, std::string>& layer_path() const { return layer_path_; }
   const std::map<int, std::string>& layer_decision() const { return layer_decision_; }
 
  private:
   runtime::Engine& engine_;
   std::optional<runtime::Plan> plan_;
-  std::map<int, double> layer_density_;
+  std::map<int, at::Tensor> layer_density_;
   std::map<int, std::string> layer_path_;
   std::map<int, std::string> layer_decision_;
 };

@@ -97,13 +97,20 @@ class XAttentionRuntime:
         return CUDA_CROSSOVER_LEN if device.type == "cuda" else 0
 
     def thresholds(self, layer, device):
+        """A layer's τ as the op takes them. Eager: a CPU tensor, which the op reads on the
+        host and copies to the GPU without waiting (τ on the GPU would make every layer wait
+        for it to be read back). Under torch.compile: on q's device, as fake tensors need."""
         import torch
 
-        cached = self._thresholds.get((layer, device))
+        compiler = getattr(torch, "compiler", None)
+        compiling = compiler is not None and hasattr(compiler, "is_compiling") \
+            and compiler.is_compiling()
+        where = device if compiling else torch.device("cpu")
+        cached = self._thresholds.get((layer, where))
         if cached is None:
             cached = torch.tensor(self.profile.thresholds[layer], dtype=torch.float32,
-                                  device=device)
-            self._thresholds[(layer, device)] = cached
+                                  device=where)
+            self._thresholds[(layer, where)] = cached
         return cached
 
     def dense_reason(self, module, query, key, attention_mask, scaling, dropout, kwargs):

@@ -321,21 +321,21 @@ Plan Engine::plan(const ProblemShape& shape) const {
   if (policy_.cost_table) {
     plan.cost_table_ = policy_.cost_table;
   } else if (shape.device.is_cuda()) {
-    plan.cost_table_ = builtin_cost_table(cuda_dispatch::device_name(shape.device.index()));
+    plan.cost_table_ = cuda_device_cost_table(shape.device.index());
   }
 
   plan.out_ = at::empty({tensor_batch, shape.heads_q, shape.len_q, shape.head_dim},
                         on_device.dtype(shape.dtype));
   if (any_sparse) {
     const int64_t h = shape.heads_q, nqb = plan.num_q_blocks_, nkb = plan.num_k_blocks_;
-    plan.thresholds_ = thresholds_.to(shape.device);
+    plan.thresholds_ = to_device_async(thresholds_, shape.device);
     plan.block_scores_ = at::empty({batch, h, nqb, nkb}, on_device.dtype(at::kFloat));
     plan.kv_block_count_ = at::zeros({batch, h, nqb}, on_device.dtype(at::kInt));
     plan.kv_block_index_ = at::empty({batch, h, nqb, nkb}, on_device.dtype(at::kInt));
     plan.lse_ = at::empty({batch, h, plan.max_len_q_}, on_device.dtype(at::kFloat));
     if (shape.is_varlen()) {
-      plan.cu_seqlens_q_ = at::tensor(cu_q, at::kInt).to(shape.device);
-      plan.cu_seqlens_k_ = at::tensor(cu_k, at::kInt).to(shape.device);
+      plan.cu_seqlens_q_ = to_device_async(at::tensor(cu_q, at::kInt), shape.device);
+      plan.cu_seqlens_k_ = to_device_async(at::tensor(cu_k, at::kInt), shape.device);
     }
     // Allowed blocks of every (sequence, query block) row, 0 past a sequence's end: the
     // denominator of the per-head density.
@@ -345,9 +345,19 @@ Plan Engine::plan(const ProblemShape& shape) const {
       const kernels::BlockGeometry g = kernels::block_geometry(problem, b, bs);
       for (int64_t i = 0; i < g.num_q_blocks(); ++i) a[b][0][i] = double(g.allowed_blocks(i));
     }
-    plan.row_allowed_ = allowed.to(shape.device);
+    plan.row_allowed_ = to_device_async(allowed, shape.device);
   }
   return plan;
+}
+
+CostTable cuda_device_cost_table(int index) {
+#ifdef XATTN_TORCH_HAS_CUDA
+  return builtin_cost_table(cuda_dispatch::device_name(index));
+#else
+  (void)index;
+  throw Error(ErrorKind::kInvalidArgument,
+              "this xattn was built without CUDA: no CUDA device has a cost table here");
+#endif
 }
 
 DenseReason Engine::call_dense_reason(const Plan& plan, int64_t layer,
@@ -544,7 +554,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
     std::vector<double> sparse_sequence;
     for (auto p : info.sequence_paths) sparse_sequence.push_back(p == AttentionPath::kSparse);
     const at::Tensor keep =
-        at::tensor(sparse_sequence, at::kDouble).to(s.device).view({batch, 1, 1});
+        to_device_async(at::tensor(sparse_sequence, at::kDouble), s.device).view({batch, 1, 1});
     for (int64_t b = 0; b < batch; ++b) {
       if (info.sequence_paths[size_t(b)] == AttentionPath::kDense) plan.kv_block_count_[b].zero_();
     }

@@ -157,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& b
   XATTN_CHECK_ARG(thresholds_in.numel() == heads, "thresholds has ", thresholds_in.numel(),
                   " values; expected one per query head (", heads, ")");
   const at::Tensor thresholds =
-      thresholds_in.to(scores.device(), at::kFloat).reshape({heads}).contiguous();
+      to_device_async(thresholds_in.to(at::kFloat), scores.device()).reshape({heads}).contiguous();
 
   kernels::SelectionParams params;
   params.problem.batch = batch;
@@ -325,16 +325,27 @@ at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   return std::get<0>(prefill_with_lse(q, k, v, thresholds, options, std::nullopt));
 }
 
-at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
-                        int64_t block_size, bool causal) {
+at::Tensor to_device_async(const at::Tensor& tensor, at::Device device) {
+  if (!device.is_cuda() || !tensor.device().is_cpu()) return tensor.to(device);
+  // The caching host allocator keeps the pinned block until the copy has run.
+  return tensor.contiguous().pin_memory().to(device, /*non_blocking=*/true);
+}
+
+at::Tensor head_density_on_device(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
+                                  int64_t block_size, bool causal) {
   XATTN_CHECK_ARG(kv_block_count.dim() == 3, "kv_block_count must be [batch, heads_q, nQB]");
-  const at::Tensor count = kv_block_count.to(at::kCPU, at::kDouble);
   const kernels::BlockGeometry geometry{len_q, len_k, block_size, len_k - len_q, causal};
-  XATTN_CHECK_ARG(count.size(2) == geometry.num_q_blocks(), "kv_block_count has ", count.size(2),
-                  " query blocks; expected ", geometry.num_q_blocks());
+  XATTN_CHECK_ARG(kv_block_count.size(2) == geometry.num_q_blocks(), "kv_block_count has ",
+                  kv_block_count.size(2), " query blocks; expected ", geometry.num_q_blocks());
   double allowed = 0;
   for (int64_t i = 0; i < geometry.num_q_blocks(); ++i) allowed += double(geometry.allowed_blocks(i));
-  return count.sum(at::IntArrayRef{0, 2}) / (allowed * double(count.size(0)));
+  return kv_block_count.to(at::kDouble).sum(at::IntArrayRef{0, 2}) /
+         (allowed * double(kv_block_count.size(0)));
+}
+
+at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
+                        int64_t block_size, bool causal) {
+  return head_density_on_device(kv_block_count, len_q, len_k, block_size, causal).to(at::kCPU);
 }
 
 }  // namespace xattn::runtime

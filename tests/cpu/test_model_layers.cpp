@@ -143,6 +143,48 @@ TEST(ModelAttention, XAttentionAtTauOneEqualsDense) {
   EXPECT_THROW(sparse.attend(0, q.narrow(1, 0, 2), k.narrow(1, 0, 1), v.narrow(1, 0, 1)), Error);
 }
 
+// The runner's dispatch: a cost table that makes sparse dearer than dense runs the layer dense
+// (bit for bit the dense backend, density 1, the reason recorded); one that makes sparse cheap
+// leaves the sparse result unchanged; decode steps are never dispatched.
+TEST(ModelAttention, XAttentionDispatchRunsDenseWherePredictedCheaper) {
+  at::manual_seed(11);
+  const at::Tensor q = at::randn({1, 4, 300, 32}), k = at::randn({1, 2, 300, 32}),
+                   v = at::randn({1, 2, 300, 32});
+  runtime::EstimateOptions opts;
+  opts.block_size = 64;
+  runtime::CostTable table;
+  table.device = "test";
+  table.dense_ns_per_unit = 1.0;
+  table.scoring_ns_per_unit = {{8, 0.0}};
+  table.sparse_ns_per_block_dim = 0.0;
+  runtime::DensityModel density;
+  density.reference_len = 300;
+  density.density = {0.5, 0.5};
+  density.exponent = {0.0, 0.0};
+
+  XAttentionBackend plain = XAttentionBackend::uniform(2, 4, 0.5, opts);
+  const at::Tensor sparse_out = plain.attend(0, q, k, v);
+  ASSERT_LT(plain.mean_density(), 1.0);
+
+  XAttentionBackend cheap_sparse = XAttentionBackend::uniform(2, 4, 0.5, opts);
+  cheap_sparse.set_dispatch(table, density);
+  EXPECT_TRUE(at::equal(cheap_sparse.attend(0, q, k, v), sparse_out));
+  EXPECT_NE(cheap_sparse.last_decision(0).find("sparse"), std::string::npos);
+
+  table.sparse_fixed_ms = 1e6;  // sparse can never pay for itself
+  XAttentionBackend dear_sparse = XAttentionBackend::uniform(2, 4, 0.5, opts);
+  dear_sparse.set_dispatch(table, density);
+  EXPECT_TRUE(at::equal(dear_sparse.attend(1, q, k, v), DenseBackend().attend(1, q, k, v)));
+  EXPECT_FALSE(dear_sparse.last_decision(1).empty());
+  EXPECT_NEAR(dear_sparse.last_density(1).mean().item<double>(), 1.0, 1e-12);
+  // One query row (a decode step) is not dispatched: it keeps the sparse path's answer.
+  const at::Tensor q1 = q.narrow(2, 299, 1);
+  EXPECT_TRUE(at::equal(dear_sparse.attend(0, q1, k, v), plain.attend(0, q1, k, v)));
+
+  density.density = {0.5};
+  EXPECT_THROW(dear_sparse.set_dispatch(table, density), Error);
+}
+
 TEST(ModelAttention, GatheredSparseAttentionEqualsTheReferenceKernel) {
   // Random per-head thresholds, chunked-prefill shape (len_q < len_k) and a partial last block.
   at::manual_seed(4);

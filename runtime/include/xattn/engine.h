@@ -19,8 +19,8 @@
 //
 // Dense fallbacks are explicit and recorded (RunInfo): decode steps (len_q == 1), attention over
 // fewer keys than the crossover length, calls where the cost model (xattn/cost_model.h) predicts
-// dense cheaper than estimate + sparse at the layer's predicted density, and the warm-up of video diffusion models (the first
-// denoising steps and optionally the first layers). Dense means at::scaled_dot_product_attention
+// dense cheaper than estimate + sparse at the layer's predicted density, and the warm-up of video
+// diffusion models (the first denoising steps and optionally the first layers). Dense means at::scaled_dot_product_attention
 // on CUDA (runtime::dense_attention for causal chunks with 1 < len_q < len_k, where torch's causal
 // mask would be top-left aligned) and runtime::dense_attention on CPU.
 //
@@ -85,6 +85,10 @@ struct DensePolicy {
   // crossover_len = 0 removes the length rule).
   bool force_sparse = false;
 };
+
+// The built-in cost table (builtin_cost_table) of CUDA device `index` (-1: the current one), by
+// the name CUDA reports; needs an xattn built with CUDA.
+CostTable cuda_device_cost_table(int index = -1);
 
 // One attention problem. For a varlen batch set cu_seqlens_q and cu_seqlens_k; then batch is the
 // number of sequences and len_q / len_k are the packed totals (the tensors' dimension 2).

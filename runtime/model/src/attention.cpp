@@ -169,6 +169,7 @@ XAttentionBackend::XAttentionBackend(at::Tensor thresholds, runtime::EstimateOpt
                   thresholds_.sizes());
   XATTN_CHECK_ARG(options_.causal, "the model runner's XAttention backend is causal");
   density_.resize(static_cast<size_t>(thresholds_.size(0)));
+  decision_.resize(static_cast<size_t>(thresholds_.size(0)));
 }
 
 XAttentionBackend XAttentionBackend::uniform(int64_t num_layers, int64_t heads_q, double tau,
@@ -176,6 +177,17 @@ XAttentionBackend XAttentionBackend::uniform(int64_t num_layers, int64_t heads_q
   XATTN_CHECK_ARG(tau >= 0.0 && tau <= 1.0, "threshold tau must lie in [0, 1], got ", tau);
   return XAttentionBackend(at::full({num_layers, heads_q}, tau, at::TensorOptions().dtype(at::kFloat)),
                            options);
+}
+
+void XAttentionBackend::set_dispatch(runtime::CostTable table, runtime::DensityModel density) {
+  XATTN_CHECK_ARG(int64_t(density.density.size()) == thresholds_.size(0), "the density model has ",
+                  density.density.size(), " layers but the thresholds have ", thresholds_.size(0));
+  dispatch_ = Dispatch{std::move(table), std::move(density)};
+}
+
+const std::string& XAttentionBackend::last_decision(int layer) const {
+  XATTN_CHECK_ARG(layer >= 0 && static_cast<size_t>(layer) < decision_.size(), "no layer ", layer);
+  return decision_[static_cast<size_t>(layer)];
 }
 
 at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::Tensor& k,
@@ -187,12 +199,30 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
                   " query heads but the thresholds have ", thresholds_.size(1),
                   ": the profile belongs to another model");
   const int64_t len_q = q.size(2), len_k = k.size(2);
-  if (thresholds_[layer].min().item<float>() >= 1.f) {
-    // τ >= 1 keeps every allowed block: exactly dense attention, without scoring.
-    density_[static_cast<size_t>(layer)] = at::ones({q.size(1)}, at::kDouble);
+  const auto at_layer = static_cast<size_t>(layer);
+  const auto dense_call = [&] {
+    density_[at_layer] = at::ones({q.size(1)}, at::kDouble);
     return dense_causal_attention(q, k, v);
+  };
+  // τ >= 1 keeps every allowed block: exactly dense attention, without scoring.
+  if (thresholds_[layer].min().item<float>() >= 1.f) return dense_call();
+  if (dispatch_ && len_q > 1) {
+    runtime::CallGeometry call;
+    call.len_q = len_q;
+    call.len_k = len_k;
+    call.heads_q = q.size(1);
+    call.head_dim = q.size(3);
+    call.block_size = options_.block_size;
+    call.stride = options_.stride;
+    call.causal = true;
+    const runtime::DispatchDecision d =
+        runtime::decide_dispatch(dispatch_->table, dispatch_->density, layer, call);
+    decision_[at_layer] = d.reason;
+    if (!d.sparse) return dense_call();
   }
-  const at::Tensor tau = thresholds_[layer].to(q.device());
+  if (!device_thresholds_.defined() || device_thresholds_.device() != q.device())
+    device_thresholds_ = runtime::to_device_async(thresholds_, q.device());
+  const at::Tensor tau = device_thresholds_[layer];
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options_);
   auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options_);
   (void)mask;
@@ -211,14 +241,15 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
           index.narrow(0, b, 1), options_.block_size));
     out = items.size() == 1 ? items[0] : at::cat(items, 0);
   }
-  density_[static_cast<size_t>(layer)] =
-      runtime::head_density(count, len_q, len_k, options_.block_size, true).to(at::kCPU);
+  density_[at_layer] =
+      runtime::head_density_on_device(count, len_q, len_k, options_.block_size, true);
   return out;
 }
 
-const at::Tensor& XAttentionBackend::last_density(int layer) const {
+at::Tensor XAttentionBackend::last_density(int layer) const {
   XATTN_CHECK_ARG(layer >= 0 && static_cast<size_t>(layer) < density_.size(), "no layer ", layer);
-  return density_[static_cast<size_t>(layer)];
+  const at::Tensor& d = density_[static_cast<size_t>(layer)];
+  return d.defined() ? d.to(at::kCPU) : d;
 }
 
 double XAttentionBackend::mean_density() const {
@@ -234,6 +265,7 @@ double XAttentionBackend::mean_density() const {
 
 void XAttentionBackend::clear_density() {
   for (auto& d : density_) d = at::Tensor();
+  for (auto& d : decision_) d.clear();
 }
 
 }  // namespace xattn::model

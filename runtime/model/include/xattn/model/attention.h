@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
+#include "xattn/cost_model.h"
 #include "xattn/ops.h"
 
 namespace xattn::model {
@@ -56,8 +59,11 @@ class DenseBackend : public AttentionBackend {
 // XAttention prefill (antidiagonal scoring, per-head threshold selection, block-sparse attention)
 // through xattn::runtime ops: the CPU reference for CPU tensors, the kernels for CUDA tensors.
 // thresholds [num_layers, heads_q] float32. Records the per-head density of its last call per
-// layer (kept / allowed blocks, over all batch items of a batched call). Sliding windows are not
-// implemented: the model refuses sparse runs where a layer's window is shorter than the input.
+// layer (kept / allowed blocks, over all batch items of a batched call), on the device: nothing
+// in a forward pass waits for the GPU. With a dispatch set, each prefill call runs sparse only
+// where the cost model predicts it cheaper than dense (xattn/cost_model.h, as runtime::Engine
+// does). Sliding windows are not implemented: the model refuses sparse runs where a layer's
+// window is shorter than the input.
 class XAttentionBackend : public AttentionBackend {
  public:
   XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options = {});
@@ -68,17 +74,30 @@ class XAttentionBackend : public AttentionBackend {
   at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) override;
 
+  // Density-aware dispatch: the device's cost table and the profile's density against length.
+  void set_dispatch(runtime::CostTable table, runtime::DensityModel density);
+  // The dispatch's reason for the layer's last prefill call ("" without a dispatch).
+  const std::string& last_decision(int layer) const;
+
   const at::Tensor& thresholds() const { return thresholds_; }
-  // [heads_q] float64 of the layer's last call; undefined before the first call.
-  const at::Tensor& last_density(int layer) const;
+  // [heads_q] float64 on the CPU of the layer's last call (1 where it ran dense); undefined
+  // before the first call.
+  at::Tensor last_density(int layer) const;
   // Mean over heads and over the layers seen in the last forward pass.
   double mean_density() const;
   void clear_density();
 
  private:
+  struct Dispatch {
+    runtime::CostTable table;
+    runtime::DensityModel density;
+  };
   at::Tensor thresholds_;
+  at::Tensor device_thresholds_;  // thresholds_ on the device of the last call
   runtime::EstimateOptions options_;
+  std::optional<Dispatch> dispatch_;
   std::vector<at::Tensor> density_;
+  std::vector<std::string> decision_;
 };
 
 // Sees every layer's post-RoPE q, k, v (as passed in: the whole batch of a batched forward

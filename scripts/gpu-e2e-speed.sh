@@ -2,7 +2,7 @@
 # End-to-end prefill speed with the density-aware dispatch (issue 16), on the GPU machine:
 #  (a) measures the dispatch's cost table for the two attention shapes below
 #      (build/bench/xattn_cost_table, through runtime::Engine) and prints it;
-#  (b) times prefill (time to first token: one forward over a passkey prompt, median of 3),
+#  (b) times prefill (time to first token: one forward over a passkey prompt, median of XATTN_E2E_REPEAT = 5),
 #      dense against patched with the dispatch, through the C++ runner for the bundled model
 #      (6 layers, 6/2 heads, d 64, profiles/xattn-byte.h5) and an 8B-shaped random-weight model
 #      cut to LAYERS layers (default 4, to stay in time; 32/8 heads, d 128, profile calibrated
@@ -53,7 +53,7 @@ cpp_row() {
   shift 5
   local log="$out/cpp_$(basename "$model")_${kind// /_}_$len.log"
   "$runner" --device cuda --model "$model" --profile "$profile" --haystack "$hay" --length "$len" \
-    --tokens 1 --repeat 3 --crossover 0 "$@" > "$log" 2>&1 || { note "runner FAILED: $log"; tail -3 "$log"; return 1; }
+    --tokens 1 --repeat "${XATTN_E2E_REPEAT:-5}" --crossover 0 "$@" > "$log" 2>&1 || { note "runner FAILED: $log"; tail -3 "$log"; return 1; }
   python3 - "$log" "$kind" "$model" "$len" "$target" >> "$results" <<'PY'
 import json, re, sys
 log, kind, model, length, target = sys.argv[1:]

@@ -39,6 +39,10 @@ class CostTableError(ValueError):
     """A cost table file that cannot be used."""
 
 
+# Sparse runs only when predicted this fraction cheaper than dense (C++: CostTable::min_sparse_gain).
+MIN_SPARSE_GAIN = 0.1
+
+
 def builtin_cost_table(device_name):
     """H200 / H100 get the measured H200 table, every other device the A100 estimate."""
     if "H200" in device_name or "H100" in device_name:
@@ -72,6 +76,11 @@ def load_cost_table(path):
     except (TypeError, ValueError):
         raise CostTableError(f"cost table {path}: scoring_ns_per_unit must map strides to "
                              "numbers") from None
+    gain = data.get("min_sparse_gain", MIN_SPARSE_GAIN)
+    if not isinstance(gain, (int, float)) or not 0 <= gain < 1:
+        raise CostTableError(f"cost table {path}: min_sparse_gain is {gain!r}; it must lie in "
+                             "[0, 1) (0.1: sparse must save 10 %)")
+    table["min_sparse_gain"] = float(gain)
     return table
 
 
@@ -116,8 +125,8 @@ def _ms(value):
 
 def decide(table, density, layer, len_q, len_k, heads_q, head_dim, block_size=128, stride=8,
            causal=True):
-    """(sparse: bool, reason: str), e.g. "predicted density 46% at 16384: sparse 9.1 ms >= dense
-    7.5 ms". Ties run dense."""
+    """(sparse: bool, reason: str), e.g. "predicted density 46% at 16384: sparse 9.1 ms >= 90% of
+    dense 7.5 ms". Sparse only when predicted min_sparse_gain (default 0.1) cheaper than dense."""
     rho = density.at(layer, len_k)
     pairs = allowed_pairs(len_q, len_k, causal)
     units = pairs * heads_q * head_dim
@@ -127,9 +136,11 @@ def decide(table, density, layer, len_q, len_k, heads_q, head_dim, block_size=12
     sparse_ms = (table["sparse_fixed_ms"] + units * scoring_ns_at(table, stride) * 1e-6 +
                  kept_blocks * (area / (128.0 * 128.0)) * head_dim *
                  table["sparse_ns_per_block_dim"] * 1e-6)
-    sparse = sparse_ms < dense_ms
+    gain = table.get("min_sparse_gain", MIN_SPARSE_GAIN)
+    sparse = sparse_ms < (1.0 - gain) * dense_ms
+    of_dense = f"{(1.0 - gain) * 100:.0f}% of dense" if gain > 0 else "dense"
     reason = (f"predicted density {rho * 100:.0f}% at {len_k}: sparse {_ms(sparse_ms)} "
-              f"{'<' if sparse else '>='} dense {_ms(dense_ms)}")
+              f"{'<' if sparse else '>='} {of_dense} {_ms(dense_ms)}")
     if not density.fitted:
         reason += " (profile has no density fit: calibrated density assumed)"
     return sparse, reason

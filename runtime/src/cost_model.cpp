@@ -86,6 +86,11 @@ CostTable read_cost_table(const std::string& path) {
   t.dense_fixed_ms = number_field(j, "dense_fixed_ms", path);
   t.sparse_ns_per_block_dim = number_field(j, "sparse_ns_per_block_dim", path);
   t.sparse_fixed_ms = number_field(j, "sparse_fixed_ms", path);
+  if (j.contains("min_sparse_gain")) {
+    t.min_sparse_gain = number_field(j, "min_sparse_gain", path);
+    XATTN_CHECK_INPUT(t.min_sparse_gain < 1, "cost table '", path, "': min_sparse_gain is ",
+                      t.min_sparse_gain, "; it must lie in [0, 1) (0.1: sparse must save 10 %)");
+  }
   XATTN_CHECK_INPUT(j.contains("scoring_ns_per_unit") && j["scoring_ns_per_unit"].is_object() &&
                         !j["scoring_ns_per_unit"].empty(),
                     "cost table '", path,
@@ -116,6 +121,7 @@ std::string cost_table_to_json(const CostTable& t) {
   j["scoring_ns_per_unit"] = scoring;
   j["sparse_ns_per_block_dim"] = t.sparse_ns_per_block_dim;
   j["sparse_fixed_ms"] = t.sparse_fixed_ms;
+  j["min_sparse_gain"] = t.min_sparse_gain;
   return j.dump(2) + "\n";
 }
 
@@ -181,9 +187,12 @@ DispatchDecision decide_dispatch(const CostTable& table, const DensityModel& den
   d.sparse_ms = table.sparse_fixed_ms + units * table.scoring_ns_at(c.stride) * 1e-6 +
                 kept_blocks * block_scale * double(c.head_dim) * table.sparse_ns_per_block_dim *
                     1e-6;
-  d.sparse = d.sparse_ms < d.dense_ms;
+  const double bar = (1.0 - table.min_sparse_gain) * d.dense_ms;
+  d.sparse = d.sparse_ms < bar;
+  const std::string of_dense =
+      table.min_sparse_gain > 0 ? percent(1.0 - table.min_sparse_gain) + " of dense " : "dense ";
   d.reason = "predicted density " + percent(d.density) + " at " + std::to_string(c.len_k) +
-             ": sparse " + ms(d.sparse_ms) + (d.sparse ? " < dense " : " >= dense ") +
+             ": sparse " + ms(d.sparse_ms) + (d.sparse ? " < " : " >= ") + of_dense +
              ms(d.dense_ms);
   if (!density.fitted) d.reason += " (profile has no density fit: calibrated density assumed)";
   return d;

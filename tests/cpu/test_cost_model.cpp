@@ -44,6 +44,7 @@ CostTable easy_table() {
   t.dense_ns_per_unit = 1.0;
   t.scoring_ns_per_unit = {{8, 0.1}};
   t.sparse_ns_per_block_dim = 2e4;
+  t.min_sparse_gain = 0;  // the plain comparison; CostModel.SparseMustSaveTheMargin has one
   return t;
 }
 
@@ -74,6 +75,21 @@ TEST(CostModel, DecisionOnBothSidesOfTheBoundary) {
   CostTable fixed = easy_table();
   fixed.sparse_fixed_ms = 0.1;
   EXPECT_FALSE(decide_dispatch(fixed, constant(0.73), 0, easy_call()).sparse);
+}
+
+// With min_sparse_gain 0.1 sparse must be predicted below 0.9 x dense = 0.47232 ms: density
+// (0.47232 - 0.05248) / 0.640625 = 0.655375 is the new boundary.
+TEST(CostModel, SparseMustSaveTheMargin) {
+  CostTable t = easy_table();
+  t.min_sparse_gain = 0.1;
+  EXPECT_TRUE(decide_dispatch(t, constant(0.65), 0, easy_call()).sparse);
+  const DispatchDecision marginal = decide_dispatch(t, constant(0.66), 0, easy_call());
+  EXPECT_FALSE(marginal.sparse);
+  EXPECT_LT(marginal.sparse_ms, marginal.dense_ms);  // cheaper, but not by enough
+  EXPECT_EQ(marginal.reason,
+            "predicted density 66% at 1024: sparse 0.475 ms >= 90% of dense 0.525 ms");
+  EXPECT_EQ(CostTable().min_sparse_gain, 0.1);
+  EXPECT_EQ(builtin_cost_table("NVIDIA H200").min_sparse_gain, 0.1);
 }
 
 TEST(CostModel, StrideAndBlockScaling) {
@@ -278,13 +294,26 @@ TEST_F(DensityFitFile, RoundTripsAndFeedsTheEngine) {
 }
 
 TEST_F(DensityFitFile, CostTableRoundTripAndBadFile) {
-  const CostTable t = builtin_cost_table("NVIDIA H200");
+  CostTable t = builtin_cost_table("NVIDIA H200");
+  t.min_sparse_gain = 0.25;
   write_cost_table(dir_ + "/c.json", t);
   const CostTable back = read_cost_table(dir_ + "/c.json");
   EXPECT_EQ(back.device, t.device);
   EXPECT_DOUBLE_EQ(back.dense_ns_per_unit, t.dense_ns_per_unit);
   EXPECT_EQ(back.scoring_ns_per_unit, t.scoring_ns_per_unit);
   EXPECT_DOUBLE_EQ(back.sparse_ns_per_block_dim, t.sparse_ns_per_block_dim);
+  EXPECT_DOUBLE_EQ(back.min_sparse_gain, 0.25);
+  // Tables written before the margin existed get the default.
+  std::ofstream(dir_ + "/old.json")
+      << "{\"dense_ns_per_unit\": 1, \"dense_fixed_ms\": 0, \"sparse_ns_per_block_dim\": 1, "
+         "\"sparse_fixed_ms\": 0, \"scoring_ns_per_unit\": {\"8\": 1}}";
+  EXPECT_DOUBLE_EQ(read_cost_table(dir_ + "/old.json").min_sparse_gain, 0.1);
+  std::ofstream(dir_ + "/gain.json")
+      << "{\"dense_ns_per_unit\": 1, \"dense_fixed_ms\": 0, \"sparse_ns_per_block_dim\": 1, "
+         "\"sparse_fixed_ms\": 0, \"scoring_ns_per_unit\": {\"8\": 1}, \"min_sparse_gain\": 1}";
+  const std::string gain =
+      error_text([&] { read_cost_table(dir_ + "/gain.json"); }, ErrorKind::kBadInput);
+  EXPECT_NE(gain.find("min_sparse_gain"), std::string::npos) << gain;
   std::ofstream(dir_ + "/bad.json") << "{\"dense_ns_per_unit\": 1}";
   const std::string e =
       error_text([&] { read_cost_table(dir_ + "/bad.json"); }, ErrorKind::kBadInput);

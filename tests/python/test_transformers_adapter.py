@@ -221,7 +221,8 @@ class AdapterTest(unittest.TestCase):
         # 69235200: dense 69.2 ms; sparse 6.92 + rho x 180300 / 16384 x 6 x 64 x 2e4 ns
         # = 6.92 + rho x 84.5 ms: sparse below rho 0.737.
         table = {"dense_ns_per_unit": 1.0, "dense_fixed_ms": 0.0, "sparse_fixed_ms": 0.0,
-                 "scoring_ns_per_unit": {8: 0.1}, "sparse_ns_per_block_dim": 2e4}
+                 "scoring_ns_per_unit": {8: 0.1}, "sparse_ns_per_block_dim": 2e4,
+                 "min_sparse_gain": 0.0}
         profile = self.profile_with_tau(0.9)
         runtime = xt.XAttentionRuntime(profile, crossover_len=0, cost_table=table,
                                        dense_attention=self.recording_dense)
@@ -238,6 +239,13 @@ class AdapterTest(unittest.TestCase):
                          "dense 69.2 ms (profile has no density fit: calibrated density assumed)")
         self.assertTrue(runtime.decisions[0].startswith("predicted density 70% at 600: sparse "
                                                         "66.1 ms < dense 69.2 ms"))
+        # The default margin: sparse must be predicted 10 % cheaper, so 66.1 ms against 69.2 ms
+        # (4.5 % cheaper) runs dense.
+        margin = dict(table)
+        del margin["min_sparse_gain"]
+        sparse, why = xattn.cost_model.decide(margin, runtime.density, 0, 600, 600, 6, 64, 128)
+        self.assertFalse(sparse)
+        self.assertIn(">= 90% of dense 69.2 ms", why)
         forced = xt.XAttentionRuntime(profile, crossover_len=0, cost_table=table,
                                       force_sparse=True, dense_attention=self.recording_dense)
         forced.density = runtime.density

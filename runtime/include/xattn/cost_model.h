@@ -39,6 +39,10 @@ struct CostTable {
   double sparse_ns_per_block_dim = 0;  // block-sparse attention per kept 128x128 block x head_dim
   double sparse_fixed_ms = 0;          // per call: scoring, selection, attention launches and the
                                        // density telemetry
+  // Sparse runs only when predicted at least this fraction cheaper than dense: the table's
+  // predictions are within about 10 % on the H200 (docs/benchmarks.md), and a layer that only
+  // breaks even must not risk a slower prefill. JSON field "min_sparse_gain" (optional).
+  double min_sparse_gain = 0.1;
 
   double scoring_ns_at(int64_t stride) const;
 };
@@ -88,7 +92,7 @@ struct DispatchDecision {
 // Allowed (query, key) pairs per head (bottom-right causal: query i sees len_k - len_q + i + 1).
 double allowed_pairs(int64_t len_q, int64_t len_k, bool causal);
 
-// Sparse when its predicted cost is below dense's; ties run dense.
+// Sparse when its predicted cost is below (1 - min_sparse_gain) x dense's; ties run dense.
 DispatchDecision decide_dispatch(const CostTable& table, const DensityModel& density,
                                  int64_t layer, const CallGeometry& call);
 

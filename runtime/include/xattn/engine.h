@@ -178,8 +178,10 @@ struct RunInfo {
   // 16384: sparse 9.1 ms >= dense 7.5 ms"; empty when it judged none (no cost table or density
   // model, force_sparse, or every sequence dense by another rule).
   std::string decision;
-  // [heads_q] float64 on the plan's device: kept / allowed blocks over every sequence and query
-  // block (dense sequences count as fully kept, so a dense call reports 1).
+  // [heads_q] float64: kept / allowed blocks over every sequence and query block (dense
+  // sequences count as fully kept, so a dense call reports 1). On the plan's device after a
+  // sparse or mixed call (read it after the forward pass, not between layers: reading waits for
+  // the GPU), on the host after a dense call.
   at::Tensor head_density;
 };
 

@@ -175,6 +175,43 @@ TEST(ModelStream, RefusesBadGroups) {
   EXPECT_EQ(model.resident_layers(), 0);  // nothing left loaded by a refusal
 }
 
+TEST(ModelStream, SweepStopsAtEndLayer) {
+  // One shard of a sharded statistics pass needs the first layers only: the same q, k, v as the
+  // whole sweep for those, nothing after them.
+  const std::string dir = kBundled;
+  const Model in_memory(dir);
+  LoadOptions load;
+  load.stream_layers = true;
+  const Model streamed(dir, load);
+  const auto sequences = random_sequences({64, 64, 48}, in_memory.config().vocab_size, 5);
+  const auto groups = group_by_length({64, 64, 48}, 2);
+  const Captured expected = capture_in_memory(in_memory, sequences, groups);
+  for (const Model* model : {&in_memory, &streamed}) {
+    Captured got;
+    size_t current = 0;
+    DenseBackend dense;
+    CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,
+                                      const at::Tensor& v) {
+      got[{layer, current}] = {q.clone(), k.clone(), v.clone()};
+    });
+    SweepOptions options;
+    options.end_layer = 2;
+    model->sweep_layers(sequences, groups, capture, options,
+                        [&](int, size_t g) { current = g; });
+    ASSERT_EQ(got.size(), 2 * groups.size());
+    for (const auto& [key, tensors] : got) {
+      EXPECT_LT(key.first, 2);
+      for (size_t t = 0; t < 3; ++t)
+        EXPECT_TRUE(at::equal(tensors[t], expected.at(key)[t]))
+            << "qkv"[t] << " of layer " << key.first << " group " << key.second;
+    }
+  }
+  DenseBackend dense;
+  SweepOptions past_the_end;
+  past_the_end.end_layer = in_memory.config().num_layers + 1;
+  EXPECT_THROW(in_memory.sweep_layers(sequences, groups, dense, past_the_end), Error);
+}
+
 TEST(ModelStream, BadCheckpointFailsAtLoadNotMidway) {
   testing::TempDir dir;
   testing::TinySpec spec;

@@ -507,6 +507,9 @@ SweepReport Model::sweep_layers(const std::vector<std::vector<int64_t>>& sequenc
   const ModelConfig& c = config_;
   XATTN_CHECK_ARG(!sequences.empty(), "sweep_layers needs at least one sequence");
   XATTN_CHECK_ARG(options.token_chunk > 0, "token_chunk must be positive");
+  XATTN_CHECK_ARG(options.end_layer >= -1 && options.end_layer <= c.num_layers, "end_layer ",
+                  options.end_layer, " is outside [0, ", c.num_layers, "] (-1: every layer)");
+  const int64_t end_layer = options.end_layer < 0 ? c.num_layers : options.end_layer;
   std::vector<int> seen(sequences.size(), 0);
   int64_t longest = 0, tokens = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -580,7 +583,7 @@ SweepReport Model::sweep_layers(const std::vector<std::vector<int64_t>>& sequenc
     const int64_t len = h.size(1);
     if (!rotary.count(len)) rotary.emplace(len, rotary_for(0, len));
   }
-  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+  for (int64_t layer = 0; layer < end_layer; ++layer) {
     const std::shared_ptr<const Layer> w = layer_weights(static_cast<int>(layer));
     for (size_t g = 0; g < groups.size(); ++g) {
       if (before_group) before_group(static_cast<int>(layer), g);

@@ -56,6 +56,10 @@ enum class HiddenPlacement {
 struct SweepOptions {
   int64_t token_chunk = 4096;  // as ForwardOptions::token_chunk
   HiddenPlacement hidden = HiddenPlacement::kAuto;
+  // Run layers [0, end_layer) only (-1: every layer): a pass that needs the attention inputs of
+  // the first layers alone (one shard of a sharded statistics pass) stops there, and a streamed
+  // model never reads the later layers' weights.
+  int64_t end_layer = -1;
 };
 
 // What a sweep held. Bytes are of the tensors the runner keeps; on the device the attention and

@@ -371,7 +371,8 @@ int run_sharded(const Args& args, const mpi::World& world) {
     mpi::finish();
     return 0;
   }
-  // 2. Each rank measures its block of samples on its own GPU; rank 0 gathers and goes on.
+  // 2. Each rank measures its block of samples (and layers, with fewer samples than ranks) on its
+  // own GPU; rank 0 gathers and goes on.
   calibrate::CalibrationConfig& config = plan->config;
   if (config.device == "cuda") {
     const int gpus = at::detail::getCUDAHooks().getNumGPUs();
@@ -380,8 +381,8 @@ int run_sharded(const Args& args, const mpi::World& world) {
   config.shard_index = world.rank;
   config.shard_count = world.size;
   bool gathered = false;
-  config.gather_shards =
-      [&](calibrate::Statistics statistics) -> std::optional<calibrate::Statistics> {
+  config.gather_shards = [&](calibrate::Statistics statistics)
+      -> std::optional<std::vector<calibrate::Statistics>> {
     // Test hook (tests/mpi): this rank fails after its statistics pass, before the gather.
     const char* fail_rank = std::getenv("XATTN_TEST_FAIL_RANK");
     XATTN_CHECK(!fail_rank || std::to_string(world.rank) != fail_rank, ErrorKind::kInternal,
@@ -392,11 +393,12 @@ int run_sharded(const Args& args, const mpi::World& world) {
     gathered = true;
     const std::vector<std::string> parts = mpi::gather_to_root(bytes);
     if (world.rank != 0) return std::nullopt;
-    std::vector<calibrate::Statistics> shards;
-    shards.push_back(std::move(statistics));  // rank 0 has the first samples (sample_shard_range)
+    // In rank order; a rank without work (calibrate::shard_work) sent nothing.
+    std::vector<calibrate::Statistics> shards(parts.size());
+    shards[0] = std::move(statistics);
     for (size_t r = 1; r < parts.size(); ++r)
-      if (!parts[r].empty()) shards.push_back(statistics_from_bytes(parts[r], int(r)));
-    return calibrate::merge_statistics(shards);
+      if (!parts[r].empty()) shards[r] = statistics_from_bytes(parts[r], int(r));
+    return shards;
   };
   mine.reset();
   try {

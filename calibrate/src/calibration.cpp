@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "xattn/calibrate/statistics_checks.h"
 #include "xattn/calibrate/version.h"
@@ -158,6 +159,69 @@ std::pair<int64_t, int64_t> sample_shard_range(int64_t samples, int64_t index, i
   return {first, first + base + (index < extra ? 1 : 0)};
 }
 
+ShardWork shard_work(int64_t samples, int64_t layers, int64_t index, int64_t count) {
+  XATTN_CHECK_ARG(count >= 1 && index >= 0 && index < count && samples >= 0 && layers >= 0,
+                  "shard ", index, " of ", count, " on ", samples, " samples of ", layers,
+                  " layers does not exist");
+  ShardWork work;
+  if (samples >= count) {
+    std::tie(work.first_sample, work.past_sample) = sample_shard_range(samples, index, count);
+    work.past_layer = layers;
+    return work;
+  }
+  if (samples == 0) return work;
+  // Shards per sample: sample s has the shards sample_shard_range(count, s, samples).
+  const int64_t base = count / samples, extra = count % samples;
+  const int64_t s = index < extra * (base + 1) ? index / (base + 1)
+                                               : extra + (index - extra * (base + 1)) / base;
+  const auto [first_shard, past_shard] = sample_shard_range(count, s, samples);
+  work.first_sample = s;
+  work.past_sample = s + 1;
+  std::tie(work.first_layer, work.past_layer) =
+      sample_shard_range(layers, index - first_shard, past_shard - first_shard);
+  return work;
+}
+
+Statistics merge_shard_statistics(const std::vector<Statistics>& shards, int64_t samples,
+                                  int64_t layers) {
+  const int64_t count = int64_t(shards.size());
+  XATTN_CHECK_ARG(count >= 1, "no shard statistics to merge");
+  std::vector<Statistics> sample_blocks;  // in sample order, every layer
+  std::vector<Statistics> layer_blocks;   // of the sample block being joined
+  int64_t joining = -1;                   // its first sample
+  auto flush = [&]() {
+    if (layer_blocks.empty()) return;
+    sample_blocks.push_back(layer_blocks.size() == 1 ? std::move(layer_blocks.front())
+                                                     : join_statistics_layers(layer_blocks));
+    layer_blocks.clear();
+  };
+  for (int64_t r = 0; r < count; ++r) {
+    const ShardWork work = shard_work(samples, layers, r, count);
+    const Statistics& s = shards[size_t(r)];
+    if (work.empty()) {
+      XATTN_CHECK(s.samples.empty(), ErrorKind::kInternal, "shard ", r, " of ", count,
+                  " has no work but sent statistics of ", s.samples.size(), " samples");
+      continue;
+    }
+    std::vector<int64_t> expected_layers;
+    for (int64_t l = work.first_layer; l < work.past_layer; ++l) expected_layers.push_back(l);
+    XATTN_CHECK(int64_t(s.samples.size()) == work.samples() && s.layers == expected_layers,
+                ErrorKind::kInternal, "shard ", r, " of ", count, " sent statistics of ",
+                s.samples.size(), " samples and ", s.layers.size(), " layers; its work is ",
+                work.samples(), " samples (from ", work.first_sample, ") and layers ",
+                work.first_layer, " to ", work.past_layer - 1);
+    if (work.first_sample != joining) flush();
+    joining = work.first_sample;
+    layer_blocks.push_back(s);
+  }
+  flush();
+  Statistics merged = merge_statistics(sample_blocks);
+  XATTN_CHECK(int64_t(merged.samples.size()) == samples && int64_t(merged.layers.size()) == layers,
+              ErrorKind::kInternal, "the shards' statistics hold ", merged.samples.size(),
+              " samples of ", merged.layers.size(), " layers, not ", samples, " of ", layers);
+  return merged;
+}
+
 CalibrationResult run_calibration(const CalibrationConfig& requested, const ProgressFn& progress) {
   CalibrationConfig config = requested;  // defaults resolved below
   CalibrationResult result;
@@ -207,28 +271,39 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     XATTN_CHECK_ARG(config.batch >= 1, "--batch must be at least 1, got ", config.batch);
     // Samples of one length run together, config.batch at a time; measure_layer sees each
     // sample's own q, k, v, so the statistics are those of batch 1. Added in sample order.
-    // A shard measures only its own block of samples (sample_shard_range).
+    // A shard measures only its own block of samples and layers (shard_work).
     XATTN_CHECK_ARG(config.shard_count >= 1 && config.shard_index >= 0 &&
                         config.shard_index < config.shard_count,
                     "shard ", config.shard_index, " of ", config.shard_count, " does not exist");
-    const std::pair<int64_t, int64_t> shard = sample_shard_range(
-        int64_t(model_samples.size()), config.shard_index, config.shard_count);
-    const int64_t first = shard.first, past = shard.second;
-    // Below, groups index the shard's samples; measured[first + i] is shard sample i's.
+    const ShardWork work = shard_work(int64_t(model_samples.size()), layers, config.shard_index,
+                                      config.shard_count);
+    const int64_t first = work.empty() ? 0 : work.first_sample;
+    const int64_t past = work.empty() ? 0 : work.past_sample;
+    const int64_t first_layer = work.first_layer, past_layer = work.past_layer;
+    const int64_t measured_layers = work.layers();
+    stats.layers.clear();
+    for (int64_t l = first_layer; l < past_layer; ++l) stats.layers.push_back(l);
+    // Below, groups index the shard's samples; measured[first + i] is shard sample i's, its
+    // entry l - first_layer layer l's.
     const std::vector<std::vector<int64_t>> shard_samples(model_samples.begin() + first,
                                                           model_samples.begin() + past);
     std::vector<int64_t> lengths;
     for (const auto& sample : shard_samples) lengths.push_back(int64_t(sample.size()));
     std::vector<std::vector<LayerMeasurement>> measured(model_samples.size());
-    const int64_t total = (past - first) * layers;
+    const int64_t total = (past - first) * measured_layers;
     const std::vector<std::vector<size_t>> groups = model::group_by_length(lengths, config.batch);
     std::vector<int64_t> before(groups.size(), 0);  // samples in the groups before each
     for (size_t g = 1; g < groups.size(); ++g)
       before[g] = before[g - 1] + int64_t(groups[g - 1].size());
     size_t current = 0;  // the group whose q, k, v the capture sees
+    // Layer-major (sweep_layers) when streaming, or up to the shard's last layer only.
+    const bool sweeps = config.stream_layers || past_layer < layers;
     model::DenseBackend dense;
     model::CaptureBackend capture(dense, [&](int layer, const at::Tensor& q, const at::Tensor& k,
                                              const at::Tensor& v) {
+      // The layers before the shard's only carry the hidden states to it.
+      if (layer < first_layer || layer >= past_layer) return;
+      const int64_t slot = layer - first_layer;
       const std::vector<size_t>& group = groups[current];
       const int64_t size = int64_t(group.size());
       if (progress) {
@@ -236,25 +311,33 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
             size == 1 ? "sample " + std::to_string(first + group[0] + 1)
                       : "samples " + std::to_string(first + group.front() + 1) + "-" +
                             std::to_string(first + group.back() + 1);
-        // Sample-major in memory, layer-major when streaming.
-        const int64_t step = config.stream_layers
-                                 ? layer * (past - first) + before[current]
-                                 : before[current] * layers + layer * size;
+        // Sample-major through forward passes, layer-major when sweeping.
+        const int64_t step = sweeps ? slot * (past - first) + before[current]
+                                   : before[current] * measured_layers + slot * size;
         progress(step, total, which + " layer " + std::to_string(layer));
       }
       for (int64_t b = 0; b < size; ++b)
-        measured[size_t(first) + group[size_t(b)]][size_t(layer)] = measure_layer(
+        measured[size_t(first) + group[size_t(b)]][size_t(slot)] = measure_layer(
             q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
             config.settings.output_error ? model->output_projection(layer) : at::Tensor());
     });
     for (const auto& group : groups)
-      for (size_t i : group) measured[size_t(first) + i].resize(size_t(layers));
-    if (config.stream_layers && !shard_samples.empty()) {
+      for (size_t i : group) measured[size_t(first) + i].resize(size_t(measured_layers));
+    if (shard_samples.empty()) {
+      // A shard without work (more shards than samples x layers) runs nothing.
+    } else if (sweeps) {
+      // Layer-major, up to the shard's last layer: neither the later layers nor the LM head
+      // run (nor are their weights read when streaming). Same operations per layer and group as
+      // forward_batch, so the same statistics.
+      model::SweepOptions sweep_options;
+      sweep_options.end_layer = past_layer;
       const model::SweepReport sweep = model->sweep_layers(
-          shard_samples, groups, capture, {}, [&](int, size_t g) { current = g; });
+          shard_samples, groups, capture, sweep_options, [&](int, size_t g) { current = g; });
       result.statistics_hidden_bytes = sweep.hidden_bytes;
-      result.hidden_on_host = sweep.hidden_on_host;
-      result.hidden_placement = sweep.placement_reason;
+      if (config.stream_layers) {
+        result.hidden_on_host = sweep.hidden_on_host;
+        result.hidden_placement = sweep.placement_reason;
+      }
     } else {
       for (current = 0; current < groups.size(); ++current) {
         const std::vector<size_t>& group = groups[current];
@@ -279,12 +362,12 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     if (config.shard_count > 1) {
       XATTN_CHECK(bool(config.gather_shards), ErrorKind::kInternal,
                   "a sharded calibration needs gather_shards");
-      std::optional<Statistics> all = config.gather_shards(std::move(stats));
-      if (!all) {
+      std::optional<std::vector<Statistics>> shards = config.gather_shards(std::move(stats));
+      if (!shards) {
         result.stopped_after_statistics = true;
         return result;
       }
-      stats = std::move(*all);
+      stats = merge_shard_statistics(*shards, int64_t(model_samples.size()), layers);
     }
     first_model_sample = 0;
     for (const auto& part : parts) first_model_sample += int64_t(part.samples.size());

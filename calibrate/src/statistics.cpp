@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <limits>
+#include <tuple>
 
 #include "xattn/error.h"
 #include "xattn/io/file_io.h"
@@ -310,6 +312,89 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
     }
   }
   return merged;
+}
+
+Statistics join_statistics_layers(const std::vector<Statistics>& parts) {
+  XATTN_CHECK_ARG(!parts.empty(), "no statistics to join");
+  const Statistics& first = parts.front();
+  Statistics joined = first;
+  joined.layers.clear();
+  for (auto* array : {&joined.density, &joined.recall_mean, &joined.recall_min,
+                      &joined.output_error, &joined.projected_error, &joined.prefix_density})
+    array->clear();
+  joined.layer_kl_sensitivity.clear();
+  const size_t per_layer = size_t(first.heads_q * first.num_taus());
+  size_t with_sensitivity = 0;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const Statistics& s = parts[p];
+    auto differs = [&](const char* what, const auto& a, const auto& b) {
+      XATTN_CHECK_INPUT(a == b, "cannot join the layers of statistics part ", p + 1, ": its ",
+                        what, " differs from part 1; join only blocks of layers measured on the "
+                        "same samples of one model with one setting");
+    };
+    differs("model signature", s.model_signature, first.model_signature);
+    differs("head counts", std::make_pair(s.heads_q, s.heads_kv),
+            std::make_pair(first.heads_q, first.heads_kv));
+    differs("tau ladder", s.settings.taus, first.settings.taus);
+    differs("stride", s.settings.stride, first.settings.stride);
+    differs("block size", s.settings.block_size, first.settings.block_size);
+    differs("causal flag", s.settings.causal, first.settings.causal);
+    differs("last-query-block rule", s.settings.dense_last_query_block,
+            first.settings.dense_last_query_block);
+    differs("sample count", s.samples.size(), first.samples.size());
+    for (size_t i = 0; i < s.samples.size(); ++i) {
+      const SampleInfo &a = s.samples[i], &b = first.samples[i];
+      differs("samples", std::make_tuple(a.source, a.len_q, a.len_k, a.prefix_len),
+              std::make_tuple(b.source, b.len_q, b.len_k, b.prefix_len));
+    }
+    for (int64_t layer : s.layers)
+      XATTN_CHECK_INPUT(joined.layers.empty() || layer > joined.layers.back(),
+                        "cannot join the layers of statistics part ", p + 1, ": its layer ", layer,
+                        " does not come after the layers of the parts before it");
+    joined.layers.insert(joined.layers.end(), s.layers.begin(), s.layers.end());
+    const size_t expected = s.samples.size() * s.layers.size() * per_layer;
+    for (const auto* array : {&s.density, &s.recall_mean, &s.recall_min, &s.output_error,
+                              &s.projected_error})
+      XATTN_CHECK_INPUT(array->size() == expected, "statistics part ", p + 1, " holds ",
+                        array->size(), " values per array; its samples, layers, heads and taus "
+                        "make ", expected);
+    XATTN_CHECK_INPUT(s.prefix_density.empty() || s.prefix_density.size() == expected,
+                      "statistics part ", p + 1, " holds ", s.prefix_density.size(),
+                      " prefix densities; expected ", expected);
+    if (!s.layer_kl_sensitivity.empty()) {
+      differs("layer sensitivity sample count", s.sensitivity_samples,
+              parts[0].sensitivity_samples);
+      ++with_sensitivity;
+    }
+  }
+  XATTN_CHECK_INPUT(with_sensitivity == 0 || with_sensitivity == parts.size(),
+                    "cannot join the layers of statistics of which only some hold layer "
+                    "sensitivities");
+  // Sample-major: each sample's layers, part after part.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 0; i < first.samples.size(); ++i) {
+    for (const Statistics& s : parts) {
+      const size_t block = s.layers.size() * per_layer, at = i * block;
+      auto copy = [&](std::vector<float>* to, const std::vector<float>& from) {
+        to->insert(to->end(), from.begin() + ptrdiff_t(at), from.begin() + ptrdiff_t(at + block));
+      };
+      copy(&joined.density, s.density);
+      copy(&joined.recall_mean, s.recall_mean);
+      copy(&joined.recall_min, s.recall_min);
+      copy(&joined.output_error, s.output_error);
+      copy(&joined.projected_error, s.projected_error);
+      if (s.prefix_density.empty())
+        joined.prefix_density.insert(joined.prefix_density.end(), block, nan);
+      else
+        copy(&joined.prefix_density, s.prefix_density);
+    }
+  }
+  if (with_sensitivity > 0)
+    for (const Statistics& s : parts)
+      joined.layer_kl_sensitivity.insert(joined.layer_kl_sensitivity.end(),
+                                         s.layer_kl_sensitivity.begin(),
+                                         s.layer_kl_sensitivity.end());
+  return joined;
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -344,6 +345,79 @@ TEST(CalibrationStream, BundledModelStatisticsBitIdentical) {
   expect_same_statistics(in_memory, streamed);
   EXPECT_EQ(streamed.peak_resident_layers, 1);
   EXPECT_EQ(in_memory.peak_resident_layers, 6);
+}
+
+// The sharded statistics pass in one process (what `mpirun xattn calibrate` runs per rank, the
+// gather done here): every shard count from 1 to 7 on 2 samples of 3 layers (more shards than
+// samples: layers split too; 7 shards: one idle), in memory and streamed, equals one process.
+TEST(CalibrationShards, EveryShardCountEqualsOneProcessBitForBit) {
+  TempDir dir;
+  TinySpec spec;
+  spec.vocab = 64;
+  spec.qkv_bias = true;
+  spec.layers = 3;
+  CalibrationConfig config;
+  config.model_dir = dir.path() + "/m";
+  model::testing::write_tiny_checkpoint(config.model_dir, spec, 22);
+  std::mt19937 rng(5);
+  {
+    std::ofstream ids(dir.path() + "/ids.txt");
+    for (int i = 0; i < 2 * 256; ++i) ids << (i % 41 < 15 ? int(rng() % 8) : int(rng() % 64)) << " ";
+  }
+  config.data_files = {dir.path() + "/ids.txt"};
+  config.data_format = "ids";
+  config.sample_len = 256;
+  config.max_samples = 2;
+  config.holdout_fraction = 0.5;
+  config.settings.block_size = 64;
+  config.settings.taus = {0.5, 0.8, 0.9, 0.95, 1.0};
+  config.sensitivity_samples = 1;
+  config.frontier_points = 2;
+  const CalibrationResult one = run_calibration(config, nullptr);
+  ASSERT_EQ(one.statistics.samples.size(), 2u);
+  for (bool stream : {false, true}) {
+    for (int64_t count = 1; count <= 7; ++count) {
+      SCOPED_TRACE(::testing::Message() << count << " shards" << (stream ? ", streamed" : ""));
+      config.stream_layers = stream;
+      config.shard_count = count;
+      // Shards 1.. first: each stops after its statistics, which are kept for shard 0.
+      std::vector<Statistics> shards(static_cast<size_t>(count));
+      for (int64_t r = count - 1; r >= 0; --r) {
+        config.shard_index = r;
+        std::vector<std::string> steps;
+        config.gather_shards = [&](Statistics mine) -> std::optional<std::vector<Statistics>> {
+          shards[size_t(r)] = std::move(mine);
+          if (r != 0) return std::nullopt;
+          return shards;
+        };
+        const CalibrationResult result =
+            run_calibration(config, [&](int64_t, int64_t, const std::string& what) {
+              steps.push_back(what);
+            });
+        const ShardWork work = shard_work(2, 3, r, count);
+        if (count > 1)  // one shard gathers nothing
+          EXPECT_EQ(int64_t(shards[size_t(r)].samples.size()), work.empty() ? 0 : work.samples());
+        if (!work.empty()) {
+          // Only the shard's own layers are measured ("sample 2 layer 1").
+          for (const std::string& step : steps)
+            for (int64_t layer = 0; layer < 3; ++layer)
+              if (step.rfind("sample", 0) == 0 &&
+                  step.find(" layer " + std::to_string(layer)) != std::string::npos)
+                EXPECT_TRUE(layer >= work.first_layer && layer < work.past_layer) << step;
+        }
+        if (r != 0) {
+          EXPECT_TRUE(result.stopped_after_statistics);
+          continue;
+        }
+        ASSERT_FALSE(result.stopped_after_statistics);
+        expect_same_statistics(one, result);
+        EXPECT_EQ(result.statistics.layers, one.statistics.layers);
+        expect_bitwise_equal(result.statistics.prefix_density, one.statistics.prefix_density,
+                             "prefix_density");
+        EXPECT_EQ(result.search.optimal.choice, one.search.optimal.choice);
+      }
+    }
+  }
 }
 
 TEST(CalibrationStream, RefusedWithoutAModel) {

@@ -75,18 +75,48 @@ struct CalibrationConfig {
   int64_t frontier_points = 6;
 
   // Sharded statistics pass (`mpirun xattn calibrate`, docs/mpi.md): with shard_count > 1 this
-  // process measures only the model samples of shard shard_index (contiguous, in sample order,
-  // sample_shard_range) and hands their statistics to gather_shards. On the process that goes
-  // on it returns every shard's statistics merged in shard order, which is the statistics of a
-  // one-process run; the others get nullopt and stop after the statistics pass.
+  // process measures only the (sample, layer) block of shard shard_index (shard_work) and hands
+  // its statistics to gather_shards. On the process that goes on, gather_shards returns every
+  // shard's statistics in shard order (an empty Statistics for a shard without work), which are
+  // merged into the statistics of a one-process run (merge_shard_statistics); the others get
+  // nullopt and stop after the statistics pass.
   int64_t shard_index = 0;
   int64_t shard_count = 1;
-  std::function<std::optional<Statistics>(Statistics)> gather_shards;
+  std::function<std::optional<std::vector<Statistics>>(Statistics)> gather_shards;
 };
 
-// The model samples [first, second) that shard `index` of `count` measures: contiguous blocks in
-// sample order, the first (samples % count) shards one sample larger.
+// The model samples [first, second) of shard `index` of `count` when samples are split alone:
+// contiguous blocks in sample order, the first (samples % count) shards one sample larger.
 std::pair<int64_t, int64_t> sample_shard_range(int64_t samples, int64_t index, int64_t count);
+
+// What one shard of a sharded statistics pass measures: layers [first_layer, past_layer) of the
+// model samples [first_sample, past_sample).
+struct ShardWork {
+  int64_t first_sample = 0, past_sample = 0;
+  int64_t first_layer = 0, past_layer = 0;
+  bool empty() const { return first_sample == past_sample || first_layer == past_layer; }
+  int64_t samples() const { return past_sample - first_sample; }
+  int64_t layers() const { return past_layer - first_layer; }
+};
+
+// The work of shard `index` of `count` on `samples` samples of a model of `layers` layers. Every
+// (sample, layer) belongs to exactly one shard, and shard order is sample-major:
+//  - samples >= count: whole samples, sample_shard_range (every layer of each; no forward pass
+//    is run twice);
+//  - samples < count: one sample per shard; the shards are dealt to the samples in contiguous
+//    groups (the first count % samples samples get one shard more), and the shards of a sample
+//    split its layers into contiguous ranges (sample_shard_range over the layers). A shard runs
+//    the forward pass of its sample up to its last layer and measures only its own layers.
+// Every shard has work exactly when samples * layers >= count.
+ShardWork shard_work(int64_t samples, int64_t layers, int64_t index, int64_t count);
+
+// The statistics of a one-process run from those of every shard (shards[r]: what shard r of
+// shards.size() measured by shard_work on `samples` samples of `layers` layers; an empty
+// Statistics, no samples, for a shard without work): the layer blocks of each sample joined in
+// layer order (join_statistics_layers), then the samples appended in order. Throws xattn::Error
+// when a shard holds other samples or layers than its work.
+Statistics merge_shard_statistics(const std::vector<Statistics>& shards, int64_t samples,
+                                  int64_t layers);
 
 // Per-head predicted (fit samples) and measured (held-out samples) figures at the chosen τ.
 struct HeadValidation {

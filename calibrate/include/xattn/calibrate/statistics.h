@@ -91,6 +91,13 @@ struct Statistics {
 // xattn::Error saying what differs otherwise.
 Statistics merge_statistics(const std::vector<Statistics>& parts);
 
+// Combines statistics of the same samples (sources and lengths equal) measured on disjoint
+// blocks of layers, given in ascending layer order: the layer lists are concatenated and every
+// sample's measurements joined, as if its layers had been measured together. Layer sensitivities
+// are joined when every part has them (measured on equal sample counts). Throws xattn::Error
+// saying what differs otherwise.
+Statistics join_statistics_layers(const std::vector<Statistics>& parts);
+
 void write_statistics(const std::string& path, const Statistics& statistics, bool overwrite);
 Statistics read_statistics(const std::string& path);
 

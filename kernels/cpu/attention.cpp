@@ -2,7 +2,8 @@
 // (XATTENTION.md §3 and the ground truth of calibration).
 //
 // Attention walks the kept key blocks of each query block with an online softmax kept in float64;
-// dense attention is the same walk over every allowed block. Scratch per thread: one query
+// dense attention is the same walk over every allowed block. A sliding window (problem.window)
+// masks each row's keys before position - window + 1, token by token. Scratch per thread: one query
 // block's rows and accumulators (Bs * d float64); per KV head, K and V converted to float32.
 #include <algorithm>
 #include <cmath>
@@ -65,7 +66,7 @@ void block_sparse_attention(const AttentionParams& params) {
         for (int64_t i = 0; i < nqb; ++i) {
           const int64_t hq = hkv * group + g;
           const int64_t q0 = i * Bs, q1 = std::min(lq, q0 + Bs), n_rows = q1 - q0;
-          const int64_t allowed = geometry.allowed_blocks(i);
+          const int64_t first = geometry.first_block(i), end = geometry.end_block(i);
           const int64_t row_id = (b * pr.heads_q + hq) * nqb_max + i;
           const int32_t* blocks;
           int64_t n_blocks;
@@ -74,10 +75,10 @@ void block_sparse_attention(const AttentionParams& params) {
             // A count past the row (a caller's bug) reads no further than the row.
             n_blocks = std::min<int64_t>(std::max<int64_t>(params.kv_block_count[row_id], 0), nkb_max);
           } else {
-            dense_blocks.resize(allowed);
-            for (int64_t j = 0; j < allowed; ++j) dense_blocks[j] = int32_t(j);
+            dense_blocks.resize(end - first);
+            for (int64_t j = first; j < end; ++j) dense_blocks[j - first] = int32_t(j);
             blocks = dense_blocks.data();
-            n_blocks = allowed;
+            n_blocks = end - first;
           }
 
           const int64_t q_base = sequence_base(pr.cu_seqlens_q, b, hq, params.q.batch_stride,
@@ -91,15 +92,18 @@ void block_sparse_attention(const AttentionParams& params) {
 
           for (int64_t n = 0; n < n_blocks; ++n) {
             const int64_t j = blocks[n];
-            if (j < 0 || j >= allowed) continue;  // outside the causal triangle or the sequence
+            // Outside the causal triangle, the sliding window or the sequence.
+            if (j < first || j >= end) continue;
             const int64_t k0 = j * Bs, k1 = std::min(lk, k0 + Bs);
             for (int64_t r = 0; r < n_rows; ++r) {
               const int64_t position = offset + q0 + r;
               const int64_t k_end = pr.causal ? std::min(k1, position + 1) : k1;
-              if (k_end <= k0) continue;
+              const int64_t k_begin =
+                  pr.window > 0 ? std::max(k0, position - pr.window + 1) : k0;
+              if (k_end <= k_begin) continue;
               const float* q_row = q_rows.data() + r * d;
               float block_max = -std::numeric_limits<float>::infinity();
-              for (int64_t key = k0; key < k_end; ++key) {
+              for (int64_t key = k_begin; key < k_end; ++key) {
                 logits[key - k0] = params.scale * dot(q_row, kf + key * d, d);
                 block_max = std::max(block_max, logits[key - k0]);
               }
@@ -108,7 +112,7 @@ void block_sparse_attention(const AttentionParams& params) {
               double* a = acc.data() + r * d;
               double sum = row_sum[r] * rescale;
               for (int64_t e = 0; e < d; ++e) a[e] *= rescale;
-              for (int64_t key = k0; key < k_end; ++key) {
+              for (int64_t key = k_begin; key < k_end; ++key) {
                 const double p = std::exp(double(logits[key - k0]) - new_max);
                 sum += p;
                 const float* v_row = vf + key * d;
@@ -168,14 +172,17 @@ void exact_block_mass(const BlockMassParams& params) {
             load_row(params.q.data, params.q.dtype, q_base + query * params.q.token_stride, d,
                      q_row.data());
             const int64_t n_keys = pr.causal ? std::min(lk, offset + query + 1) : lk;
+            const int64_t key0 =
+                pr.window > 0 ? std::max<int64_t>(0, offset + query - pr.window + 1) : 0;
             float row_max = -std::numeric_limits<float>::infinity();
-            for (int64_t key = 0; key < n_keys; ++key) {
+            for (int64_t key = key0; key < n_keys; ++key) {
               logits[key] = params.scale * dot(q_row.data(), kf + key * d, d);
               row_max = std::max(row_max, logits[key]);
             }
             double total = 0.0;
-            for (int64_t key = 0; key < n_keys; ++key) total += std::exp(double(logits[key]) - row_max);
-            for (int64_t key = 0; key < n_keys; ++key)
+            for (int64_t key = key0; key < n_keys; ++key)
+              total += std::exp(double(logits[key]) - row_max);
+            for (int64_t key = key0; key < n_keys; ++key)
               mass[key / Bs] += std::exp(double(logits[key]) - row_max) / total;
           }
           float* out = params.block_mass + ((b * pr.heads_q + hq) * nqb_max + i) * nkb_max;

@@ -4,6 +4,9 @@
 // at a time: strided query rows Q~[r] = concat_t q[r*S + S-1-t], strided key rows
 // K~[c] = concat_t k[c*S + t] (zero beyond the sequence), logits scale * Q~[r].K~[c] over the
 // allowed strided keys, a float64 softmax per row, and the probabilities summed per key block.
+// With a sliding window the softmax still runs over every causal strided key; the key blocks
+// before the window of the query block's first query are then set to 0 (not allowed), and
+// selection measures tau against the mass of the allowed blocks only.
 // Scratch memory: K~ of one KV head (len_k * d floats), Q~ of one chunk (chunk * d floats) and,
 // per thread, one query block's logits ((Bs/S) * (len_k/S) floats).
 #include <omp.h>
@@ -63,6 +66,7 @@ void antidiagonal_scores(const ScoringParams& params) {
     const int64_t lq = pr.len_q(b), lk = pr.len_k(b), offset = pr.query_offset(b);
     if (lq == 0 || lk == 0) continue;
     const int64_t n_rows = ceil_div(lq, S), n_cols = ceil_div(lk, S), nqb = ceil_div(lq, Bs);
+    const BlockGeometry geometry = block_geometry(pr, b, Bs);
     k_strided.resize(n_cols * width);
     for (int64_t hkv = 0; hkv < pr.heads_kv; ++hkv) {
       load_strided(params.k, pr.cu_seqlens_k, b, hkv, lk, d, S, false, 0, n_cols, k_strided.data());
@@ -108,8 +112,12 @@ void antidiagonal_scores(const ScoringParams& params) {
                 }
                 for (int64_t c = 0; c < n; ++c) block_sum[c / rows_per_block] += row[c] / total;
               }
+              // Sliding window: blocks before the window of the block's first query are not
+              // allowed and carry no mass (the softmax above stays over the causal keys, so the
+              // CUDA kernels score exactly the same way and drop those blocks afterwards).
+              const int64_t first = geometry.first_block(i);
               float* out = scores_head + i * nkb_max;
-              for (int64_t j = 0; j < nkb_max; ++j) out[j] = float(block_sum[j]);
+              for (int64_t j = 0; j < nkb_max; ++j) out[j] = j < first ? 0.f : float(block_sum[j]);
             }
           }
         }

@@ -6,7 +6,11 @@
 // threshold * row total; the crossing block is kept. Rule "published" (causal): only the
 // diagonal's mass is taken first, the sink competes like the others, one more block in that
 // order is kept after the crossing one (when threshold * total > 0), and the sink is kept in any
-// case. Sums are float64.
+// case. Sums are float64. With a sliding window the key blocks before the window of the row's
+// first query are not allowed: never kept, their mass not in the row total, and the sink is not
+// forced when it lies there. The diagonal always is, and so is the key block holding the row
+// block's first query (the diagonal too unless a chunk's queries straddle blocks), so every row
+// keeps at least its own position.
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -36,17 +40,19 @@ void select_blocks(const SelectionParams& params) {
       const float* scores = params.block_scores + row * nkb_max;
       std::fill(keep.begin(), keep.end(), uint8_t(0));
 
-      const int64_t allowed = (pr.len_q(b) > 0 && i < geometry.num_q_blocks())
-                                  ? geometry.allowed_blocks(i)
-                                  : 0;
+      // Allowed key blocks: first .. end - 1 (a sliding window moves `first` past 0).
+      const bool real_row = pr.len_q(b) > 0 && i < geometry.num_q_blocks();
+      const int64_t first = real_row ? geometry.first_block(i) : 0;
+      const int64_t end = real_row ? geometry.end_block(i) : 0;
+      const int64_t allowed = end - first;
       const bool last_block_dense = params.dense_last_query_block && pr.causal &&
                                     i == geometry.num_q_blocks() - 1;
       const float threshold = last_block_dense ? 1.f : params.thresholds[hq];
       if (allowed > 0 && threshold >= 1.f) {
-        std::fill(keep.begin(), keep.begin() + allowed, uint8_t(1));
+        std::fill(keep.begin() + first, keep.begin() + end, uint8_t(1));
       } else if (allowed > 0) {
         double total = 0.0, taken = 0.0;
-        for (int64_t j = 0; j < allowed; ++j) total += scores[j];
+        for (int64_t j = first; j < end; ++j) total += scores[j];
         auto force = [&](int64_t j) {
           if (!keep[j]) taken += scores[j];
           keep[j] = 1;
@@ -54,11 +60,18 @@ void select_blocks(const SelectionParams& params) {
         // The published code's forced mask loses the sink (its diagonal write clears column 0),
         // so there only the diagonal's mass counts first; the sink is added back at the end.
         const bool published = params.rule == SelectionRule::kPublished && pr.causal;
-        if (params.keep_sink && !published) force(0);
-        if (params.keep_diagonal) force(geometry.diagonal_block(i));
+        // The sink is kept only while it is inside the window.
+        const bool sink = params.keep_sink && first == 0;
+        if (sink && !published) force(0);
+        if (params.keep_diagonal) {
+          force(geometry.diagonal_block(i));
+          // With a window the sink no longer guarantees every row a key: the block holding the
+          // row block's first query is forced too (the same block when aligned).
+          if (pr.window > 0) force(geometry.first_diagonal_block(i));
+        }
         const double required = double(threshold) * total;
         order.resize(allowed);
-        std::iota(order.begin(), order.end(), 0);
+        std::iota(order.begin(), order.end(), int32_t(first));
         std::stable_sort(order.begin(), order.end(),
                          [&](int32_t a, int32_t c) { return scores[a] > scores[c]; });
         // Published: its cumulative sums are laid out for two forced blocks while only one is
@@ -74,7 +87,7 @@ void select_blocks(const SelectionParams& params) {
           keep[j] = 1;
           taken += scores[j];
         }
-        if (published && params.keep_sink) keep[0] = 1;
+        if (published && sink) keep[0] = 1;
       }
 
       int32_t count = 0;

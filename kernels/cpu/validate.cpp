@@ -39,6 +39,9 @@ std::string validate(const Problem& p) {
   if (p.max_len_q < 1 || p.max_len_k < 1)
     return message("sequence lengths must be >= 1 (len_q ", p.max_len_q, ", len_k ", p.max_len_k,
                    ")");
+  if (p.window < 0) return message("window ", p.window, " must be >= 0 (0: no sliding window)");
+  if (p.window > 0 && !p.causal)
+    return message("a sliding window (", p.window, ") needs causal attention");
   for (int64_t b = 0; b < p.batch; ++b) {
     const int64_t lq = p.len_q(b), lk = p.len_k(b);
     if (lq < 0 || lk < 0 || lq > p.max_len_q || lk > p.max_len_k)

@@ -1,6 +1,12 @@
 // Parameter structs of the three kernel families (scoring, selection, attention).
 // One plain struct per family, passed by value; the CPU reference and the CUDA kernels take the
 // same struct, so tests can fill it once and run both.
+//
+// Sliding window: every family reads problem.window (0: none; causal only). Query q may attend
+// key k iff k <= q and q - k < window (absolute positions, bottom-right aligned). Scoring and
+// selection treat the key blocks before the window of a query block's first query as not allowed
+// (zero mass, never kept; the sink is not forced there, the diagonal always is); attention masks
+// the window edge token by token inside the blocks it visits.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +25,8 @@ enum class CudaKernel : int32_t { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 // nKB = ceil(max_len_k / bs). Entry (i, j) is the softmax mass of the strided score matrix that
 // falls in query block i and key block j; a full row sums to the number of strided rows of the
 // block. Entries of blocks that are not allowed (causal future, beyond a sequence's length) are 0.
+// With a sliding window the softmax runs over every causal strided key and the blocks before the
+// window are then set to 0, so a windowed row sums to less than the number of strided rows.
 struct ScoringParams {
   Problem problem;
   TensorView q;

@@ -45,9 +45,11 @@ struct MutableTensorView {
   int64_t token_stride = 0;
 };
 
-// The attention problem: head counts, lengths and the causal convention.
+// The attention problem: head counts, lengths, the causal convention and the sliding window.
 // Causal attention is bottom-right aligned: query i of a sequence sits at absolute position
 // len_k - len_q + i. With cu_seqlens_* set, the lengths vary per sequence and max_len_* bound them.
+// window > 0 (causal only): the query at position p sees keys p - window + 1 .. p, as in
+// transformers' sliding-window attention (Mistral, Phi-3, Qwen2 layer_types); 0: no window.
 struct Problem {
   int64_t batch = 1;
   int64_t heads_q = 1;
@@ -58,6 +60,7 @@ struct Problem {
   const int32_t* cu_seqlens_q = nullptr;  // [batch + 1] or null for equal lengths
   const int32_t* cu_seqlens_k = nullptr;  // [batch + 1] or null for equal lengths
   bool causal = true;
+  int64_t window = 0;
 
   XATTN_HOST_DEVICE int64_t len_q(int64_t b) const {
     return cu_seqlens_q ? int64_t(cu_seqlens_q[b + 1] - cu_seqlens_q[b]) : max_len_q;
@@ -83,10 +86,13 @@ XATTN_HOST_DEVICE int64_t sequence_base(const int32_t* cu_seqlens, int64_t b, in
 XATTN_HOST_DEVICE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Block geometry of one sequence. Query block i covers queries [i*bs, min((i+1)*bs, len_q)),
-// key block j covers keys [j*bs, min((j+1)*bs, len_k)).
+// key block j covers keys [j*bs, min((j+1)*bs, len_k)). Row i may attend to key blocks
+// first_block(i) .. end_block(i) - 1: with a sliding window, the blocks whose every key lies
+// before the window of the block's first query are not allowed.
 struct BlockGeometry {
   int64_t len_q, len_k, block_size, query_offset;
   bool causal;
+  int64_t window = 0;
 
   XATTN_HOST_DEVICE int64_t num_q_blocks() const { return ceil_div(len_q, block_size); }
   XATTN_HOST_DEVICE int64_t num_k_blocks() const { return ceil_div(len_k, block_size); }
@@ -98,14 +104,36 @@ struct BlockGeometry {
     int64_t nk = num_k_blocks();
     return d < nk - 1 ? (d < 0 ? 0 : d) : nk - 1;
   }
-  // Number of key blocks query block i may attend to (blocks 0 .. allowed-1).
-  XATTN_HOST_DEVICE int64_t allowed_blocks(int64_t i) const {
+  // The key block holding the first query of block i (its absolute position); the diagonal
+  // block when the queries are aligned to blocks. With a sliding window selection forces it
+  // beside the diagonal, so that every row keeps its own position.
+  XATTN_HOST_DEVICE int64_t first_diagonal_block(int64_t i) const {
+    const int64_t d = (query_offset + i * block_size) / block_size;
+    const int64_t last = diagonal_block(i);
+    return d < last ? d : last;
+  }
+  // First key the queries of block i may see: the window start of its first query (0 without a
+  // window).
+  XATTN_HOST_DEVICE int64_t first_visible_key(int64_t i) const {
+    const int64_t first = query_offset + i * block_size - window + 1;
+    return window > 0 && causal && first > 0 ? first : 0;
+  }
+  // First key block query block i may attend to.
+  XATTN_HOST_DEVICE int64_t first_block(int64_t i) const {
+    const int64_t f = first_visible_key(i) / block_size;
+    const int64_t last = causal ? diagonal_block(i) : num_k_blocks() - 1;
+    return f < last ? f : last;
+  }
+  // One past the last key block query block i may attend to.
+  XATTN_HOST_DEVICE int64_t end_block(int64_t i) const {
     return causal ? diagonal_block(i) + 1 : num_k_blocks();
   }
+  // Number of key blocks query block i may attend to (first_block .. end_block - 1).
+  XATTN_HOST_DEVICE int64_t allowed_blocks(int64_t i) const { return end_block(i) - first_block(i); }
 };
 
 XATTN_HOST_DEVICE BlockGeometry block_geometry(const Problem& p, int64_t b, int64_t block_size) {
-  return BlockGeometry{p.len_q(b), p.len_k(b), block_size, p.query_offset(b), p.causal};
+  return BlockGeometry{p.len_q(b), p.len_k(b), block_size, p.query_offset(b), p.causal, p.window};
 }
 
 }  // namespace xattn::kernels

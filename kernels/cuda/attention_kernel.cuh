@@ -4,8 +4,9 @@
 // K and V tiles of 64 keys stream through double-buffered shared memory (cp.async), S = Q K^T and
 // O += P V run on m16n8k16 MMAs fed by ldmatrix, with an online softmax in the log2 domain. The
 // CTA visits only the key blocks listed for its query block (or every allowed block in dense
-// mode) and applies the token-level mask only on tiles that cross the causal diagonal or the end
-// of the keys. CTAs are launched longest rows first (the last query blocks of a causal problem).
+// mode) and applies the token-level mask only on tiles that cross the causal diagonal, the lower
+// edge of a sliding window or the end of the keys; tiles wholly before the window are skipped.
+// CTAs are launched longest rows first (the last query blocks of a causal problem).
 // Shared memory: (128 + 4 * 64) * head_dim * 2 bytes (96 KiB for head_dim 128); two CTAs of 4
 // warps per SM.
 #pragma once
@@ -33,25 +34,28 @@ struct AttentionTile {
 };
 
 // Walks the key tiles of one CTA in ascending key order: the kept blocks (or all allowed blocks),
-// each split into 64-key tiles, skipping tiles past the keys or entirely in the causal future.
+// each split into 64-key tiles, skipping tiles past the keys, entirely in the causal future or
+// entirely before the sliding window of every row.
 struct KeyTileWalker {
-  const int32_t* blocks;  // kept block indices, or null for 0, 1, 2, ...
+  const int32_t* blocks;  // kept block indices, or null for first, first + 1, ...
   int32_t n_blocks;
-  int32_t allowed;
+  int32_t first;          // allowed blocks: first .. end - 1
+  int32_t end;
   int32_t tiles_per_block;
   int32_t block_size;
   int64_t len_k;
-  int64_t last_visible_key;  // keys after this are in the future of every row of the CTA
+  int64_t last_visible_key;   // keys after this are in the future of every row of the CTA
+  int64_t first_visible_key;  // keys before this are outside the window of every row of the CTA
   int32_t entry = 0, sub = -1;
 
   // Returns the first key of the next tile, or -1 when done.
   __device__ __forceinline__ int64_t next() {
     while (entry < n_blocks) {
-      const int32_t j = blocks ? __ldg(blocks + entry) : entry;
-      if (j >= 0 && j < allowed) {
+      const int32_t j = blocks ? __ldg(blocks + entry) : first + entry;
+      if (j >= first && j < end) {
         if (++sub < tiles_per_block) {
           const int64_t k0 = int64_t(j) * block_size + int64_t(sub) * 64;
-          if (k0 < len_k && k0 <= last_visible_key) return k0;
+          if (k0 < len_k && k0 <= last_visible_key && k0 + 63 >= first_visible_key) return k0;
         }
       }
       ++entry;
@@ -88,25 +92,29 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
   const int64_t offset = len_k - len_q;
   const int kv_head = head / int(pr.heads_q / pr.heads_kv);
   const int64_t bs = params.block_size;
-  const BlockGeometry geometry{len_q, len_k, bs, offset, pr.causal};
+  const BlockGeometry geometry{len_q, len_k, bs, offset, pr.causal, pr.window};
   const int64_t q_block = q0 / bs;
   const int64_t nqb_max = ceil_div(pr.max_len_q, bs), nkb_max = ceil_div(pr.max_len_k, bs);
   const int64_t row_id = (int64_t(batch) * pr.heads_q + head) * nqb_max + q_block;
   const int64_t rows_here = len_q - q0 < cta_rows ? len_q - q0 : cta_rows;
 
   KeyTileWalker walker;
-  walker.allowed = int32_t(geometry.allowed_blocks(q_block));
+  walker.first = int32_t(geometry.first_block(q_block));
+  walker.end = int32_t(geometry.end_block(q_block));
   if (params.kv_block_count) {
     walker.blocks = params.kv_block_index + row_id * nkb_max;
     walker.n_blocks = int32_t(min(int64_t(max(params.kv_block_count[row_id], 0)), nkb_max));
   } else {
     walker.blocks = nullptr;
-    walker.n_blocks = walker.allowed;
+    walker.n_blocks = walker.end - walker.first;
   }
   walker.tiles_per_block = int32_t(bs / kKeys);
   walker.block_size = int32_t(bs);
   walker.len_k = len_k;
   walker.last_visible_key = pr.causal ? offset + q0 + rows_here - 1 : len_k - 1;
+  // Sliding window (causal only): the CTA's first row sees the lowest keys.
+  const int64_t window = pr.causal ? pr.window : 0;
+  walker.first_visible_key = window > 0 ? offset + q0 - window + 1 : 0;
 
   const T* q_base = static_cast<const T*>(params.q.data) +
                     sequence_base(pr.cu_seqlens_q, batch, head, params.q.batch_stride,
@@ -224,7 +232,10 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
       }
     }
 
-    const bool needs_mask = k0 + kKeys > len_k || (pr.causal && k0 + kKeys - 1 > offset + q0);
+    // The window's lower edge crosses the tile when its first key is out of reach of the CTA's
+    // last row.
+    const bool needs_mask = k0 + kKeys > len_k || (pr.causal && k0 + kKeys - 1 > offset + q0) ||
+                            (window > 0 && offset + q0 + kRows - 1 - k0 >= window);
     if (needs_mask) {
       // Key and row positions relative to the CTA's first row (32-bit: lengths < 2^31).
       const int key_shift = int(k0 - offset - q0);
@@ -237,7 +248,9 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim, kMTiles>::kThreads,
           for (int e = 0; e < 4; ++e) {
             const int key = n * 8 + 2 * t4 + (e & 1);
             const int row = warp * Tile::kWarpRows + m * 16 + g + 8 * (e >> 1);
-            const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row);
+            // key + key_shift - row: the key's position minus the row's (<= 0 is causal).
+            const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row) &&
+                                 (window == 0 || row - (key + key_shift) < window);
             if (!visible) s[m][n][e] = -INFINITY;
           }
     }

@@ -30,6 +30,9 @@ std::string problem_reason(const Problem& p) {
     return message("lengths (", p.max_len_q, ", ", p.max_len_k, ") must satisfy 1 <= len_q <= len_k");
   if (p.heads_q > 65535 * 1024LL || p.batch > 65535)
     return message("batch ", p.batch, " / heads_q ", p.heads_q, " exceed the launch grid");
+  if (p.window < 0) return message("window ", p.window, " must be >= 0 (0: no sliding window)");
+  if (p.window > 0 && !p.causal)
+    return message("a sliding window (", p.window, ") needs causal attention");
   return {};
 }
 
@@ -60,6 +63,19 @@ int64_t scoring_chunk_rows(const ScoringParams& p) {
     rows = int64_t(kDefaultScratchBytes) / per_row / kScoringRowsPerCta * kScoringRowsPerCta;
   }
   return std::min(n_rows, std::max(rows, kScoringRowsPerCta));
+}
+
+// Sliding window: the scoring kernels score every causal block; the blocks before the window of
+// each query block are then set to 0, as the CPU reference does. One thread per score.
+__global__ void zero_outside_window_kernel(const Problem pr, int64_t block_size, float* scores) {
+  const int64_t nqb = ceil_div(pr.max_len_q, block_size), nkb = ceil_div(pr.max_len_k, block_size);
+  const int64_t n = pr.batch * pr.heads_q * nqb * nkb;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e % nkb, i = (e / nkb) % nqb, b = e / (nkb * nqb * pr.heads_q);
+    const BlockGeometry g = block_geometry(pr, b, block_size);
+    if (i < g.num_q_blocks() && j < g.first_block(i)) scores[e] = 0.f;
+  }
 }
 
 __global__ void fill_kernel(float* data, int64_t n, float value) {
@@ -181,6 +197,12 @@ cudaError_t antidiagonal_scores(const ScoringParams& p, void* workspace, size_t 
     else if (d == 64) err = detail::launch_antidiagonal_scoring<__half, 64>(p, chunk, stream);
     else err = detail::launch_antidiagonal_scoring<__half, 128>(p, chunk, stream);
     if (err != cudaSuccess) return err;
+  }
+  if (pr.window > 0) {
+    const int64_t n = pr.batch * pr.heads_q * nqb * nkb;
+    zero_outside_window_kernel<<<unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0,
+                                 stream>>>(pr, p.block_size, p.block_scores);
+    if (err = cudaGetLastError(); err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }

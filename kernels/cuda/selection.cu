@@ -7,6 +7,10 @@
 //   forced mass + sum of candidate scores >= v  >=  tau * total,
 // keeps every candidate above v*, then the tied candidates at v* in ascending index order until
 // the threshold is crossed. Sums are float64, as in the reference. No scratch memory.
+// With a sliding window (problem.window) only the key blocks first_block .. end_block - 1 of the
+// row take part: the blocks before the window are never kept, their mass is not in the row
+// total, and the sink is forced only when it is inside the window; the block holding the row
+// block's first query is forced beside the diagonal.
 //
 // Rule "published" (causal; docs/selection-rules.md): the sink is a candidate instead of a forced
 // block (kept in any case), and one candidate more is kept after the crossing one when
@@ -47,18 +51,30 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   const int64_t b = row / (nqb_max * pr.heads_q);
   const BlockGeometry geometry = block_geometry(pr, b, bs);
   const float* scores = params.block_scores + row * nkb_max;
-  const int64_t allowed =
-      (pr.len_q(b) > 0 && i < geometry.num_q_blocks()) ? geometry.allowed_blocks(i) : 0;
+  // Allowed key blocks: first .. end - 1 (a sliding window moves `first` past 0).
+  const bool real_row = pr.len_q(b) > 0 && i < geometry.num_q_blocks();
+  const int64_t first = real_row ? geometry.first_block(i) : 0;
+  const int64_t end = real_row ? geometry.end_block(i) : 0;
+  const int64_t allowed = end - first;
   const bool last_block_dense =
       params.dense_last_query_block && pr.causal && i == geometry.num_q_blocks() - 1;
   const float tau = last_block_dense ? 1.f : params.thresholds[head];
   const bool published = params.rule == SelectionRule::kPublished && pr.causal;
-  const int64_t sink = (params.keep_sink && allowed > 0) ? 0 : -1;
+  // The sink is kept only while it is inside the window.
+  const int64_t sink = (params.keep_sink && allowed > 0 && first == 0) ? 0 : -1;
   const int64_t diagonal = (params.keep_diagonal && allowed > 0) ? geometry.diagonal_block(i) : -1;
+  // With a window, the block holding the row block's first query is forced too (-1 when it is
+  // the diagonal or no window is set).
+  const int64_t first_diagonal =
+      (diagonal >= 0 && pr.window > 0 && geometry.first_diagonal_block(i) != diagonal)
+          ? geometry.first_diagonal_block(i)
+          : -1;
   // Blocks whose mass is taken before the candidates; the published rule keeps the sink
   // without counting it there.
   const int64_t forced_sink = published ? -1 : sink;
-  auto forced = [&](int64_t j) { return j == forced_sink || j == diagonal; };
+  auto forced = [&](int64_t j) {
+    return j == forced_sink || j == diagonal || j == first_diagonal;
+  };
 
   // keep_mode 0: forced only; 1: every allowed block; 2: candidates > v*, ties by count, and
   // (published) the first `below_kept` candidates at `below` < v*.
@@ -68,7 +84,7 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   if (allowed > 0 && tau < 1.f) {
     double total = 0.0;
     float max_candidate = 0.f;
-    for (int64_t j = lane; j < allowed; j += 32) {
+    for (int64_t j = first + lane; j < end; j += 32) {
       const float s = __ldg(scores + j);
       total += s;
       if (!forced(j)) max_candidate = fmaxf(max_candidate, s);
@@ -79,11 +95,13 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
     double forced_mass = 0.0;
     if (forced_sink >= 0) forced_mass += __ldg(scores + forced_sink);
     if (diagonal >= 0 && diagonal != forced_sink) forced_mass += __ldg(scores + diagonal);
+    if (first_diagonal >= 0 && first_diagonal != forced_sink)
+      forced_mass += __ldg(scores + first_diagonal);
     const double required = double(tau) * total;
     // Mass of the candidates scoring at least v (strictly above when `strict`).
     auto mass_from = [&](float v, bool strict) {
       double m = 0.0;
-      for (int64_t j = lane; j < allowed; j += 32) {
+      for (int64_t j = first + lane; j < end; j += 32) {
         const float s = __ldg(scores + j);
         if (!forced(j) && (strict ? s > v : s >= v)) m += s;
       }
@@ -92,7 +110,7 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
     // Number of candidates scoring exactly v.
     auto count_at = [&](float v) {
       int64_t n = 0;
-      for (int64_t j = lane; j < allowed; j += 32)
+      for (int64_t j = first + lane; j < end; j += 32)
         n += (!forced(j) && __ldg(scores + j) == v) ? 1 : 0;
       for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
       return n;
@@ -129,7 +147,7 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
           ++ties_kept;
         } else {
           float best_below = -1.f;
-          for (int64_t j = lane; j < allowed; j += 32) {
+          for (int64_t j = first + lane; j < end; j += 32) {
             const float s = __ldg(scores + j);
             if (!forced(j) && s < cut) best_below = fmaxf(best_below, s);
           }
@@ -152,7 +170,7 @@ __global__ void __launch_bounds__(kSelectionWarps * 32)
   for (int64_t base = 0; base < nkb_max; base += 32) {
     const int64_t j = base + lane;
     bool keep = false, tie = false, at_below = false;
-    if (j < allowed) {
+    if (j >= first && j < end) {
       if (forced(j)) {
         keep = true;
       } else if (keep_mode == 1) {

@@ -129,13 +129,15 @@ struct Case {
   bool varlen = false;                // packed [tokens, heads, d] with cu_seqlens
   int32_t block_size = 128;
   int32_t stride = 8;
+  int64_t window = 0;  // sliding window (causal only); 0: none
 };
 
 std::string describe(const Case& c) {
   std::string s = c.name + " " + dtype_name(c.dtype) + " d" + std::to_string(c.head_dim) +
                   (c.causal ? " causal" : " full") + " hq" + std::to_string(c.heads_q) + "/hkv" +
                   std::to_string(c.heads_kv) + " bs" + std::to_string(c.block_size) + " S" +
-                  std::to_string(c.stride) + (c.varlen ? " varlen" : "") + " lens";
+                  std::to_string(c.stride) + (c.varlen ? " varlen" : "") +
+                  (c.window ? " window " + std::to_string(c.window) : "") + " lens";
   for (size_t b = 0; b < c.len_q.size(); ++b)
     s += " " + std::to_string(c.len_q[b]) + "/" + std::to_string(c.len_k[b]);
   return s;
@@ -162,6 +164,7 @@ struct Data {
     p.max_len_q = max_q;
     p.max_len_k = max_k;
     p.causal = c.causal;
+    p.window = c.window;
     if (c.varlen) {
       p.cu_seqlens_q = device ? d_cu_q->get() : cu_q.data();
       p.cu_seqlens_k = device ? d_cu_k->get() : cu_k.data();
@@ -402,17 +405,19 @@ AttentionResult oracle_attention(const Data& d, const int32_t* count, const int3
       std::vector<char> use(lk);
       for (int64_t i = 0; i < lq; ++i) {
         const int64_t qb = i / bs, row = (b * c.heads_q + h) * nqb + qb;
-        const int64_t allowed = geometry.allowed_blocks(qb);
+        const int64_t first = geometry.first_block(qb), end = geometry.end_block(qb);
         std::fill(use.begin(), use.end(), 0);
+        // Key `key` is visible to query i: causal, and within the sliding window when set.
         auto mark = [&](int64_t j) {
-          if (j < 0 || j >= allowed) return;
+          if (j < first || j >= end) return;
           for (int64_t key = j * bs; key < std::min(lk, (j + 1) * bs); ++key)
-            if (!c.causal || key <= offset + i) use[key] = 1;
+            if (!c.causal || (key <= offset + i && (c.window == 0 || offset + i - key < c.window)))
+              use[key] = 1;
         };
         if (count) {
           for (int64_t n = 0; n < count[row]; ++n) mark(index[row * nkb + n]);
         } else {
-          for (int64_t j = 0; j < allowed; ++j) mark(j);
+          for (int64_t j = first; j < end; ++j) mark(j);
         }
         for (int64_t e = 0; e < D; ++e) qrow[e] = d.qf[d.q_offset(b, h, i) + e];
         double mx = -INFINITY;
@@ -912,6 +917,266 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     const RawOutput out_sm80 = gpu_attention(*d, &sel, CudaKernel::kSm80);
     EXPECT_EQ(out_sm80.out.size(), out.out.size());
   }
+}
+
+// ---- Sliding windows (problem.window) ----
+// Windows below, equal to and above the block size, not multiples of it, and longer than the
+// sequence; chunked prefill, GQA, varlen and padded batches; block sizes 64, 128 (the sm_90a
+// attention kernel) and 256.
+std::vector<Case> window_cases() {
+  std::vector<Case> cases;
+  for (DType t : {DType::kBFloat16, DType::kFloat16})
+    for (int64_t dim : {64, 128}) {
+      Case c;
+      c.dtype = t;
+      c.head_dim = dim;
+      c.name = "window-square";
+      c.heads_q = 4;
+      c.heads_kv = 4;
+      c.len_q = {1000};
+      c.len_k = {1000};
+      for (int64_t w : {1, 77, 128, 300}) {
+        c.window = w;
+        cases.push_back(c);
+      }
+      c.name = "window-chunked-gqa4";
+      c.heads_q = 8;
+      c.heads_kv = 2;
+      c.len_q = {300};
+      c.len_k = {1029};
+      c.stride = 16;
+      c.window = 200;
+      cases.push_back(c);
+      c.name = "window-varlen-gqa8";
+      c.heads_q = 8;
+      c.heads_kv = 1;
+      c.len_q = {130, 1, 700};
+      c.len_k = {200, 77, 700};
+      c.varlen = true;
+      c.stride = 8;
+      c.window = 129;
+      cases.push_back(c);
+      c.name = "window-batch2-chunked";
+      c.heads_q = 4;
+      c.heads_kv = 2;
+      c.len_q = {500, 500};
+      c.len_k = {800, 800};
+      c.varlen = false;
+      c.window = 250;
+      cases.push_back(c);
+    }
+  Case c;
+  c.name = "window-bs64";
+  c.block_size = 64;
+  c.stride = 4;
+  c.len_q = {333};
+  c.len_k = {555};
+  c.window = 100;
+  cases.push_back(c);
+  c.name = "window-bs256";
+  c.block_size = 256;
+  c.stride = 16;
+  c.len_q = {700};
+  c.len_k = {900};
+  c.window = 300;
+  cases.push_back(c);
+  c.name = "window-longer-than-keys";
+  c.block_size = 128;
+  c.stride = 8;
+  c.len_q = {600};
+  c.len_k = {600};
+  c.window = 5000;
+  cases.push_back(c);
+  c.name = "window-long";
+  c.heads_q = 2;
+  c.heads_kv = 2;
+  c.len_q = {4096};
+  c.len_k = {4096};
+  c.window = 1000;
+  cases.push_back(c);
+  return cases;
+}
+
+// Both scoring kernels: the scores of the CPU reference, and exactly 0 before the window.
+TEST(GpuWindow, ScoringMatchesCpuAndZeroesBlocksBeforeTheWindow) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 700;
+  for (const Case& c : window_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    const std::vector<float> ref = cpu_scores(*d);
+    const int64_t nqb = n_qblocks(*d), nkb = n_kblocks(*d);
+    const Problem pr = d->problem(false);
+    for (CudaKernel kernel : scoring_kernels()) {
+      SCOPED_TRACE(kernel_name(kernel));
+      const std::vector<float> got = gpu_scores(*d, 0, kernel);
+      int64_t bad = 0, nonzero_outside = 0;
+      for (size_t n = 0; n < ref.size(); ++n) {
+        const double err = std::fabs(double(got[n]) - ref[n]);
+        if (!(err <= 2e-4 + 2e-4 * std::fabs(ref[n]))) ++bad;
+      }
+      for (int64_t b = 0; b < d->batch; ++b) {
+        const BlockGeometry g = block_geometry(pr, b, c.block_size);
+        for (int64_t h = 0; h < c.heads_q; ++h)
+          for (int64_t i = 0; i < g.num_q_blocks(); ++i)
+            for (int64_t j = 0; j < g.first_block(i); ++j)
+              nonzero_outside += got[((b * c.heads_q + h) * nqb + i) * nkb + j] != 0.f;
+      }
+      EXPECT_EQ(bad, 0) << "block scores differ from the CPU reference";
+      EXPECT_EQ(nonzero_outside, 0) << "scores before the window are not zero";
+    }
+  }
+}
+
+// Selection from the reference's scores: bit-exact with the CPU, every flag and both rules.
+TEST(GpuWindow, SelectionMatchesCpuExactly) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 800;
+  for (const Case& c : window_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    const std::vector<float> scores = cpu_scores(*d);
+    const std::vector<float> tau = thresholds_for(c.heads_q);
+    for (int flags = 0; flags < 8; ++flags) {
+      const bool sink = flags & 1, diagonal = flags & 2, dense_last = flags & 4;
+      const Selection ref = cpu_select(*d, scores, tau, sink, diagonal, dense_last);
+      const Selection got = gpu_select(*d, scores, tau, sink, diagonal, dense_last);
+      EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0)
+          << "keep_sink " << sink << " keep_diagonal " << diagonal << " dense_last " << dense_last;
+    }
+    const Selection ref = cpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+    const Selection got = gpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+    EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0) << "published rule";
+  }
+  // Coarse grid of scores (ties, zeros), including nonzero scores before the window that both
+  // sides must ignore.
+  std::mt19937 rng(8);
+  for (int64_t window : {1, 100, 128, 700})
+    for (int64_t len : {1000, 5000}) {
+      Case c;
+      c.name = "window-ties";
+      c.heads_q = 8;
+      c.heads_kv = 8;
+      c.len_q = {int32_t(len), int32_t(len / 2 + 1)};
+      c.len_k = {int32_t(len), int32_t(len)};
+      c.varlen = true;
+      c.window = window;
+      SCOPED_TRACE(describe(c));
+      const auto d = make_data(c, 11);
+      std::vector<float> scores(d->batch * c.heads_q * n_qblocks(*d) * n_kblocks(*d));
+      std::uniform_int_distribution<int> level(0, 6);
+      for (auto& s : scores) s = float(std::max(0, level(rng) - 2)) / 8.f;
+      const std::vector<float> tau = {0.f, 0.1f, 0.3f, 0.5f, 0.7f, 0.9f, 0.999f, 1.f};
+      for (int flags = 0; flags < 4; ++flags) {
+        const Selection ref = cpu_select(*d, scores, tau, flags & 1, flags & 2);
+        const Selection got = gpu_select(*d, scores, tau, flags & 1, flags & 2);
+        EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0) << "flags " << flags;
+      }
+      const Selection ref = cpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+      const Selection got = gpu_select(*d, scores, tau, true, true, false, SelectionRule::kPublished);
+      EXPECT_EQ(selection_mismatches(ref, got, n_kblocks(*d)), 0) << "published rule";
+    }
+}
+
+// Dense and sparse windowed attention, sm_80 everywhere and sm_90a on compute capability 9.0
+// (block size 128), against the float64 windowed oracle and the CPU reference.
+TEST(GpuWindow, AttentionMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 900;
+  for (const Case& c : window_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    {
+      SCOPED_TRACE("dense");
+      expect_attention_close(*d, nullptr);
+    }
+    const std::vector<float> scores = cpu_scores(*d);
+    const Selection sel = cpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
+    expect_attention_close(*d, &sel);
+  }
+}
+
+// A block list holding every key block, in descending order: the kernels skip the blocks before
+// the window and mask its edge, giving the dense windowed answer.
+TEST(GpuWindow, BlocksBeforeTheWindowInTheListAreIgnored) {
+  SKIP_WITHOUT_GPU();
+  Case c;
+  c.name = "window-full-list";
+  c.len_q = {500};
+  c.len_k = {900};
+  c.window = 150;
+  const auto d = make_data(c, 950);
+  const int64_t rows = c.heads_q * n_qblocks(*d), nkb = n_kblocks(*d);
+  Selection sel{std::vector<uint8_t>(rows * nkb), std::vector<int32_t>(rows, int32_t(nkb)),
+                std::vector<int32_t>(rows * nkb)};
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t n = 0; n < nkb; ++n) sel.index[r * nkb + n] = int32_t(nkb - 1 - n);
+  expect_attention_close(*d, &sel);
+}
+
+TEST(GpuWindow, EstimateThenAttendMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  uint32_t seed = 1000;
+  int64_t rows_total = 0, rows_differing = 0;
+  for (const Case& c : window_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    const std::vector<float> tau = thresholds_for(c.heads_q);
+    const Selection ref = cpu_select(*d, cpu_scores(*d), tau, true, true);
+    const Selection got = gpu_select(*d, gpu_scores(*d), tau, true, true);
+    rows_total += int64_t(ref.count.size());
+    rows_differing += selection_mismatches(ref, got, n_kblocks(*d));
+    expect_attention_close(*d, &got);
+  }
+  std::printf("[window pipeline] selection rows differing from the CPU pipeline: %lld of %lld\n",
+              static_cast<long long>(rows_differing), static_cast<long long>(rows_total));
+  EXPECT_LE(rows_differing, std::max<int64_t>(2, rows_total / 100));
+}
+
+// Every kernel once on a small windowed case, both attention kernels; compute-sanitizer runs
+// this filter.
+TEST(GpuWindowSanitizer, AllKernelsSmall) {
+  SKIP_WITHOUT_GPU();
+  for (DType t : {DType::kBFloat16, DType::kFloat16}) {
+    Case c;
+    c.name = "window-sanitizer";
+    c.dtype = t;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.len_q = {1, 200, 77, 300};
+    c.len_k = {5, 300, 260, 300};
+    c.varlen = true;
+    c.window = 90;
+    c.head_dim = t == DType::kBFloat16 ? 128 : 64;
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, 1100);
+    for (CudaKernel kernel : scoring_kernels()) {
+      const std::vector<float> scores = gpu_scores(*d, 0, kernel);
+      const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
+      for (CudaKernel attention : {CudaKernel::kSm80, CudaKernel::kAuto}) {
+        const RawOutput out = gpu_attention(*d, &sel, attention);
+        const RawOutput dense = gpu_attention(*d, nullptr, attention);
+        EXPECT_EQ(out.out.size(), dense.out.size());
+      }
+    }
+  }
+}
+
+TEST(GpuWindow, BadWindowsAreRefused) {
+  // Host-only: no device needed.
+  alignas(16) static uint16_t dummy[64];
+  AttentionParams a;
+  a.problem.max_len_q = a.problem.max_len_k = 100;
+  a.problem.head_dim = 128;
+  a.q = a.k = a.v = {dummy, DType::kFloat16, 0, 0, 128};
+  a.out = {dummy, DType::kFloat16, 0, 0, 128};
+  a.problem.window = 64;
+  EXPECT_TRUE(cuda::supports(a)) << cuda::unsupported_reason(a);
+  a.problem.window = -3;
+  EXPECT_NE(cuda::unsupported_reason(a).find("window -3"), std::string::npos);
+  a.problem.window = 64;
+  a.problem.causal = false;
+  EXPECT_NE(cuda::unsupported_reason(a).find("needs causal attention"), std::string::npos);
 }
 
 TEST(GpuSupport, ReasonsNameTheUnsupportedValue) {

@@ -13,7 +13,9 @@
 //             once S is read, V once O += P V has run.
 // Key tiles are 128 keys, one mask block (the kernel runs block_size 128 only). The kept list is
 // walked from its end, so with the usual ascending lists the causal diagonal block comes first;
-// the token mask is applied only to tiles that cross the causal diagonal or the end of the keys.
+// the token mask is applied only to tiles that cross the causal diagonal, the lower edge of a
+// sliding window (problem.window) or the end of the keys; blocks wholly before the window of the
+// query block's first row are not allowed and never loaded.
 // K/V of a GQA group are read in place through the KV head's coordinates.
 // Shared memory: Q (kHeadDim * 256 B) + kStages * (K + V) tiles, 128-byte swizzled by TMA
 // (225 KiB for head_dim 128: 3 stages; 4 stages for head_dim 64).
@@ -55,20 +57,22 @@ struct AttentionArgs {
 };
 
 // The kept key blocks of one CTA, walked from the end of the list; blocks that are not allowed
-// (negative, causal future, past the keys) are skipped, as the reference does.
+// (negative, before the sliding window, causal future, past the keys) are skipped, as the
+// reference does.
 struct KeptBlocksReversed {
-  const int32_t* list;  // kept block indices, or null for 0 .. n-1
+  const int32_t* list;  // kept block indices, or null for first .. first + n - 1
   int32_t cursor;       // next entry to read
-  int32_t allowed;
+  int32_t first;        // allowed blocks: first .. end - 1
+  int32_t end;
   int64_t len_k;
   int64_t last_visible_key;
 
   __device__ __forceinline__ int32_t next() {
     while (cursor >= 0) {
-      const int32_t j = list ? __ldg(list + cursor) : cursor;
+      const int32_t j = list ? __ldg(list + cursor) : first + cursor;
       --cursor;
       const int64_t k0 = int64_t(j) * 128;
-      if (j >= 0 && j < allowed && k0 < len_k && k0 <= last_visible_key) return j;
+      if (j >= first && j < end && k0 < len_k && k0 <= last_visible_key) return j;
     }
     return -1;
   }
@@ -95,21 +99,23 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   if (q0 >= len_q || len_k == 0) return;
   const int64_t offset = len_k - len_q;
   const int kv_head = head / int(pr.heads_q / pr.heads_kv);
-  const BlockGeometry geometry{len_q, len_k, Tile::kKeys, offset, pr.causal};
+  const BlockGeometry geometry{len_q, len_k, Tile::kKeys, offset, pr.causal, pr.window};
+  const int64_t window = pr.causal ? pr.window : 0;
   const int64_t nqb_max = ceil_div(pr.max_len_q, int64_t(Tile::kKeys));
   const int64_t nkb_max = ceil_div(pr.max_len_k, int64_t(Tile::kKeys));
   const int64_t row_id = (int64_t(batch) * pr.heads_q + head) * nqb_max + q_block;
   const int64_t rows_here = len_q - q0 < Tile::kRows ? len_q - q0 : Tile::kRows;
 
   KeptBlocksReversed kept;
-  kept.allowed = int32_t(geometry.allowed_blocks(q_block));
+  kept.first = int32_t(geometry.first_block(q_block));
+  kept.end = int32_t(geometry.end_block(q_block));
   if (params.kv_block_count) {
     kept.list = params.kv_block_index + row_id * nkb_max;
     // A count past the row (a caller's bug) reads no further than the row.
     kept.cursor = int32_t(min(int64_t(params.kv_block_count[row_id]), nkb_max)) - 1;
   } else {
     kept.list = nullptr;
-    kept.cursor = kept.allowed - 1;
+    kept.cursor = kept.end - kept.first - 1;
   }
   kept.len_k = len_k;
   kept.last_visible_key = pr.causal ? offset + q0 + rows_here - 1 : len_k - 1;
@@ -232,7 +238,10 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
   // unnormalised probabilities, row_max / row_sum advance, correction rescales the old O.
   auto softmax = [&](int32_t j) {
     const int64_t k0 = int64_t(j) * Tile::kKeys;
-    if (k0 + Tile::kKeys > len_k || (pr.causal && k0 + Tile::kKeys - 1 > offset + q0)) {
+    // Edge tiles only: the end of the keys, the causal diagonal, or the sliding window's lower
+    // edge (the tile's first key out of reach of the CTA's last row).
+    if (k0 + Tile::kKeys > len_k || (pr.causal && k0 + Tile::kKeys - 1 > offset + q0) ||
+        (window > 0 && offset + q0 + Tile::kRows - 1 - k0 >= window)) {
       const int key_shift = int(k0 - offset - q0);
       const int keys_left = int(len_k - k0 < Tile::kKeys ? len_k - k0 : Tile::kKeys);
 #pragma unroll
@@ -241,7 +250,8 @@ __global__ void __launch_bounds__(AttentionTile<kHeadDim>::kThreads, 1)
         for (int e = 0; e < 4; ++e) {
           const int key = n * 8 + 2 * t4 + (e & 1);
           const int row = row_in_cta + 8 * (e >> 1);
-          const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row);
+          const bool visible = key < keys_left && (!pr.causal || key + key_shift <= row) &&
+                               (window == 0 || row - (key + key_shift) < window);
           if (!visible) s_acc[4 * n + e] = -INFINITY;
         }
     }

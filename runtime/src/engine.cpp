@@ -5,6 +5,7 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -57,14 +58,16 @@ at::Tensor unit_stride_head_dim(const at::Tensor& t) {
 std::string shape_text(at::IntArrayRef sizes) { return detail::concat(sizes); }
 
 // Dense attention: torch's fused SDPA on CUDA where its causal convention agrees with ours
-// (non-causal, len_q == len_k, or a single query that sees every key); the reference otherwise.
-// Grouped K/V heads go in as they are (enable_gqa): on the H200 that is 1-12 % faster than
-// expanding them to the query heads first (bench/sdpa_gqa.py, bench/results/h200-e2e-speed/).
+// (non-causal, len_q == len_k, or a single query that sees every key) and no sliding window cuts
+// the keys; the reference (or our dense kernels) otherwise. Grouped K/V heads go in as they are
+// (enable_gqa): on the H200 that is 1-12 % faster than expanding them to the query heads first
+// (bench/sdpa_gqa.py, bench/results/h200-e2e-speed/).
 at::Tensor dense_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-                      double scale) {
+                      double scale, int64_t window) {
+  if (window >= k.size(2)) window = 0;  // every key is in reach
 #ifdef XATTN_HAVE_SDPA
   const int64_t len_q = q.size(2), len_k = k.size(2);
-  if (q.is_cuda() && (!causal || len_q == len_k || len_q == 1)) {
+  if (q.is_cuda() && window == 0 && (!causal || len_q == len_k || len_q == 1)) {
     const bool is_causal = causal && len_q == len_k && len_q > 1;
 #ifdef XATTN_HAVE_SDPA_GQA
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, is_causal, scale,
@@ -77,7 +80,7 @@ at::Tensor dense_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 #endif
   }
 #endif
-  return std::get<0>(dense_attention(q, k, v, causal, scale));
+  return std::get<0>(dense_attention(q, k, v, causal, scale, window));
 }
 
 }  // namespace
@@ -190,8 +193,15 @@ bool ProblemShape::operator==(const ProblemShape& o) const {
 int64_t Plan::workspace_bytes() const {
   int64_t bytes = 0;
   for (const at::Tensor* t : {&thresholds_, &block_scores_, &kv_block_count_, &kv_block_index_,
-                              &out_, &lse_, &cu_seqlens_q_, &cu_seqlens_k_, &row_allowed_}) {
+                              &out_, &lse_, &cu_seqlens_q_, &cu_seqlens_k_}) {
     if (t->defined()) bytes += int64_t(t->nbytes());
+  }
+  // Layers with the same window share one tensor: count each once.
+  std::vector<const void*> seen;
+  for (const at::Tensor& t : row_allowed_) {
+    if (!t.defined() || std::find(seen.begin(), seen.end(), t.data_ptr()) != seen.end()) continue;
+    seen.push_back(t.data_ptr());
+    bytes += int64_t(t.nbytes());
   }
   return bytes;
 }
@@ -219,6 +229,16 @@ Engine::Engine(at::Tensor thresholds, EngineSettings settings, DensePolicy polic
                   "crossover_len must be >= 0 (0: never dense by length)");
   XATTN_CHECK_ARG(policy_.warmup_steps >= 0 && policy_.dense_layers >= 0,
                   "warmup_steps and dense_layers must be >= 0");
+  XATTN_CHECK_ARG(settings_.layer_windows.empty() ||
+                      int64_t(settings_.layer_windows.size()) == thresholds_.size(0),
+                  "layer_windows has ", settings_.layer_windows.size(),
+                  " entries; expected none or one per layer (", thresholds_.size(0), ")");
+  for (size_t l = 0; l < settings_.layer_windows.size(); ++l) {
+    const int64_t w = settings_.layer_windows[l];
+    XATTN_CHECK_ARG(w >= 0, "layer ", l, ": sliding window ", w, " must be >= 0 (0: none)");
+    XATTN_CHECK_ARG(w == 0 || settings_.causal, "layer ", l, ": a sliding window (", w,
+                    ") needs causal attention");
+  }
   if (settings_.causal) {
     // The method's forced blocks in causal mode.
     settings_.keep_sink = true;
@@ -340,14 +360,25 @@ Plan Engine::plan(const ProblemShape& shape) const {
       plan.cu_seqlens_k_ = to_device_async(at::tensor(cu_k, at::kInt), shape.device);
     }
     // Allowed blocks of every (sequence, query block) row, 0 past a sequence's end: the
-    // denominator of the per-head density.
-    at::Tensor allowed = at::zeros({batch, 1, nqb}, at::kDouble);
-    auto a = allowed.accessor<double, 3>();
-    for (int64_t b = 0; b < batch; ++b) {
-      const kernels::BlockGeometry g = kernels::block_geometry(problem, b, bs);
-      for (int64_t i = 0; i < g.num_q_blocks(); ++i) a[b][0][i] = double(g.allowed_blocks(i));
+    // denominator of the per-head density. One tensor per distinct sliding window.
+    std::vector<std::pair<int64_t, at::Tensor>> by_window;
+    for (int64_t layer = 0; layer < num_layers(); ++layer) {
+      const int64_t window = settings_.window(layer);
+      auto found = std::find_if(by_window.begin(), by_window.end(),
+                                [&](const auto& e) { return e.first == window; });
+      if (found == by_window.end()) {
+        problem.window = window;
+        at::Tensor allowed = at::zeros({batch, 1, nqb}, at::kDouble);
+        auto a = allowed.accessor<double, 3>();
+        for (int64_t b = 0; b < batch; ++b) {
+          const kernels::BlockGeometry g = kernels::block_geometry(problem, b, bs);
+          for (int64_t i = 0; i < g.num_q_blocks(); ++i) a[b][0][i] = double(g.allowed_blocks(i));
+        }
+        by_window.emplace_back(window, to_device_async(allowed, shape.device));
+        found = by_window.end() - 1;
+      }
+      plan.row_allowed_.push_back(found->second);
     }
-    plan.row_allowed_ = to_device_async(allowed, shape.device);
   }
   return plan;
 }
@@ -449,6 +480,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   const ProblemShape& s = plan.shape_;
   const int64_t batch = s.batch;
   const bool causal = settings_.causal;
+  const int64_t window = settings_.window(layer);
 
   info.layer = layer;
   info.step = denoising_step;
@@ -471,7 +503,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
       const int64_t lq = s.sequence_len_q(b), lk = s.sequence_len_k(b);
       out.narrow(2, q0, lq).copy_(dense_call(q_in.narrow(2, q0, lq), k_in.narrow(2, k0, lk),
                                              v_in.narrow(2, k0, lk), causal,
-                                             plan.attention_scale_));
+                                             plan.attention_scale_, window));
     }
   };
 
@@ -481,7 +513,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
       dense_sequences(plan.out_);
       out = plan.out_;
     } else {
-      out = dense_call(q_in, k_in, v_in, causal, plan.attention_scale_);
+      out = dense_call(q_in, k_in, v_in, causal, plan.attention_scale_, window);
     }
     // On the host: a dense call launches nothing but the attention itself.
     info.head_density = at::ones({s.heads_q}, at::TensorOptions().dtype(at::kDouble));
@@ -499,6 +531,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   problem.max_len_q = plan.max_len_q_;
   problem.max_len_k = plan.max_len_k_;
   problem.causal = causal;
+  problem.window = window;
   if (s.is_varlen()) {
     problem.cu_seqlens_q = plan.cu_seqlens_q_.data_ptr<int32_t>();
     problem.cu_seqlens_k = plan.cu_seqlens_k_.data_ptr<int32_t>();
@@ -551,7 +584,8 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
     kernels::cpu::select_blocks(selection);
   }
   // Mixed batch: dense sequences keep no block in the sparse launch; dense attention fills them.
-  at::Tensor sparse_rows = plan.row_allowed_ > 0;
+  const at::Tensor& row_allowed = plan.row_allowed_[size_t(layer)];
+  at::Tensor sparse_rows = row_allowed > 0;
   if (info.path == AttentionPath::kMixed) {
     std::vector<double> sparse_sequence;
     for (auto p : info.sequence_paths) sparse_sequence.push_back(p == AttentionPath::kSparse);
@@ -573,8 +607,8 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   // over all allowed blocks. Stays on the device (no synchronisation).
   const at::Tensor kept =
       (plan.kv_block_count_.to(at::kDouble) * sparse_rows).sum(at::IntArrayRef{0, 2});
-  const at::Tensor dense_allowed = (plan.row_allowed_ * sparse_rows.logical_not()).sum();
-  info.head_density = (kept + dense_allowed) / plan.row_allowed_.sum();
+  const at::Tensor dense_allowed = (row_allowed * sparse_rows.logical_not()).sum();
+  info.head_density = (kept + dense_allowed) / row_allowed.sum();
   last_run_ = std::move(info);
   return out;
 }

@@ -13,6 +13,7 @@ EngineSettings engine_settings_of(const io::Profile& profile) {
   settings.stride = profile.kernel.stride;
   settings.causal = profile.kernel.causal;
   settings.dense_last_query_block = profile.kernel.dense_last_query_block;
+  settings.layer_windows = profile.kernel.layer_windows;  // empty before format 1.5: none
   try {
     settings.scoring_scale = parse_scoring_scale(profile.kernel.scale_rule);
   } catch (const Error& e) {

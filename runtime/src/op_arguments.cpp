@@ -258,4 +258,11 @@ VarlenOffsets check_prefill_varlen(const at::Tensor& q, const at::Tensor& k, con
   return offsets;
 }
 
+void check_window(int64_t window, bool causal) {
+  XATTN_CHECK_ARG(window >= 0, "window ", window,
+                  " must be >= 0 (a sliding window of that many keys; 0: none)");
+  XATTN_CHECK_ARG(window == 0 || causal, "window ", window,
+                  " needs causal=True (a sliding window looks back from each query)");
+}
+
 }  // namespace xattn::runtime::op_arguments

@@ -12,7 +12,7 @@
 // instead, the message says q looks like [batch, len, heads, head_dim]); masks that are not bool or do not
 // have one entry per (query block, key block) of a supported block size; cu_seqlens that are not
 // integer, do not start at 0, do not end at the packed tensors' row counts or give a sequence
-// without queries or with more queries than keys.
+// without queries or with more queries than keys; a negative window, or a window without causal.
 //
 // Not refused: NaN or Inf inside q, k or v. As with torch's scaled_dot_product_attention they give
 // non-finite output (and block scores) without a warning; checking would read every element.
@@ -59,5 +59,8 @@ VarlenOffsets check_prefill_varlen(const at::Tensor& q, const at::Tensor& k, con
                                    const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                                    const at::Tensor& thresholds, int64_t stride,
                                    int64_t block_size);
+
+// window (every op's last argument): >= 0, and 0 unless causal.
+void check_window(int64_t window, bool causal);
 
 }  // namespace xattn::runtime::op_arguments

@@ -50,7 +50,8 @@ kernels::TensorView view_of(const at::Tensor& t) {
   return {t.data_ptr(), to_kernel_dtype(t, "tensor"), t.stride(0), t.stride(1), t.stride(2)};
 }
 
-kernels::Problem problem_of(const at::Tensor& q, const at::Tensor& k, bool causal) {
+kernels::Problem problem_of(const at::Tensor& q, const at::Tensor& k, bool causal,
+                            int64_t window) {
   XATTN_CHECK_ARG(q.device() == k.device(), "q is on ", q.device(), " but k is on ", k.device(),
                   "; move them to the same device");
   XATTN_CHECK_ARG(q.scalar_type() == k.scalar_type(), "q is ", q.scalar_type(), " but k is ",
@@ -72,6 +73,10 @@ kernels::Problem problem_of(const at::Tensor& q, const at::Tensor& k, bool causa
   p.max_len_q = q.size(2);
   p.max_len_k = k.size(2);
   p.causal = causal;
+  p.window = window;
+  XATTN_CHECK_ARG(window >= 0, "window ", window, " must be >= 0 (0: no sliding window)");
+  XATTN_CHECK_ARG(window == 0 || causal, "a sliding window (", window,
+                  ") needs causal attention");
   return p;
 }
 
@@ -121,7 +126,7 @@ at::Tensor antidiagonal_scores(const at::Tensor& q_in, const at::Tensor& k_in,
   const at::Tensor q = checked_qkv(q_in, "q"), k = checked_qkv(k_in, "k");
   check_block_params(options.stride, options.block_size);
   kernels::ScoringParams params;
-  params.problem = problem_of(q, k, options.causal);
+  params.problem = problem_of(q, k, options.causal, options.window);
   params.q = view_of(q);
   params.k = view_of(k);
   params.stride = int32_t(options.stride);
@@ -166,6 +171,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& b
   params.problem.max_len_q = len_q;
   params.problem.max_len_k = len_k;
   params.problem.causal = options.causal;
+  params.problem.window = options.window;
   params.block_size = int32_t(options.block_size);
   params.block_scores = scores.data_ptr<float>();
   params.thresholds = thresholds.data_ptr<float>();
@@ -200,11 +206,11 @@ std::tuple<at::Tensor, at::Tensor> estimate(const at::Tensor& q, const at::Tenso
 std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact(
     const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& kv_block_count, const at::Tensor& kv_block_index, bool causal,
-    std::optional<double> scale, int64_t block_size) {
+    std::optional<double> scale, int64_t block_size, int64_t window) {
   const at::Tensor q = checked_qkv(q_in, "q"), k = checked_qkv(k_in, "k"), v = checked_qkv(v_in, "v");
   check_block_params(1, block_size);
   kernels::AttentionParams params;
-  params.problem = problem_of(q, k, causal);
+  params.problem = problem_of(q, k, causal, window);
   XATTN_CHECK_ARG(v.sizes() == k.sizes(), "v ", v.sizes(), " must have the shape of k ", k.sizes());
   XATTN_CHECK_ARG(v.scalar_type() == k.scalar_type() && v.device() == k.device(),
                   "v must have the dtype and device of k");
@@ -248,25 +254,27 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention(const at::Tensor& q, c
                                                           const at::Tensor& v,
                                                           const at::Tensor& mask, bool causal,
                                                           std::optional<double> scale,
-                                                          int64_t block_size) {
+                                                          int64_t block_size, int64_t window) {
   XATTN_CHECK_ARG(mask.defined() && mask.dim() == 4, "mask must be [batch, heads_q, nQB, nKB]");
   XATTN_CHECK_ARG(mask.device() == q.device(), "mask is on ", mask.device(), " but q on ",
                   q.device());
   auto [count, index] = compact_from_mask(mask);
-  return block_sparse_attention_compact(q, k, v, count, index, causal, scale, block_size);
+  return block_sparse_attention_compact(q, k, v, count, index, causal, scale, block_size, window);
 }
 
 std::tuple<at::Tensor, at::Tensor> dense_attention(const at::Tensor& q, const at::Tensor& k,
                                                    const at::Tensor& v, bool causal,
-                                                   std::optional<double> scale) {
-  return block_sparse_attention_compact(q, k, v, at::Tensor(), at::Tensor(), causal, scale, 128);
+                                                   std::optional<double> scale,
+                                                   int64_t window) {
+  return block_sparse_attention_compact(q, k, v, at::Tensor(), at::Tensor(), causal, scale, 128,
+                                        window);
 }
 
 at::Tensor exact_block_mass(const at::Tensor& q_in, const at::Tensor& k_in, bool causal,
-                            int64_t block_size, std::optional<double> scale) {
+                            int64_t block_size, std::optional<double> scale, int64_t window) {
   const at::Tensor q = checked_qkv(q_in, "q"), k = checked_qkv(k_in, "k");
   check_block_params(1, block_size);
-  kernels::Problem problem = problem_of(q, k, causal);
+  kernels::Problem problem = problem_of(q, k, causal, window);
   const double softmax_scale = scale.value_or(1.0 / std::sqrt(double(q.size(3))));
   const int64_t nqb = num_blocks(q.size(2), block_size), nkb = num_blocks(k.size(2), block_size);
   if (!on_cuda(q)) {
@@ -294,8 +302,11 @@ at::Tensor exact_block_mass(const at::Tensor& q_in, const at::Tensor& k_in, bool
     if (causal) {
       const at::Tensor query_position =
           at::arange(q0, q1, key_position.options()) + (len_k - len_q);
-      logits.masked_fill_(key_position.unsqueeze(0) > query_position.unsqueeze(1),
-                          -std::numeric_limits<float>::infinity());
+      at::Tensor hidden = key_position.unsqueeze(0) > query_position.unsqueeze(1);
+      if (window > 0)
+        hidden = hidden.logical_or(key_position.unsqueeze(0) <=
+                                   query_position.unsqueeze(1) - window);
+      logits.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
     }
     at::Tensor probs = at::softmax(logits, -1);
     probs = at::constant_pad_nd(probs, {0, padded_k - len_k});
@@ -317,7 +328,7 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse(const at::Tensor& q, const a
   const at::Tensor scores = antidiagonal_scores(q, k, scoring);
   auto [mask, count, index] = select_blocks(scores, thresholds, q.size(2), k.size(2), scoring);
   return block_sparse_attention_compact(q, k, v, count, index, options.causal, attention_scale,
-                                        options.block_size);
+                                        options.block_size, options.window);
 }
 
 at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -332,9 +343,9 @@ at::Tensor to_device_async(const at::Tensor& tensor, at::Device device) {
 }
 
 at::Tensor head_density_on_device(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
-                                  int64_t block_size, bool causal) {
+                                  int64_t block_size, bool causal, int64_t window) {
   XATTN_CHECK_ARG(kv_block_count.dim() == 3, "kv_block_count must be [batch, heads_q, nQB]");
-  const kernels::BlockGeometry geometry{len_q, len_k, block_size, len_k - len_q, causal};
+  const kernels::BlockGeometry geometry{len_q, len_k, block_size, len_k - len_q, causal, window};
   XATTN_CHECK_ARG(kv_block_count.size(2) == geometry.num_q_blocks(), "kv_block_count has ",
                   kv_block_count.size(2), " query blocks; expected ", geometry.num_q_blocks());
   double allowed = 0;
@@ -344,8 +355,9 @@ at::Tensor head_density_on_device(const at::Tensor& kv_block_count, int64_t len_
 }
 
 at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
-                        int64_t block_size, bool causal) {
-  return head_density_on_device(kv_block_count, len_q, len_k, block_size, causal).to(at::kCPU);
+                        int64_t block_size, bool causal, int64_t window) {
+  return head_density_on_device(kv_block_count, len_q, len_k, block_size, causal, window)
+      .to(at::kCPU);
 }
 
 }  // namespace xattn::runtime

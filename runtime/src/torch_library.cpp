@@ -2,6 +2,7 @@
 // does it), then torch.ops.xattn.estimate / block_sparse_attention / prefill / prefill_with_lse /
 // prefill_varlen; C++ programs reach the same ops through the dispatcher or call xattn/ops.h
 // directly. Signatures are stable (README; arguments are only ever appended, with defaults).
+// Every op takes `window` last (int, 0: none): a sliding window, causal only (ops.h).
 // Every argument is checked before any allocation or launch (op_arguments.h); every failure
 // reaches the caller as a c10::Error (RuntimeError in Python), never as another exception type.
 //
@@ -29,8 +30,11 @@ std::optional<double> to_std(const c10::optional<double>& value) {
 }
 
 EstimateOptions options_of(int64_t stride, int64_t block_size, bool causal,
-                           std::optional<double> scale, bool dense_last_query_block) {
+                           std::optional<double> scale, bool dense_last_query_block,
+                           int64_t window) {
+  op_arguments::check_window(window, causal);
   EstimateOptions options;
+  options.window = window;
   options.dense_last_query_block = dense_last_query_block;
   options.stride = stride;
   options.block_size = block_size;
@@ -62,11 +66,12 @@ std::tuple<at::Tensor, at::Tensor> estimate_op(const at::Tensor& q, const at::Te
                                                const at::Tensor& thresholds, int64_t stride,
                                                int64_t block_size, bool causal,
                                                c10::optional<double> scale,
-                                               bool dense_last_query_block) {
+                                               bool dense_last_query_block, int64_t window) {
   return guarded("estimate", [&] {
     op_arguments::check_estimate(q, k, thresholds, stride, block_size, to_std(scale));
     return estimate(q, k, thresholds,
-                    options_of(stride, block_size, causal, to_std(scale), dense_last_query_block));
+                    options_of(stride, block_size, causal, to_std(scale), dense_last_query_block,
+                               window));
   });
 }
 
@@ -75,23 +80,26 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(const at::Tensor& q
                                                              const at::Tensor& k,
                                                              const at::Tensor& v,
                                                              const at::Tensor& mask, bool causal,
-                                                             c10::optional<double> scale) {
+                                                             c10::optional<double> scale,
+                                                             int64_t window) {
   return guarded("block_sparse_attention", [&] {
     const int64_t block_size =
         op_arguments::check_block_sparse_attention(q, k, v, mask, to_std(scale));
-    return block_sparse_attention(q, k, v, mask, causal, to_std(scale), block_size);
+    op_arguments::check_window(window, causal);
+    return block_sparse_attention(q, k, v, mask, causal, to_std(scale), block_size, window);
   });
 }
 
 std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_block_count,
     const at::Tensor& kv_block_index, int64_t block_size, bool causal,
-    c10::optional<double> scale) {
+    c10::optional<double> scale, int64_t window) {
   return guarded("block_sparse_attention_compact", [&] {
     op_arguments::check_block_sparse_attention_compact(q, k, v, kv_block_count, kv_block_index,
                                                        block_size, to_std(scale));
+    op_arguments::check_window(window, causal);
     return block_sparse_attention_compact(q, k, v, kv_block_count, kv_block_index, causal,
-                                          to_std(scale), block_size);
+                                          to_std(scale), block_size, window);
   });
 }
 
@@ -101,24 +109,26 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse_op(const at::Tensor& q, cons
                                                        const at::Tensor& thresholds,
                                                        int64_t stride, int64_t block_size,
                                                        bool causal, bool dense_last_query_block,
-                                                       c10::optional<double> scale) {
+                                                       c10::optional<double> scale,
+                                                       int64_t window) {
   return guarded("prefill_with_lse", [&] {
     op_arguments::check_prefill(q, k, v, thresholds, stride, block_size, to_std(scale));
     return prefill_with_lse(
         q, k, v, thresholds,
-        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block),
+        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block, window),
         to_std(scale));
   });
 }
 
 at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const at::Tensor& thresholds, int64_t stride, int64_t block_size,
-                      bool causal, bool dense_last_query_block, c10::optional<double> scale) {
+                      bool causal, bool dense_last_query_block, c10::optional<double> scale,
+                      int64_t window) {
   return guarded("prefill", [&] {
     op_arguments::check_prefill(q, k, v, thresholds, stride, block_size, to_std(scale));
     return std::get<0>(prefill_with_lse(
         q, k, v, thresholds,
-        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block),
+        options_of(stride, block_size, causal, std::nullopt, dense_last_query_block, window),
         to_std(scale)));
   });
 }
@@ -129,11 +139,13 @@ at::Tensor prefill_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 at::Tensor prefill_varlen_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const at::Tensor& cu_seqlens_q, const at::Tensor& cu_seqlens_k,
                              const at::Tensor& thresholds, int64_t stride, int64_t block_size,
-                             bool causal, bool dense_last_query_block) {
+                             bool causal, bool dense_last_query_block, int64_t window) {
   return guarded("prefill_varlen", [&] {
     op_arguments::VarlenOffsets offsets = op_arguments::check_prefill_varlen(
         q, k, v, cu_seqlens_q, cu_seqlens_k, thresholds, stride, block_size);
+    op_arguments::check_window(window, causal);
     EngineSettings settings;
+    settings.layer_windows = {window};
     settings.stride = stride;
     settings.block_size = block_size;
     settings.causal = causal;
@@ -219,7 +231,7 @@ at::Tensor lse_like(const at::Tensor& q) {
 std::tuple<at::Tensor, at::Tensor> estimate_meta(const at::Tensor& q, const at::Tensor& k,
                                                  const at::Tensor& thresholds, int64_t stride,
                                                  int64_t block_size, bool,
-                                                 c10::optional<double>, bool) {
+                                                 c10::optional<double>, bool, int64_t) {
   return guarded("estimate", [&] {
     check_meta_problem(q, k, nullptr, 4);
     check_meta_thresholds(thresholds, q, false);
@@ -237,7 +249,7 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_meta(const at::Tensor&
                                                                const at::Tensor& k,
                                                                const at::Tensor& v,
                                                                const at::Tensor& mask, bool,
-                                                               c10::optional<double>) {
+                                                               c10::optional<double>, int64_t) {
   return guarded("block_sparse_attention", [&] {
     check_meta_problem(q, k, &v, 4);
     XATTN_CHECK_ARG(mask.dim() == 4 && mask.sym_size(0) == q.sym_size(0) &&
@@ -250,7 +262,7 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_meta(const at::Tensor&
 
 std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact_meta(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor&,
-    const at::Tensor&, int64_t, bool, c10::optional<double>) {
+    const at::Tensor&, int64_t, bool, c10::optional<double>, int64_t) {
   return guarded("block_sparse_attention_compact", [&] {
     check_meta_problem(q, k, &v, 4);
     return std::make_tuple(at::empty_like(q, at::MemoryFormat::Contiguous), lse_like(q));
@@ -261,7 +273,7 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse_meta(const at::Tensor& q, co
                                                          const at::Tensor& v,
                                                          const at::Tensor& thresholds, int64_t,
                                                          int64_t, bool, bool,
-                                                         c10::optional<double>) {
+                                                         c10::optional<double>, int64_t) {
   return guarded("prefill_with_lse", [&] {
     check_meta_problem(q, k, &v, 4);
     check_meta_thresholds(thresholds, q, false);
@@ -271,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse_meta(const at::Tensor& q, co
 
 at::Tensor prefill_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         const at::Tensor& thresholds, int64_t, int64_t, bool, bool,
-                        c10::optional<double>) {
+                        c10::optional<double>, int64_t) {
   return guarded("prefill", [&] {
     check_meta_problem(q, k, &v, 4);
     check_meta_thresholds(thresholds, q, false);
@@ -281,7 +293,8 @@ at::Tensor prefill_meta(const at::Tensor& q, const at::Tensor& k, const at::Tens
 
 at::Tensor prefill_varlen_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor&, const at::Tensor&,
-                               const at::Tensor& thresholds, int64_t, int64_t, bool, bool) {
+                               const at::Tensor& thresholds, int64_t, int64_t, bool, bool,
+                               int64_t) {
   return guarded("prefill_varlen", [&] {
     check_meta_problem(q, k, &v, 3);
     check_meta_thresholds(thresholds, q, true);
@@ -295,26 +308,27 @@ at::Tensor prefill_varlen_meta(const at::Tensor& q, const at::Tensor& k, const a
 TORCH_LIBRARY(xattn, m) {
   m.def(
       "estimate(Tensor q, Tensor k, Tensor thresholds, int stride=8, int block_size=128, "
-      "bool causal=True, float? scale=None, bool dense_last_query_block=True) -> (Tensor, Tensor)");
+      "bool causal=True, float? scale=None, bool dense_last_query_block=True, int window=0) -> "
+      "(Tensor, Tensor)");
   m.def(
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask, bool causal=True, "
-      "float? scale=None) -> (Tensor, Tensor)");
+      "float? scale=None, int window=0) -> (Tensor, Tensor)");
   m.def(
       "block_sparse_attention_compact(Tensor q, Tensor k, Tensor v, Tensor kv_block_count, "
-      "Tensor kv_block_index, int block_size=128, bool causal=True, float? scale=None) -> "
-      "(Tensor, Tensor)");
+      "Tensor kv_block_index, int block_size=128, bool causal=True, float? scale=None, "
+      "int window=0) -> (Tensor, Tensor)");
   m.def(
       "prefill(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
       "int block_size=128, bool causal=True, bool dense_last_query_block=True, "
-      "float? scale=None) -> Tensor");
+      "float? scale=None, int window=0) -> Tensor");
   m.def(
       "prefill_with_lse(Tensor q, Tensor k, Tensor v, Tensor thresholds, int stride=8, "
       "int block_size=128, bool causal=True, bool dense_last_query_block=True, "
-      "float? scale=None) -> (Tensor, Tensor)");
+      "float? scale=None, int window=0) -> (Tensor, Tensor)");
   m.def(
       "prefill_varlen(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
       "Tensor thresholds, int stride=8, int block_size=128, bool causal=True, "
-      "bool dense_last_query_block=True) -> Tensor");
+      "bool dense_last_query_block=True, int window=0) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(xattn, CompositeExplicitAutograd, m) {

@@ -60,6 +60,14 @@ struct EngineSettings {
   // the first generated token; a key only that row needs (a passkey) can hold too little of the
   // block's antidiagonal mass to be selected. Costs one block row (1/256 of the blocks at 32K).
   bool dense_last_query_block = true;
+  // Sliding window per layer (causal only): empty, or one entry per layer, 0 for none. Layer l's
+  // query at position p sees keys p - window + 1 .. p, on the sparse path (key blocks before the
+  // window are never selected, its edge is masked per token) and on every dense fallback.
+  std::vector<int64_t> layer_windows;
+
+  int64_t window(int64_t layer) const {
+    return layer_windows.empty() ? 0 : layer_windows[size_t(layer)];
+  }
 };
 
 // When to run dense attention instead of XAttention.
@@ -160,7 +168,8 @@ class Plan {
   at::Tensor thresholds_;  // [layers, heads_q] float32
   at::Tensor block_scores_, kv_block_count_, kv_block_index_, out_, lse_;
   at::Tensor cu_seqlens_q_, cu_seqlens_k_;  // int32 on the device (varlen only)
-  at::Tensor row_allowed_;                  // [batch, 1, nQB] float64: allowed blocks per row
+  // Per layer, [batch, 1, nQB] float64: allowed blocks per row (layers with one window share it).
+  std::vector<at::Tensor> row_allowed_;
   std::optional<CostTable> cost_table_;     // the dispatch's costs; unset: no cost rule
   std::vector<bool> short_or_decode_;       // per sequence: dense by length or decode
   std::vector<DenseReason> length_reason_;  // per sequence: kBelowCrossover, kDecode or kNone

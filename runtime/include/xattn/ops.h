@@ -2,6 +2,9 @@
 // on the current stream. q [batch, heads_q, len_q, head_dim], k and v [batch, heads_kv, len_k,
 // head_dim] (the layout of torch's scaled_dot_product_attention), float32/float16/bfloat16,
 // heads_q a multiple of heads_kv, len_q <= len_k; causal attention is bottom-right aligned.
+// `window` (causal only; 0: none) is a sliding window: the query at position p sees keys
+// p - window + 1 .. p (transformers' sliding_window); key blocks before the window of a query
+// block are not allowed (never selected, not counted in densities).
 // Every check failure throws xattn::Error with a message naming the tensor and the fix. NaN or
 // Inf inside q, k or v are not checked: as with scaled_dot_product_attention they give
 // non-finite scores and output. The op library (torch.ops.xattn.*) checks more strictly, before
@@ -34,6 +37,7 @@ struct EstimateOptions {
   // smallest set; the published code forces nothing there, so set keep_sink and keep_diagonal
   // false to match it). docs/selection-rules.md.
   kernels::SelectionRule selection_rule = kernels::SelectionRule::kSmallestSet;
+  int64_t window = 0;  // sliding window (causal only); 0: none
 };
 
 // Antidiagonal block scores [batch, heads_q, nQB, nKB] float32.
@@ -60,22 +64,25 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention(const at::Tensor& q, c
                                                           const at::Tensor& v,
                                                           const at::Tensor& mask, bool causal,
                                                           std::optional<double> scale,
-                                                          int64_t block_size = 128);
+                                                          int64_t block_size = 128,
+                                                          int64_t window = 0);
 
 // Same with the compact form from select_blocks (count + indices).
 std::tuple<at::Tensor, at::Tensor> block_sparse_attention_compact(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& kv_block_count,
     const at::Tensor& kv_block_index, bool causal, std::optional<double> scale,
-    int64_t block_size);
+    int64_t block_size, int64_t window = 0);
 
 // Dense attention through the same kernels (every allowed block): (out, lse).
 std::tuple<at::Tensor, at::Tensor> dense_attention(const at::Tensor& q, const at::Tensor& k,
                                                    const at::Tensor& v, bool causal,
-                                                   std::optional<double> scale);
+                                                   std::optional<double> scale,
+                                                   int64_t window = 0);
 
 // Exact block mass [batch, heads_q, nQB, nKB] float32 (rows sum to 1): the ground truth.
 at::Tensor exact_block_mass(const at::Tensor& q, const at::Tensor& k, bool causal,
-                            int64_t block_size, std::optional<double> scale);
+                            int64_t block_size, std::optional<double> scale,
+                            int64_t window = 0);
 
 // Whole XAttention prefill: scoring, selection with per-head thresholds, sparse attention.
 at::Tensor prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -97,9 +104,9 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse(const at::Tensor& q, const a
 // [heads_q] float64. Reads the counts on the host (synchronises a CUDA stream);
 // head_density_on_device is the same figure computed where the counts are, without waiting.
 at::Tensor head_density(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
-                        int64_t block_size, bool causal);
+                        int64_t block_size, bool causal, int64_t window = 0);
 at::Tensor head_density_on_device(const at::Tensor& kv_block_count, int64_t len_q, int64_t len_k,
-                                  int64_t block_size, bool causal);
+                                  int64_t block_size, bool causal, int64_t window = 0);
 
 // `tensor` on `device` without making the host wait. A plain copy from pageable host memory
 // synchronises the CUDA stream, which throws away the CPU's lead over the GPU once per call (a

@@ -35,7 +35,8 @@ class ProfileLayer:
     """One layer's thresholds with the kernel settings they were calibrated with.
 
     Accepted wherever the ops take thresholds (xattn.ops.prefill(q, k, v, profile.layer(3))); the
-    stride, block size, causal flag and dense_last_query_block then default to the profile's.
+    stride, block size, causal flag, dense_last_query_block and the layer's sliding window
+    (``window``, 0: none; format 1.5) then default to the profile's.
     """
 
     def __init__(self, profile, index):
@@ -45,6 +46,8 @@ class ProfileLayer:
         self.block_size = profile.block_size
         self.causal = profile.causal
         self.dense_last_query_block = profile.dense_last_query_block
+        windows = profile.layer_windows
+        self.window = windows[index] if windows else 0
         self.source = profile.source
 
     def __len__(self):
@@ -112,6 +115,11 @@ class Profile:
     @property
     def scale_rule(self):
         return self.kernel["scale_rule"]
+
+    @property
+    def layer_windows(self):
+        """Each layer's sliding window (0: none); [] when no layer has one (and before 1.5)."""
+        return self.kernel["layer_windows"]
 
     def layer(self, index):
         """The thresholds of layer ``index`` with the kernel settings (a ProfileLayer)."""
@@ -295,6 +303,9 @@ def _parse(rd, root):
         # Before 1.2 the last query block was selected like the others.
         "dense_last_query_block": ("dense_last_query_block" in kernel.attrs and rd.integer(
             kernel, "/kernel", "dense_last_query_block") != 0),
+        # Before 1.5 no window was recorded: none.
+        "layer_windows": (rd.array(kernel, "/kernel", "layer_windows", (layers,), INTEGER)
+                          if "layer_windows" in kernel else []),
     }
 
     grid = (layers, heads)
@@ -443,7 +454,9 @@ def _from_json(data, path):
                    "stride": integer(kernel, "/kernel", "stride"),
                    "scale_rule": string(kernel, "/kernel", "scale_rule"),
                    "causal": bool(need(kernel, "/kernel", "causal", (bool, int), "a boolean")),
-                   "dense_last_query_block": bool(kernel.get("dense_last_query_block", False))}
+                   "dense_last_query_block": bool(kernel.get("dense_last_query_block", False)),
+                   "layer_windows": (vector(kernel, "/kernel", "layer_windows", int)
+                                     if "layer_windows" in kernel else [])}
     f["thresholds"] = matrix(data, "", "thresholds", layers, heads)
     predicted = need(data, "", "predicted", (dict,), "an object")
     f["predicted"] = {"density": matrix(predicted, "/predicted", "density", layers, heads),
@@ -508,6 +521,14 @@ def _validate(p):
     check(k["stride"] > 0 and k["block_size"] % k["stride"] == 0, "/kernel/stride",
           f"is {k['stride']}; it must be > 0 and divide block_size ({k['block_size']})")
     check(k["scale_rule"] != "", "/kernel/scale_rule", "is empty")
+    windows = k.get("layer_windows", [])
+    check(not windows or len(windows) == m["num_layers"], "/kernel/layer_windows",
+          f"has {len(windows)} values; expected none or num_layers = {m['num_layers']}")
+    for layer, window in enumerate(windows):
+        check(window >= 0, "/kernel/layer_windows",
+              f"at layer {layer} is {window}; a window must be >= 0 (0: none)")
+        check(window == 0 or k["causal"], "/kernel/layer_windows",
+              f"at layer {layer} is {window} but /kernel/causal is 0; sliding windows are causal")
     for field, rows, low, high, closed_low in (
             ("/thresholds", p.thresholds, 0.0, 1.0, False),
             ("/predicted/density", p.predicted["density"], 0.0, 1.0, True),

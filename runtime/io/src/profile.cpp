@@ -211,6 +211,18 @@ void validate_profile(const Profile& p) {
   check_field(k.stride > 0 && k.block_size % k.stride == 0, "/kernel/stride",
               detail::concat("is ", k.stride, "; it must be > 0 and divide block_size (", k.block_size, ")"));
   check_field(!k.scale_rule.empty(), "/kernel/scale_rule", "is empty");
+  check_field(k.layer_windows.empty() || int64_t(k.layer_windows.size()) == m.num_layers,
+              "/kernel/layer_windows",
+              detail::concat("has ", k.layer_windows.size(), " values; expected none or num_layers = ",
+                             m.num_layers));
+  for (size_t l = 0; l < k.layer_windows.size(); ++l) {
+    check_field(k.layer_windows[l] >= 0, "/kernel/layer_windows",
+                detail::concat("at layer ", l, " is ", k.layer_windows[l],
+                               "; a window must be >= 0 (0: none)"));
+    check_field(k.layer_windows[l] == 0 || k.causal, "/kernel/layer_windows",
+                detail::concat("at layer ", l, " is ", k.layer_windows[l],
+                               " but /kernel/causal is 0; sliding windows are causal"));
+  }
   const size_t n = static_cast<size_t>(m.num_layers * m.heads_q);
   const std::string expect = detail::concat("; expected num_layers x heads_q = ", m.num_layers, " x ",
                                             m.heads_q, " = ", n);
@@ -323,6 +335,10 @@ void write_profile(const std::string& path, const Profile& p, bool overwrite) {
       put(kernel, "causal", static_cast<int32_t>(p.kernel.causal ? 1 : 0));
       put(kernel, "dense_last_query_block",
           static_cast<int32_t>(p.kernel.dense_last_query_block ? 1 : 0));
+      if (!p.kernel.layer_windows.empty())
+        put_array(kernel, "layer_windows", p.kernel.layer_windows,
+                  {static_cast<hsize_t>(p.model.num_layers)}, H5::PredType::STD_I64LE,
+                  H5::PredType::NATIVE_INT64);
 
       const std::vector<hsize_t> grid = {static_cast<hsize_t>(p.model.num_layers),
                                          static_cast<hsize_t>(p.model.heads_q)};
@@ -453,6 +469,11 @@ Profile parse_profile(const std::string& path) {
     p.kernel.dense_last_query_block =
         kernel.attrExists("dense_last_query_block") &&
         rd.get_int(kernel, "/kernel", "dense_last_query_block") != 0;
+    // Before 1.5 no window was recorded: none.
+    if (has_link(kernel, "layer_windows"))
+      p.kernel.layer_windows = rd.get_array<int64_t>(
+          kernel, "/kernel", "layer_windows", {static_cast<hsize_t>(p.model.num_layers)},
+          H5T_INTEGER, H5::PredType::NATIVE_INT64);
 
     const std::vector<hsize_t> grid = {static_cast<hsize_t>(p.model.num_layers),
                                        static_cast<hsize_t>(p.model.heads_q)};
@@ -626,6 +647,7 @@ std::string profile_to_json(const Profile& p) {
                  {"scale_rule", p.kernel.scale_rule},
                  {"causal", p.kernel.causal},
                  {"dense_last_query_block", p.kernel.dense_last_query_block}};
+  if (!p.kernel.layer_windows.empty()) j["kernel"]["layer_windows"] = p.kernel.layer_windows;
   j["thresholds"] = matrix_json(p.thresholds, L, H);
   j["predicted"] = {{"density", matrix_json(p.predicted_density, L, H)},
                     {"error", matrix_json(p.predicted_error, L, H)},
@@ -698,8 +720,17 @@ std::string format_profile_summary(const Profile& p) {
       << (p.model.weight_shapes_hash.empty() ? "(unknown)" : p.model.weight_shapes_hash) << "\n";
   out << "kernel       block " << p.kernel.block_size << ", stride " << p.kernel.stride
       << ", scale " << p.kernel.scale_rule << ", " << (p.kernel.causal ? "causal" : "non-causal")
-      << (p.kernel.causal && p.kernel.dense_last_query_block ? ", last query block dense" : "")
-      << "\n";
+      << (p.kernel.causal && p.kernel.dense_last_query_block ? ", last query block dense" : "");
+  {
+    int64_t windowed = 0, widest = 0;
+    for (int64_t w : p.kernel.layer_windows) {
+      windowed += w > 0;
+      widest = std::max(widest, w);
+    }
+    if (windowed > 0)
+      out << ", sliding window " << widest << " on " << windowed << " of " << L << " layers";
+  }
+  out << "\n";
   out << std::setprecision(4);
   out << "budget       mean " << p.budget.metric << " <= " << p.budget.epsilon;
   if (p.budget.per_head_cap) out << ", per-head cap " << *p.budget.per_head_cap;

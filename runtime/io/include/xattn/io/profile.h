@@ -17,8 +17,9 @@ namespace xattn::io {
 inline constexpr int32_t kProfileFormatMajor = 1;
 // 1.1 adds calibration_data/holdout_samples; 1.2 adds kernel/dense_last_query_block; 1.3 adds
 // the optional frontier group (held-out quality against density, per-head and uniform); 1.4 adds
-// the optional density_fit group (kept density per layer against sequence length).
-inline constexpr int32_t kProfileFormatMinor = 4;
+// the optional density_fit group (kept density per layer against sequence length); 1.5 adds
+// kernel/layer_windows (each layer's sliding window).
+inline constexpr int32_t kProfileFormatMinor = 5;
 
 // The hash the profile's hash fields use: "fnv1a64:" and 16 hex digits of the FNV-1a 64-bit hash
 // of `bytes`.
@@ -45,6 +46,9 @@ struct KernelSettings {
   // Selection rule the thresholds were calibrated with (runtime::EstimateOptions says why);
   // profiles before format 1.2 read as false.
   bool dense_last_query_block = true;
+  // Sliding window per layer the statistics were measured with (causal only): empty when no
+  // layer has one (and in files before format 1.5), else one entry per layer, 0 for none.
+  std::vector<int64_t> layer_windows;
 };
 
 // The accuracy budget the search met.

@@ -259,14 +259,13 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
     signature = model::model_signature_of(config.model_dir);
     std::vector<std::string> sources;
     model_samples = cut_samples(config, &sources);
-    // Statistics of full causal attention would not describe a windowed layer.
-    const int64_t window = model::shortest_sliding_window(model->config());
-    for (const auto& sample : model_samples)
-      XATTN_CHECK_ARG(window == 0 || int64_t(sample.size()) <= window, "the model attends within "
-                      "sliding_window = ", window, " (config.json) and a sample has ",
-                      sample.size(), " tokens: XAttention does not implement sliding windows "
-                      "yet; calibrate with samples of at most ", window, " tokens");
-    Statistics stats = empty_statistics_for(signature, config.model_dir, config.settings);
+    // Sliding-window layers are measured with their window (selection, exact attention and
+    // densities alike); the statistics and the profile record the windows.
+    StatisticsSettings settings = config.settings;
+    settings.layer_windows.clear();
+    if (model::shortest_sliding_window(model->config()) > 0)
+      settings.layer_windows = model->config().layer_windows;
+    Statistics stats = empty_statistics_for(signature, config.model_dir, settings);
     const int64_t layers = signature.num_layers;
     XATTN_CHECK_ARG(config.batch >= 1, "--batch must be at least 1, got ", config.batch);
     // Samples of one length run together, config.batch at a time; measure_layer sees each
@@ -318,8 +317,9 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
       }
       for (int64_t b = 0; b < size; ++b)
         measured[size_t(first) + group[size_t(b)]][size_t(slot)] = measure_layer(
-            q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), config.settings,
-            config.settings.output_error ? model->output_projection(layer) : at::Tensor());
+            q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), settings,
+            config.settings.output_error ? model->output_projection(layer) : at::Tensor(),
+            settings.window(layer));
     });
     for (const auto& group : groups)
       for (size_t i : group) measured[size_t(first) + i].resize(size_t(measured_layers));
@@ -734,6 +734,7 @@ CalibrationResult run_calibration(const CalibrationConfig& requested, const Prog
   p.kernel.stride = config.settings.stride;
   p.kernel.causal = stats.settings.causal;
   p.kernel.dense_last_query_block = stats.settings.dense_last_query_block;
+  p.kernel.layer_windows = stats.settings.layer_windows;
   p.thresholds = thresholds_table(stats, signature.num_layers, result.search.optimal.tau);
   p.predicted_density.assign(p.thresholds.size(), 1.f);
   p.predicted_error.assign(p.thresholds.size(), 0.f);

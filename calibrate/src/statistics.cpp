@@ -43,7 +43,7 @@ int64_t query_rows_per_chunk(int64_t len_k, int64_t head_dim, int64_t block_size
 // sum_kept N_j / sum_kept l_j — so every candidate τ costs O(rows * blocks * d), not an attention.
 LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const StatisticsSettings& settings,
-                               const at::Tensor& output_projection) {
+                               const at::Tensor& output_projection, int64_t window) {
   XATTN_CHECK_ARG(q.dim() == 4 && q.size(0) == 1, "measure_layer takes one sample: q must be [1, "
                   "heads_q, len, head_dim], got ", q.sizes());
   XATTN_CHECK_ARG(k.dim() == 4 && k.size(0) == 1 && q.size(1) % k.size(1) == 0,
@@ -58,6 +58,10 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   options.block_size = bs;
   options.causal = settings.causal;
   options.dense_last_query_block = settings.dense_last_query_block;
+  XATTN_CHECK_ARG(window >= 0 && (window == 0 || settings.causal), "measure_layer: window ",
+                  window, " must be >= 0, and 0 unless causal");
+  if (window >= len_k) window = 0;  // every key is in reach
+  options.window = window;
 
   // Selections of every candidate: [taus, heads, nQB, nKB] as float 0/1, and their densities.
   const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
@@ -72,7 +76,8 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
     auto [mask, count, index] = runtime::select_blocks(
         scores, at::full({heads}, float(settings.taus[t])), len_q, len_k, options);
     masks.push_back(mask[0].to(at::kFloat));
-    const at::Tensor density = runtime::head_density(count, len_q, len_k, bs, settings.causal);
+    const at::Tensor density =
+        runtime::head_density(count, len_q, len_k, bs, settings.causal, window);
     for (int64_t h = 0; h < heads; ++h) m.density[h * num_taus + t] = float(density[h].item<double>());
   }
   // The first half of the sample as a prefill of its own (causal only: its rows see the same
@@ -80,14 +85,17 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
   if (settings.causal && len_q == len_k && nqb >= 4) {
     m.prefix_len = (nqb / 2) * bs;
     const at::Tensor q_half = q.narrow(2, 0, m.prefix_len), k_half = k.narrow(2, 0, m.prefix_len);
-    const at::Tensor half_scores = runtime::antidiagonal_scores(q_half, k_half, options);
+    runtime::EstimateOptions half_options = options;
+    if (window >= m.prefix_len) half_options.window = 0;
+    const at::Tensor half_scores = runtime::antidiagonal_scores(q_half, k_half, half_options);
     m.prefix_density.assign(heads * num_taus, 0.f);
     for (int64_t t = 0; t < num_taus; ++t) {
       const auto selected =
           runtime::select_blocks(half_scores, at::full({heads}, float(settings.taus[t])),
-                                 m.prefix_len, m.prefix_len, options);
-      const at::Tensor density = runtime::head_density(std::get<1>(selected), m.prefix_len,
-                                                       m.prefix_len, bs, settings.causal);
+                                 m.prefix_len, m.prefix_len, half_options);
+      const at::Tensor density =
+          runtime::head_density(std::get<1>(selected), m.prefix_len, m.prefix_len, bs,
+                                settings.causal, half_options.window);
       for (int64_t h = 0; h < heads; ++h)
         m.prefix_density[h * num_taus + t] = float(density[h].item<double>());
     }
@@ -158,8 +166,11 @@ LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const a
           model::fast::linear(q[0][h].slice(0, r0, r1).to(at::kFloat), kh.slice(0, 0, keys)) * scale;
       if (settings.causal) {
         const at::Tensor query_position = at::arange(r0, r1, key_position.options()) + (len_k - len_q);
-        logits.masked_fill_(key_position.slice(0, 0, keys).unsqueeze(0) > query_position.unsqueeze(1),
-                            -std::numeric_limits<float>::infinity());
+        const at::Tensor key = key_position.slice(0, 0, keys).unsqueeze(0);
+        at::Tensor hidden = key > query_position.unsqueeze(1);
+        // Sliding window: query p sees keys p - window + 1 .. p.
+        if (window > 0) hidden = hidden.logical_or(key <= query_position.unsqueeze(1) - window);
+        logits.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
       }
       const at::Tensor p = at::constant_pad_nd(
           (logits - std::get<0>(logits.max(-1, true))).exp_(), {0, padded - keys});
@@ -280,6 +291,7 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
     differs("causal flag", s.settings.causal, merged.settings.causal);
     differs("last-query-block rule", s.settings.dense_last_query_block,
             merged.settings.dense_last_query_block);
+    differs("sliding windows", s.settings.layer_windows, merged.settings.layer_windows);
     merged.samples.insert(merged.samples.end(), s.samples.begin(), s.samples.end());
     for (auto [to, from] : {std::make_pair(&merged.density, &s.density),
                             std::make_pair(&merged.recall_mean, &s.recall_mean),
@@ -420,6 +432,8 @@ void write_statistics(const std::string& path, const Statistics& s, bool overwri
     io::h5::set_attribute(root, "causal", int64_t(s.settings.causal));
     io::h5::set_attribute(root, "dense_last_query_block", int64_t(s.settings.dense_last_query_block));
     io::h5::set_attribute(root, "taus", s.settings.taus);
+    if (!s.settings.layer_windows.empty())
+      io::h5::set_attribute(root, "layer_windows", s.settings.layer_windows);
     std::vector<int64_t> len_q, len_k, prefix_len;
     std::string sources;
     for (const auto& sample : s.samples) {
@@ -478,6 +492,9 @@ Statistics read_statistics(const std::string& path) {
         io::h5::has_attribute(root, "dense_last_query_block") &&
         io::h5::int_attribute(root, "dense_last_query_block", path) != 0;
     s.settings.taus = io::h5::double_array_attribute(root, "taus", path);
+    // Files before 1.4 were measured without sliding windows.
+    if (io::h5::has_attribute(root, "layer_windows"))
+      s.settings.layer_windows = io::h5::int_array_attribute(root, "layer_windows", path);
     const auto len_q = io::h5::int_array_attribute(root, "sample_len_q", path);
     const auto len_k = io::h5::int_array_attribute(root, "sample_len_k", path);
     const std::string sources = io::h5::string_attribute(root, "sample_sources", path);

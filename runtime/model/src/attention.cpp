@@ -31,7 +31,8 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 
 at::Tensor gathered_block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const at::Tensor& count,
-                                           const at::Tensor& index, int64_t block_size) {
+                                           const at::Tensor& index, int64_t block_size,
+                                           int64_t window) {
   check_qkv(q, k, v);
   XATTN_CHECK_ARG(q.size(0) == 1, "gathered_block_sparse_attention takes batch 1, got ", q.size(0));
   const int64_t heads_q = q.size(1), len_q = q.size(2), d = q.size(3);
@@ -68,8 +69,11 @@ at::Tensor gathered_block_sparse_attention(const at::Tensor& q, const at::Tensor
           fast::linear(qf[h].narrow(0, r0, rows), kh.index_select(0, key_index)).mul_(scale);
       // Causal, bottom-right aligned: query r sits at offset + r0 + r.
       const at::Tensor query_position = at::arange(offset + r0, offset + r0 + rows, long_options);
-      scores.masked_fill_(key_index.unsqueeze(0) > query_position.unsqueeze(1),
-                          -std::numeric_limits<float>::infinity());
+      at::Tensor hidden = key_index.unsqueeze(0) > query_position.unsqueeze(1);
+      // Sliding window: query p sees keys p - window + 1 .. p.
+      if (window > 0)
+        hidden = hidden.logical_or(key_index.unsqueeze(0) <= query_position.unsqueeze(1) - window);
+      scores.masked_fill_(hidden, -std::numeric_limits<float>::infinity());
       const at::Tensor probs = at::softmax(scores, -1);
       out[h].narrow(0, r0, rows).copy_(
           fast::linear(probs, vh.index_select(0, key_index).t().contiguous()));
@@ -192,6 +196,17 @@ const std::string& XAttentionBackend::last_decision(int layer) const {
 
 at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::Tensor& k,
                                      const at::Tensor& v) {
+  return run(layer, q, k, v, 0);
+}
+
+at::Tensor XAttentionBackend::attend_window(int layer, const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, int64_t window) {
+  XATTN_CHECK_ARG(window >= 0, "sliding window must be >= 0 (0: none), got ", window);
+  return run(layer, q, k, v, window);
+}
+
+at::Tensor XAttentionBackend::run(int layer, const at::Tensor& q, const at::Tensor& k,
+                                  const at::Tensor& v, int64_t window) {
   check_qkv(q, k, v);
   XATTN_CHECK_ARG(layer >= 0 && layer < thresholds_.size(0), "layer ", layer,
                   " has no thresholds (the profile has ", thresholds_.size(0), " layers)");
@@ -202,7 +217,7 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
   const auto at_layer = static_cast<size_t>(layer);
   const auto dense_call = [&] {
     density_[at_layer] = at::ones({q.size(1)}, at::kDouble);
-    return dense_causal_attention(q, k, v);
+    return dense_causal_attention(q, k, v, int64_t(256) << 20, window);
   };
   // τ >= 1 keeps every allowed block: exactly dense attention, without scoring.
   if (thresholds_[layer].min().item<float>() >= 1.f) return dense_call();
@@ -223,13 +238,15 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
   if (!device_thresholds_.defined() || device_thresholds_.device() != q.device())
     device_thresholds_ = runtime::to_device_async(thresholds_, q.device());
   const at::Tensor tau = device_thresholds_[layer];
-  const at::Tensor scores = runtime::antidiagonal_scores(q, k, options_);
-  auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options_);
+  runtime::EstimateOptions options = options_;
+  options.window = window;
+  const at::Tensor scores = runtime::antidiagonal_scores(q, k, options);
+  auto [mask, count, index] = runtime::select_blocks(scores, tau, len_q, len_k, options);
   (void)mask;
   at::Tensor out;
   if (q.is_cuda()) {
-    out = std::get<0>(runtime::block_sparse_attention_compact(q, k, v, count, index, true,
-                                                              std::nullopt, options_.block_size));
+    out = std::get<0>(runtime::block_sparse_attention_compact(
+        q, k, v, count, index, true, std::nullopt, options.block_size, window));
   } else {
     // The CPU reference kernel is a scalar oracle; the runner gathers kept blocks into matrix
     // products instead (same result to rounding; tested against the reference), one batch item
@@ -238,11 +255,11 @@ at::Tensor XAttentionBackend::attend(int layer, const at::Tensor& q, const at::T
     for (int64_t b = 0; b < q.size(0); ++b)
       items.push_back(gathered_block_sparse_attention(
           q.narrow(0, b, 1), k.narrow(0, b, 1), v.narrow(0, b, 1), count.narrow(0, b, 1),
-          index.narrow(0, b, 1), options_.block_size));
+          index.narrow(0, b, 1), options.block_size, window));
     out = items.size() == 1 ? items[0] : at::cat(items, 0);
   }
   density_[at_layer] =
-      runtime::head_density_on_device(count, len_q, len_k, options_.block_size, true);
+      runtime::head_density_on_device(count, len_q, len_k, options.block_size, true, window);
   return out;
 }
 

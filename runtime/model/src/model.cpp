@@ -353,9 +353,9 @@ void Model::check_windows(const AttentionBackend& backend, int64_t span) const {
     const int64_t window = c.layer_windows[i];
     XATTN_CHECK_ARG(window == 0 || span <= window || backend.supports_sliding_window(),
                     "layer ", i, " of the model attends within sliding_window = ", window,
-                    " (config.json) but the input spans ", span, " tokens: XAttention "
-                    "does not implement sliding windows yet; run dense attention, or at most ",
-                    window, " tokens");
+                    " (config.json) but the input spans ", span,
+                    " tokens and this attention backend does not implement sliding windows; "
+                    "run dense or XAttention, or at most ", window, " tokens");
   }
 }
 

@@ -17,8 +17,8 @@ namespace xattn::calibrate {
 
 inline constexpr int32_t kStatisticsFormatMajor = 1;
 // 1.1 adds dense_last_query_block; 1.2 adds projected_error and layer_kl_sensitivity (optional);
-// 1.3 adds prefix_density and sample_prefix_len (optional).
-inline constexpr int32_t kStatisticsFormatMinor = 3;
+// 1.3 adds prefix_density and sample_prefix_len (optional); 1.4 adds layer_windows (optional).
+inline constexpr int32_t kStatisticsFormatMinor = 4;
 
 struct StatisticsSettings {
   int64_t stride = 8;
@@ -28,6 +28,13 @@ struct StatisticsSettings {
   std::vector<double> taus = default_tau_ladder();  // ascending
   bool output_error = true;  // needs v
   int64_t query_chunk = 0;   // query rows per exact-attention chunk (0: about 16 MiB of scratch)
+  // Each model layer's sliding window the layers were measured with (causal only): empty when no
+  // layer has one (and in files before 1.4), else one entry per model layer, 0 for none.
+  std::vector<int64_t> layer_windows;
+
+  int64_t window(int64_t layer) const {
+    return size_t(layer) < layer_windows.size() ? layer_windows[size_t(layer)] : 0;
+  }
 };
 
 // Measurements of one (sample, layer); arrays are [heads_q, num_taus] row-major.
@@ -49,10 +56,12 @@ struct LayerMeasurement {
 
 // Measures one sample: q [1, heads_q, len_q, d], k and v [1, heads_kv, len_k, d] (v may be
 // undefined: no output error). output_projection is the layer's o_proj weight
-// [hidden, heads_q * d] (undefined: no projected error). CPU or CUDA tensors.
+// [hidden, heads_q * d] (undefined: no projected error). CPU or CUDA tensors. window > 0: the
+// layer's sliding window (causal only), applied to the selection, the exact attention and the
+// densities alike.
 LayerMeasurement measure_layer(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const StatisticsSettings& settings,
-                               const at::Tensor& output_projection = {});
+                               const at::Tensor& output_projection = {}, int64_t window = 0);
 
 struct SampleInfo {
   int64_t len_q = 0;

@@ -43,9 +43,11 @@ at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
 // nQB], sorted indices [1, heads_q, nQB, nKB]): per head and query block, the kept key blocks are
 // gathered into one matrix product. Batch 1. Equals runtime::block_sparse_attention_compact to
 // rounding, many times faster than that scalar reference.
+// window > 0: the sliding window's edge is masked per token, as the kernels do.
 at::Tensor gathered_block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                                            const at::Tensor& v, const at::Tensor& count,
-                                           const at::Tensor& index, int64_t block_size);
+                                           const at::Tensor& index, int64_t block_size,
+                                           int64_t window = 0);
 
 class DenseBackend : public AttentionBackend {
  public:
@@ -62,8 +64,10 @@ class DenseBackend : public AttentionBackend {
 // layer (kept / allowed blocks, over all batch items of a batched call), on the device: nothing
 // in a forward pass waits for the GPU. With a dispatch set, each prefill call runs sparse only
 // where the cost model predicts it cheaper than dense (xattn/cost_model.h, as runtime::Engine
-// does). Sliding windows are not implemented: the model refuses sparse runs where a layer's
-// window is shorter than the input.
+// does; like the engine's, the cost model ignores sliding windows). Sliding-window layers run
+// windowed XAttention (attend_window): key blocks before a query block's window are never
+// selected nor counted in the density, the window's edge is masked per token; their dense
+// fallbacks attend within the window.
 class XAttentionBackend : public AttentionBackend {
  public:
   XAttentionBackend(at::Tensor thresholds, runtime::EstimateOptions options = {});
@@ -73,6 +77,9 @@ class XAttentionBackend : public AttentionBackend {
 
   at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
                     const at::Tensor& v) override;
+  bool supports_sliding_window() const override { return true; }
+  at::Tensor attend_window(int layer, const at::Tensor& q, const at::Tensor& k,
+                           const at::Tensor& v, int64_t window) override;
 
   // Density-aware dispatch: the device's cost table and the profile's density against length.
   void set_dispatch(runtime::CostTable table, runtime::DensityModel density);
@@ -92,6 +99,9 @@ class XAttentionBackend : public AttentionBackend {
     runtime::CostTable table;
     runtime::DensityModel density;
   };
+  at::Tensor run(int layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                 int64_t window);
+
   at::Tensor thresholds_;
   at::Tensor device_thresholds_;  // thresholds_ on the device of the last call
   runtime::EstimateOptions options_;

@@ -1,7 +1,7 @@
 // A Llama-family decoder (Llama incl. Llama 3 rope scaling, Mistral, Qwen2, Qwen3, Phi-3) loaded
 // from a Hugging Face checkpoint folder, run layer by layer with a pluggable attention backend.
-// Sliding-window layers call the backend's attend_window; backends without it (XAttention) are
-// refused before any compute when a window is shorter than the input.
+// Sliding-window layers call the backend's attend_window (dense and XAttention implement it);
+// backends without it are refused before any compute when a window is shorter than the input.
 //
 // Memory stays bounded for long inputs: the hidden state [len, hidden] flows through one layer at
 // a time, the MLP runs in token chunks, and logits are computed only where asked (the last position

@@ -1,7 +1,7 @@
 // Every supported model family and option against Hugging Face transformers 5.17: the tiny
 // random-weight checkpoints of tests/data/models/ (made by scripts/gpu-goldens-models.py; see the
 // README there) must give transformers' float32 logits. Also sliding-window attention against a
-// brute-force reference, decoding through a window, the XAttention refusal, and config parsing
+// brute-force reference, decoding through a window, XAttention past the window, and config parsing
 // of the families and their refusals.
 #include <gtest/gtest.h>
 
@@ -17,6 +17,7 @@
 #include "xattn/model/layers.h"
 #include "xattn/model/model.h"
 #include "xattn/model/safetensors.h"
+#include "xattn/ops.h"
 
 namespace xattn::model {
 namespace {
@@ -125,23 +126,76 @@ TEST(FamilyWindows, DecodingThroughTheWindowMatchesTransformers) {
   }
 }
 
-TEST(FamilyWindows, XAttentionIsRefusedPastTheWindowOnly) {
+// The windowed checkpoints run XAttention past their window: at tau = 1 (every allowed block
+// kept) the forward equals the dense windowed forward, through the backend's shortcut and through
+// the ops' scoring, selection and block-sparse attention; at tau < 1 the runner's gathered CPU
+// path equals the op reference, blocks before each window never count in the density, and a
+// backend without windows is still refused in one line.
+struct OpsBackend : AttentionBackend {
+  runtime::EstimateOptions options;
+  float tau = 1.f;
+  at::Tensor attend(int layer, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) override {
+    return attend_window(layer, q, k, v, 0);
+  }
+  bool supports_sliding_window() const override { return true; }
+  at::Tensor attend_window(int, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           int64_t window) override {
+    runtime::EstimateOptions o = options;
+    o.window = window;
+    return runtime::prefill(q, k, v, at::full({q.size(1)}, tau), o);
+  }
+};
+
+struct NoWindowBackend : DenseBackend {
+  bool supports_sliding_window() const override { return false; }
+};
+
+TEST(FamilyWindows, XAttentionRunsPastTheWindow) {
+  for (const char* name : {"mistral-window", "qwen2-window", "qwen3-window",
+                           "phi3-partial-window"}) {
+    SCOPED_TRACE(name);
+    const Model model(kModels + name);
+    const SafetensorsFile golden(kModels + name + "/golden.safetensors");
+    const std::vector<int64_t> ids = as_ids(golden.load("input_ids"));
+    const int64_t layers = model.config().num_layers, heads = model.config().num_heads;
+    DenseBackend dense;
+    ForwardOptions all;
+    all.all_logits = true;
+    const at::Tensor expected = model.forward(ids, dense, all).logits;
+    EXPECT_LT(max_abs_diff(expected, golden.load("logits")), kLogitTolerance);
+    auto full = XAttentionBackend::uniform(layers, heads, 1.0);
+    EXPECT_LT(max_abs_diff(model.forward(ids, full, all).logits, expected), 1e-5);
+    // Every block kept through scoring, selection and block-sparse attention (blocks of 16
+    // tokens: the window of 16 spans two blocks, so blocks before it are dropped).
+    OpsBackend ops;
+    ops.options.block_size = 16;
+    ops.options.stride = 4;
+    EXPECT_LT(max_abs_diff(model.forward(ids, ops, all).logits, expected), 1e-4);
+    // tau = 0.5: the runner's gathered attention equals the op reference.
+    runtime::EstimateOptions small;
+    small.block_size = 16;
+    small.stride = 4;
+    auto sparse = XAttentionBackend::uniform(layers, heads, 0.5, small);
+    ops.tau = 0.5f;
+    const at::Tensor got = model.forward(ids, sparse, all).logits;
+    EXPECT_TRUE(at::isfinite(got).all().item<bool>());
+    EXPECT_LT(max_abs_diff(got, model.forward(ids, ops, all).logits), 1e-4);
+    for (int64_t l = 0; l < layers; ++l) {
+      const at::Tensor d = sparse.last_density(int(l));
+      EXPECT_TRUE((d > 0).all().item<bool>() && (d <= 1).all().item<bool>()) << d;
+    }
+  }
   const Model model(kModels + "mistral-window");
   const SafetensorsFile golden(kModels + "mistral-window/golden.safetensors");
   const std::vector<int64_t> ids = as_ids(golden.load("input_ids"));
-  auto sparse = XAttentionBackend::uniform(model.config().num_layers, model.config().num_heads, 0.9);
-  const std::string message = error_of([&] { model.forward(ids, sparse); });
-  for (const char* word : {"sliding_window = 16", "64 tokens", "XAttention", "dense"})
+  NoWindowBackend plain;
+  const std::string message = error_of([&] { model.forward(ids, plain); });
+  for (const char* word : {"sliding_window = 16", "64 tokens", "dense"})
     EXPECT_NE(message.find(word), std::string::npos) << message;
   EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
-  // Within the window the window changes nothing: XAttention runs (tau = 1: exactly dense).
-  const std::vector<int64_t> short_ids(ids.begin(), ids.begin() + 16);
-  auto full = XAttentionBackend::uniform(model.config().num_layers, model.config().num_heads, 1.0);
-  DenseBackend dense;
-  EXPECT_LT(max_abs_diff(model.forward(short_ids, full).logits,
-                         model.forward(short_ids, dense).logits),
-            1e-5);
   // Capture passes the window on to its inner backend.
+  DenseBackend dense;
   int calls = 0;
   CaptureBackend capture(dense, [&](int, const at::Tensor&, const at::Tensor&,
                                     const at::Tensor&) { ++calls; });

@@ -23,11 +23,13 @@ c10::OperatorHandle op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
 }
 
-// prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block, scale)
+// prefill(q, k, v, thresholds, stride, block_size, causal, dense_last_query_block, scale,
+// window)
 auto prefill_op() {
   return op("xattn::prefill")
       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, int64_t, int64_t, bool, bool, c10::optional<double>)>();
+                        const at::Tensor&, int64_t, int64_t, bool, bool, c10::optional<double>,
+                        int64_t)>();
 }
 
 TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
@@ -40,19 +42,19 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   options.block_size = 64;
 
   auto prefill = prefill_op();
-  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, true, c10::nullopt),
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, true, c10::nullopt, 0),
                         runtime::prefill(q, k, v, thresholds, options)));
   runtime::EstimateOptions sparse_last = options;
   sparse_last.dense_last_query_block = false;
-  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, false, c10::nullopt),
+  EXPECT_TRUE(at::equal(prefill.call(q, k, v, thresholds, 8, 64, true, false, c10::nullopt, 0),
                         runtime::prefill(q, k, v, thresholds, sparse_last)));
 
   auto estimate =
       op("xattn::estimate")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, int64_t, int64_t, bool,
-                                                    c10::optional<double>, bool)>();
-  auto [scores, mask] = estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt, true);
+                                                    c10::optional<double>, bool, int64_t)>();
+  auto [scores, mask] = estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt, true, 0);
   auto [expected_scores, expected_mask] = runtime::estimate(q, k, thresholds, options);
   EXPECT_TRUE(at::equal(scores, expected_scores));
   EXPECT_TRUE(at::equal(mask, expected_mask));
@@ -60,8 +62,8 @@ TEST(OpLibrary, PrefillEstimateAndSparseMatchTheCppApi) {
   auto sparse = op("xattn::block_sparse_attention")
                     .typed<std::tuple<at::Tensor, at::Tensor>(
                         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        bool, c10::optional<double>)>();
-  auto [out, lse] = sparse.call(q, k, v, mask, true, c10::nullopt);
+                        bool, c10::optional<double>, int64_t)>();
+  auto [out, lse] = sparse.call(q, k, v, mask, true, c10::nullopt, 0);
   auto [expected_out, expected_lse] =
       runtime::block_sparse_attention(q, k, v, mask, true, std::nullopt, 64);
   EXPECT_TRUE(at::equal(out, expected_out));
@@ -82,7 +84,8 @@ TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
       op("xattn::prefill_with_lse")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, const at::Tensor&, int64_t,
-                                                    int64_t, bool, bool, c10::optional<double>)>();
+                                                    int64_t, bool, bool, c10::optional<double>,
+                                                    int64_t)>();
   std::vector<at::Device> devices = {at::kCPU};
   if (at::hasCUDA()) devices.push_back(at::Device(at::kCUDA));
   for (const at::Device device : devices) {
@@ -90,7 +93,7 @@ TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
     const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
     const at::Tensor qd = q.to(device, dtype), kd = k.to(device, dtype), vd = v.to(device, dtype),
                      th = thresholds.to(device);
-    auto [out, lse] = with_lse.call(qd, kd, vd, th, 8, 64, true, true, scale);
+    auto [out, lse] = with_lse.call(qd, kd, vd, th, 8, 64, true, true, scale, 0);
     runtime::EstimateOptions options;
     options.block_size = 64;
     options.scale = scale / 8;
@@ -101,7 +104,7 @@ TEST(OpLibrary, PrefillWithLseAndScaleEqualsEstimateThenSparseAttention) {
     EXPECT_TRUE(at::equal(out, expected_out));
     EXPECT_TRUE(at::equal(lse, expected_lse));
     EXPECT_TRUE(
-        at::equal(prefill_op().call(qd, kd, vd, th, 8, 64, true, true, scale), out));
+        at::equal(prefill_op().call(qd, kd, vd, th, 8, 64, true, true, scale, 0), out));
   }
 }
 
@@ -113,7 +116,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
   auto varlen = op("xattn::prefill_varlen")
                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      int64_t, int64_t, bool, bool)>();
+                                      int64_t, int64_t, bool, bool, int64_t)>();
   const std::vector<int64_t> len_q = {300, 129, 1, 64}, len_k = {300, 200, 77, 64};
   const int64_t total_q = 494, total_k = 641, heads_q = 4, heads_kv = 2, d = 64;  // CUDA: d 64, 128
   at::manual_seed(3);
@@ -129,7 +132,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
     const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
     auto on = [&](const at::Tensor& t) { return t.to(device, dtype); };
     const at::Tensor packed = varlen.call(on(q), on(k), on(v), cu_q.to(device), cu_k.to(device),
-                                          thresholds.to(device), 8, 64, true, true);
+                                          thresholds.to(device), 8, 64, true, true, 0);
     ASSERT_EQ(packed.sizes(), q.sizes());
     int64_t q0 = 0, k0 = 0;
     for (size_t b = 0; b < len_q.size(); ++b) {
@@ -139,7 +142,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
       const at::Tensor alone =
           prefill.call(sequence(q, q0, len_q[b]), sequence(k, k0, len_k[b]),
                        sequence(v, k0, len_k[b]), thresholds.to(device), 8, 64, true, true,
-                       c10::nullopt);
+                       c10::nullopt, 0);
       const at::Tensor got = packed.narrow(0, q0, len_q[b]).transpose(0, 1).unsqueeze(0);
       EXPECT_TRUE(at::allclose(got.to(at::kFloat), alone.to(at::kFloat), 1e-5, 1e-5))
           << "sequence " << b << ": max difference "
@@ -150,7 +153,7 @@ TEST(OpLibrary, PrefillVarlenEqualsPerSequencePrefill) {
   }
   // Offsets that do not cover the tensors are refused with the reason.
   try {
-    varlen.call(q, k, v, at::tensor({0, 300}, at::kInt), cu_k, thresholds, 8, 64, true, true);
+    varlen.call(q, k, v, at::tensor({0, 300}, at::kInt), cu_k, thresholds, 8, 64, true, true, 0);
     FAIL() << "expected an error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("cu_seqlens"), std::string::npos) << e.what();
@@ -167,15 +170,15 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
       op("xattn::estimate")
           .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, int64_t, int64_t, bool,
-                                                    c10::optional<double>, bool)>();
+                                                    c10::optional<double>, bool, int64_t)>();
   auto sparse = op("xattn::block_sparse_attention")
                     .typed<std::tuple<at::Tensor, at::Tensor>(
                         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        bool, c10::optional<double>)>();
+                        bool, c10::optional<double>, int64_t)>();
   auto varlen = op("xattn::prefill_varlen")
                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      int64_t, int64_t, bool, bool)>();
+                                      int64_t, int64_t, bool, bool, int64_t)>();
   const int64_t hq = 4, hkv = 2, len = 256, d = 64;
   const at::Tensor q = at::randn({1, hq, len, d}), k = at::randn({1, hkv, len, d}),
                    v = at::randn({1, hkv, len, d}), th = at::full({hq}, 0.9f);
@@ -195,7 +198,7 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
   };
   auto run = [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
                  const at::Tensor& th_, int64_t stride, int64_t block) {
-    return [=] { prefill.call(q_, k_, v_, th_, stride, block, true, true, c10::nullopt); };
+    return [=] { prefill.call(q_, k_, v_, th_, stride, block, true, true, c10::nullopt, 0); };
   };
   const at::Tensor k3 = at::randn({1, 3, len, d}), short_k = at::randn({1, hkv, len / 4, d});
   expect_error("heads_kv 3", run(q, k3, k3, th, 8, 128), "multiple of heads");
@@ -214,32 +217,128 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
                "floating-point");
   expect_error("float64 q", run(q.to(at::kDouble), k, v, th, 8, 128), "dtype");
   expect_error("estimate scale NaN",
-               [&] { estimate.call(q, k, th, 8, 128, true, std::nan(""), true); }, "scale");
+               [&] { estimate.call(q, k, th, 8, 128, true, std::nan(""), true, 0); }, "scale");
   expect_error("estimate block_size 0",
-               [&] { estimate.call(q, k, th, 8, 0, true, c10::nullopt, true); }, "block_size 0");
+               [&] { estimate.call(q, k, th, 8, 0, true, c10::nullopt, true, 0); }, "block_size 0");
   expect_error("mask with the wrong block count", [&] {
-    sparse.call(q, k, v, at::ones({1, hq, 5, 2}, at::kBool), true, c10::nullopt);
+    sparse.call(q, k, v, at::ones({1, hq, 5, 2}, at::kBool), true, c10::nullopt, 0);
   }, "5x2 blocks");
   expect_error("float mask", [&] {
-    sparse.call(q, k, v, at::ones({1, hq, 2, 2}), true, c10::nullopt);
+    sparse.call(q, k, v, at::ones({1, hq, 2, 2}), true, c10::nullopt, 0);
   }, "bool");
   const at::Tensor qp = q[0].transpose(0, 1).contiguous(), kp = k[0].transpose(0, 1).contiguous(),
                    vp = v[0].transpose(0, 1).contiguous();
   expect_error("cu_seqlens past the tensor", [&] {
     const at::Tensor cu = at::tensor({0, 5000}, at::kInt);
-    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true, 0);
   }, "ends at 5000");
   expect_error("decreasing cu_seqlens", [&] {
     const at::Tensor cu = at::tensor({0, 200, 100, 256}, at::kInt);
-    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true, 0);
   }, "ascend");
   expect_error("float cu_seqlens", [&] {
     const at::Tensor cu = at::tensor({0.0f, 256.0f});
-    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true);
+    varlen.call(qp, kp, vp, cu, cu, th, 8, 128, true, true, 0);
   }, "integer");
   // The CPU reference takes any head_dim; valid calls still run.
   const at::Tensor q96 = at::randn({1, hq, 64, 96}), k96 = at::randn({1, hkv, 64, 96});
-  EXPECT_EQ(prefill.call(q96, k96, k96, th, 8, 64, true, true, c10::nullopt).sizes(), q96.sizes());
+  EXPECT_EQ(prefill.call(q96, k96, k96, th, 8, 64, true, true, c10::nullopt, 0).sizes(),
+            q96.sizes());
+}
+
+// The window argument (last on every op) reaches the C++ API: windowed prefill, estimate and
+// block-sparse attention equal runtime's with EstimateOptions::window, packed sequences equal each
+// sequence's windowed prefill, and a negative window or a window without causal is refused as a
+// c10::Error naming the window.
+TEST(OpLibrary, WindowArgumentReachesTheCppApi) {
+  load_op_library();
+  auto prefill = prefill_op();
+  auto estimate =
+      op("xattn::estimate")
+          .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                    const at::Tensor&, int64_t, int64_t, bool,
+                                                    c10::optional<double>, bool, int64_t)>();
+  auto sparse = op("xattn::block_sparse_attention")
+                    .typed<std::tuple<at::Tensor, at::Tensor>(
+                        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        bool, c10::optional<double>, int64_t)>();
+  auto varlen = op("xattn::prefill_varlen")
+                    .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      int64_t, int64_t, bool, bool, int64_t)>();
+  at::manual_seed(4);
+  const at::Tensor q = at::randn({1, 4, 300, 32}), k = at::randn({1, 2, 300, 32}),
+                   v = at::randn({1, 2, 300, 32});
+  const at::Tensor thresholds = at::tensor({0.5f, 0.8f, 0.9f, 0.3f});
+  for (int64_t window : {1, 50, 100, 1000}) {
+    SCOPED_TRACE(window);
+    runtime::EstimateOptions options;
+    options.block_size = 64;
+    options.window = window;
+    const at::Tensor out = prefill.call(q, k, v, thresholds, 8, 64, true, true, c10::nullopt,
+                                        window);
+    EXPECT_TRUE(at::equal(out, runtime::prefill(q, k, v, thresholds, options)));
+    if (window < 300) {
+      EXPECT_FALSE(at::allclose(out, prefill.call(q, k, v, thresholds, 8, 64, true, true,
+                                                  c10::nullopt, 0)));
+    }
+    auto [scores, mask] = estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt, true,
+                                        window);
+    auto [expected_scores, expected_mask] = runtime::estimate(q, k, thresholds, options);
+    EXPECT_TRUE(at::equal(scores, expected_scores));
+    EXPECT_TRUE(at::equal(mask, expected_mask));
+    auto [sparse_out, lse] = sparse.call(q, k, v, mask, true, c10::nullopt, window);
+    auto [expected_out, expected_lse] =
+        runtime::block_sparse_attention(q, k, v, mask, true, std::nullopt, 64, window);
+    EXPECT_TRUE(at::equal(sparse_out, expected_out));
+    EXPECT_TRUE(at::equal(lse, expected_lse));
+
+    // Packed: sequences of 300 and 129 queries (the second against 200 keys).
+    const at::Tensor qp = at::cat({q[0].transpose(0, 1), q[0].narrow(1, 0, 129).transpose(0, 1)}),
+                     kp = at::cat({k[0].transpose(0, 1), k[0].narrow(1, 0, 200).transpose(0, 1)}),
+                     vp = at::cat({v[0].transpose(0, 1), v[0].narrow(1, 0, 200).transpose(0, 1)});
+    const at::Tensor cu_q = at::tensor({0, 300, 429}, at::kInt),
+                     cu_k = at::tensor({0, 300, 500}, at::kInt);
+    const at::Tensor packed = varlen.call(qp.contiguous(), kp.contiguous(), vp.contiguous(), cu_q,
+                                          cu_k, thresholds, 8, 64, true, true, window);
+    EXPECT_TRUE(at::allclose(packed.narrow(0, 0, 300).transpose(0, 1).unsqueeze(0), out, 1e-5,
+                             1e-5));
+    const at::Tensor second = prefill.call(q.narrow(2, 0, 129).contiguous(),
+                                           k.narrow(2, 0, 200).contiguous(),
+                                           v.narrow(2, 0, 200).contiguous(), thresholds, 8, 64,
+                                           true, true, c10::nullopt, window);
+    EXPECT_TRUE(at::allclose(packed.narrow(0, 300, 129).transpose(0, 1).unsqueeze(0), second,
+                             1e-5, 1e-5));
+  }
+  auto expect_window_error = [](const char* name, const std::function<void()>& call) {
+    SCOPED_TRACE(name);
+    try {
+      call();
+      ADD_FAILURE() << "accepted";
+    } catch (const c10::Error& e) {
+      const std::string message = e.what_without_backtrace();
+      EXPECT_NE(message.find("window"), std::string::npos) << message;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a c10::Error: " << e.what();
+    }
+  };
+  expect_window_error("prefill window -1", [&] {
+    prefill.call(q, k, v, thresholds, 8, 64, true, true, c10::nullopt, -1);
+  });
+  expect_window_error("prefill window without causal", [&] {
+    prefill.call(q, k, v, thresholds, 8, 64, false, true, c10::nullopt, 16);
+  });
+  expect_window_error("estimate window -5", [&] {
+    estimate.call(q, k, thresholds, 8, 64, true, c10::nullopt, true, -5);
+  });
+  expect_window_error("block_sparse_attention window without causal", [&] {
+    sparse.call(q, k, v, at::ones({1, 4, 5, 5}, at::kBool), false, c10::nullopt, 16);
+  });
+  const at::Tensor cu = at::tensor({0, 300}, at::kInt);
+  const at::Tensor qp = q[0].transpose(0, 1).contiguous(), kp = k[0].transpose(0, 1).contiguous();
+  expect_window_error("prefill_varlen window -1", [&] {
+    varlen.call(qp, kp, kp, cu, cu, thresholds, 8, 64, true, true, -1);
+  });
 }
 
 }  // namespace

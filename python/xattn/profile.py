@@ -20,7 +20,7 @@ import struct
 
 FORMAT_TAG = "xattn-profile"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4
+FORMAT_MINOR = 5
 
 
 class ProfileError(ValueError):
@@ -119,7 +119,7 @@ class Profile:
     @property
     def layer_windows(self):
         """Each layer's sliding window (0: none); [] when no layer has one (and before 1.5)."""
-        return self.kernel["layer_windows"]
+        return self.kernel.get("layer_windows", [])
 
     def layer(self, index):
         """The thresholds of layer ``index`` with the kernel settings (a ProfileLayer)."""
@@ -303,10 +303,12 @@ def _parse(rd, root):
         # Before 1.2 the last query block was selected like the others.
         "dense_last_query_block": ("dense_last_query_block" in kernel.attrs and rd.integer(
             kernel, "/kernel", "dense_last_query_block") != 0),
-        # Before 1.5 no window was recorded: none.
-        "layer_windows": (rd.array(kernel, "/kernel", "layer_windows", (layers,), INTEGER)
-                          if "layer_windows" in kernel else []),
     }
+    # Before 1.5 no window was recorded: none. Like the JSON export, the kernel dict holds
+    # layer_windows only when the file does.
+    if "layer_windows" in kernel:
+        f["kernel"]["layer_windows"] = rd.array(kernel, "/kernel", "layer_windows", (layers,),
+                                                INTEGER)
 
     grid = (layers, heads)
     f["thresholds"] = rd.array(root, "", "thresholds", grid, FLOAT)
@@ -454,9 +456,9 @@ def _from_json(data, path):
                    "stride": integer(kernel, "/kernel", "stride"),
                    "scale_rule": string(kernel, "/kernel", "scale_rule"),
                    "causal": bool(need(kernel, "/kernel", "causal", (bool, int), "a boolean")),
-                   "dense_last_query_block": bool(kernel.get("dense_last_query_block", False)),
-                   "layer_windows": (vector(kernel, "/kernel", "layer_windows", int)
-                                     if "layer_windows" in kernel else [])}
+                   "dense_last_query_block": bool(kernel.get("dense_last_query_block", False))}
+    if "layer_windows" in kernel:
+        f["kernel"]["layer_windows"] = vector(kernel, "/kernel", "layer_windows", int)
     f["thresholds"] = matrix(data, "", "thresholds", layers, heads)
     predicted = need(data, "", "predicted", (dict,), "an object")
     f["predicted"] = {"density": matrix(predicted, "/predicted", "density", layers, heads),

@@ -45,9 +45,10 @@ PROFILES = [os.path.join(REPO_ROOT, "profiles", name)
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split(".")[:2])
 
 
-def reference(q, k, v, scale=None, causal=True, block_mask=None, block_size=None):
+def reference(q, k, v, scale=None, causal=True, block_mask=None, block_size=None, window=0):
     """float64 attention (GQA by head groups, bottom-right causal), optionally over the kept
-    blocks of a bool block mask only: (out [b, Hq, Lq, d], lse [b, Hq, Lq])."""
+    blocks of a bool block mask only, and within a sliding window (query p sees keys
+    p - window + 1 .. p): (out [b, Hq, Lq, d], lse [b, Hq, Lq])."""
     q, k, v = (t.double() for t in (q, k, v))
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
@@ -57,6 +58,9 @@ def reference(q, k, v, scale=None, causal=True, block_mask=None, block_size=None
     hidden = torch.zeros(lq, lk, dtype=torch.bool)
     if causal:
         hidden |= torch.arange(lk).unsqueeze(0) > torch.arange(lq).unsqueeze(1) + (lk - lq)
+    if window > 0:
+        position = torch.arange(lq).unsqueeze(1) + (lk - lq)
+        hidden |= torch.arange(lk).unsqueeze(0) <= position - window
     hidden = hidden.expand(logits.shape)
     if block_mask is not None:
         token_mask = block_mask.cpu().repeat_interleave(block_size, 2).repeat_interleave(
@@ -175,6 +179,13 @@ class ProfileTest(unittest.TestCase):
             ("sample_count", lambda f: set_attr(f["calibration_data"], "sample_count",
                                                 np.int64(3)),
              "/calibration_data/lengths"),
+            ("windows_length", lambda f: f["kernel"].create_dataset(
+                "layer_windows", data=np.array([16, 0], np.int64)), "/kernel/layer_windows"),
+            ("window_negative", lambda f: f["kernel"].create_dataset(
+                "layer_windows", data=np.array([16, -1, 0, 0, 0, 0], np.int64)),
+             "/kernel/layer_windows"),
+            ("windows_float", lambda f: f["kernel"].create_dataset(
+                "layer_windows", data=np.full(6, 16.0)), "/kernel/layer_windows"),
             ("major_2", lambda f: set_attr(f, "format_major", np.int32(2)),
              "format version 2."),
             ("not_a_profile", lambda f: set_attr(f, "format", "xattn-capture"),
@@ -210,6 +221,37 @@ class ProfileTest(unittest.TestCase):
             json.dump(data, f)
         with self.assertRaisesRegex(xattn.ProfileError, r"/thresholds must be \[6\]\[6\]"):
             xattn.load_profile(path)
+
+    def test_layer_windows_like_the_cli(self):
+        # Format 1.5: /kernel/layer_windows, read as the CLI exports it, through JSON too; a
+        # profile layer passes its window to the ops. Without the dataset: no window.
+        windows = [0, 16, 0, 100, 0, 0]
+        path = self.damaged("windows", lambda f: f["kernel"].create_dataset(
+            "layer_windows", data=np.array(windows, np.int64)))
+        profile = xattn.load_profile(path)
+        json_path, data = self.export_json(path)
+        self.assertEqual(data["kernel"]["layer_windows"], windows)
+        self.assertEqual(profile.kernel, data["kernel"])
+        self.assertEqual(profile.layer_windows, windows)
+        self.assertEqual(xattn.load_profile(json_path).layer_windows, windows)
+        self.assertEqual([profile.layer(i).window for i in range(6)], windows)
+        plain = xattn.load_profile(PROFILES[0])
+        self.assertEqual((plain.layer_windows, plain.layer(3).window), ([], 0))
+        self.assertNotIn("layer_windows", plain.kernel)
+        torch.manual_seed(5)
+        q = torch.randn(1, profile.heads_q, 400, profile.head_dim)
+        k = torch.randn(1, profile.heads_kv, 400, profile.head_dim)
+        v = torch.randn(1, profile.heads_kv, 400, profile.head_dim)
+        layer = profile.layer(3)
+        settings = dict(stride=profile.stride, block_size=profile.block_size,
+                        dense_last_query_block=profile.dense_last_query_block)
+        by_layer = ops.prefill(q, k, v, layer)
+        self.assertTrue(torch.equal(by_layer, ops.prefill(q, k, v, layer.thresholds, window=100,
+                                                          **settings)))
+        self.assertFalse(torch.equal(by_layer, ops.prefill(q, k, v, layer.thresholds,
+                                                           **settings)))
+        self.assertTrue(torch.equal(ops.prefill(q, k, v, layer, window=0),
+                                    ops.prefill(q, k, v, layer.thresholds, **settings)))
 
     def test_layer(self):
         profile = xattn.load_profile(PROFILES[0])
@@ -277,6 +319,37 @@ class OpsTest(unittest.TestCase):
         self.assertFalse(torch.equal(by_layer, other))
         with self.assertRaisesRegex(TypeError, "one τ per query head"):
             ops.prefill(q, k, v, 0.9)
+
+    def test_window(self):
+        # A sliding window: tau = 1 keeps every block inside it (equal to windowed dense
+        # attention); a sparse selection attends exactly its kept blocks within the window; no
+        # block before a query block's window is ever selected; bad windows are refused.
+        q, k, v = self.qkv(len_q=300, len_k=400)
+        for window in (1, 50, 64, 200, 1000):
+            with self.subTest(window=window):
+                out, lse = ops.prefill(q, k, v, [1.0] * 4, block_size=64, window=window,
+                                       return_lse=True)
+                expected_out, expected_lse = reference(q, k, v, window=window)
+                self.assertLess(relative_error(out, expected_out), 1e-5)
+                self.assertLess(float((lse.double() - expected_lse).abs().max()), 1e-4)
+                tau = [0.3, 0.6, 0.9, 0.5]
+                _, mask = ops.estimate(q, k, tau, block_size=64, window=window)
+                query_block_start = torch.arange(mask.shape[2]) * 64 + 100  # offset len_k - len_q
+                first_allowed = torch.clamp(query_block_start - window + 1, min=0) // 64
+                before = torch.arange(mask.shape[3]).unsqueeze(0) < first_allowed.unsqueeze(1)
+                self.assertFalse(bool((mask & before).any()))
+                sparse_out, _ = ops.block_sparse_attention(q, k, v, mask, window=window)
+                expected_sparse, _ = reference(q, k, v, None, True, mask, 64, window)
+                self.assertLess(relative_error(sparse_out, expected_sparse), 1e-5)
+                self.assertTrue(torch.equal(
+                    ops.prefill(q, k, v, tau, block_size=64, window=window),
+                    ops.block_sparse_attention(
+                        q, k, v, ops.estimate(q, k, tau, block_size=64, window=window)[1],
+                        window=window)[0]))
+        with self.assertRaisesRegex(RuntimeError, "window -1"):
+            ops.prefill(q, k, v, [0.9] * 4, window=-1)
+        with self.assertRaisesRegex(RuntimeError, "causal"):
+            ops.prefill(q, k, v, [0.9] * 4, causal=False, window=16)
 
     def test_sequence_major_layout_is_refused(self):
         q, k, v = self.qkv(heads_q=4, heads_kv=4, len_q=256, len_k=256)

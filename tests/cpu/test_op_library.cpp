@@ -249,7 +249,7 @@ TEST(OpLibrary, BadArgumentsRaiseOneErrorTypeNamingTheProblem) {
 // The window argument (last on every op) reaches the C++ API: windowed prefill, estimate and
 // block-sparse attention equal runtime's with EstimateOptions::window, packed sequences equal each
 // sequence's windowed prefill, and a negative window or a window without causal is refused as a
-// c10::Error naming the window.
+// c10::Error naming the window; on CUDA where present, windowed prefill at tau = 1 against the CPU.
 TEST(OpLibrary, WindowArgumentReachesTheCppApi) {
   load_op_library();
   auto prefill = prefill_op();
@@ -339,6 +339,25 @@ TEST(OpLibrary, WindowArgumentReachesTheCppApi) {
   expect_window_error("prefill_varlen window -1", [&] {
     varlen.call(qp, kp, kp, cu, cu, thresholds, 8, 64, true, true, -1);
   });
+  // On CUDA (bf16, head_dim 64) where a device is present: at tau = 1 the windowed kernels
+  // equal the CPU reference's windowed dense attention to bf16 rounding.
+  if (at::hasCUDA()) {
+    const at::Tensor qc = at::randn({1, 4, 300, 64}), kc = at::randn({1, 2, 300, 64}),
+                     vc = at::randn({1, 2, 300, 64}), all = at::ones({4});
+    const at::Device cuda(at::kCUDA);
+    for (int64_t window : {1, 50, 100}) {
+      SCOPED_TRACE(window);
+      const at::Tensor expected =
+          prefill.call(qc, kc, vc, all, 8, 64, true, true, c10::nullopt, window);
+      const at::Tensor got =
+          prefill
+              .call(qc.to(cuda, at::kBFloat16), kc.to(cuda, at::kBFloat16),
+                    vc.to(cuda, at::kBFloat16), all.to(cuda), 8, 64, true, true, c10::nullopt,
+                    window)
+              .to(at::kCPU, at::kFloat);
+      EXPECT_LT(((got - expected).norm() / expected.norm()).item<float>(), 2e-2f);
+    }
+  }
 }
 
 }  // namespace

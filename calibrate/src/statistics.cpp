@@ -353,6 +353,7 @@ Statistics join_statistics_layers(const std::vector<Statistics>& parts) {
     differs("causal flag", s.settings.causal, first.settings.causal);
     differs("last-query-block rule", s.settings.dense_last_query_block,
             first.settings.dense_last_query_block);
+    differs("sliding windows", s.settings.layer_windows, first.settings.layer_windows);
     differs("sample count", s.samples.size(), first.samples.size());
     for (size_t i = 0; i < s.samples.size(); ++i) {
       const SampleInfo &a = s.samples[i], &b = first.samples[i];

@@ -275,6 +275,10 @@ TEST(MergeShardStatistics, RefusesShardsThatDoNotHoldTheirWork) {
   // Joining blocks of different samples is refused.
   Statistics other = fake_statistics({1, 2, 2, 4});
   EXPECT_THROW(xattn::calibrate::join_statistics_layers({shards[0], other}), xattn::Error);
+  // So are shards measured with other sliding windows (statistics format 1.4 layer_windows).
+  std::vector<Statistics> windowed = shards;
+  windowed[1].settings.layer_windows = {0, 16, 0, 0};
+  EXPECT_THROW(merge_shard_statistics(windowed, samples, layers), xattn::Error);
 }
 
 }  // namespace

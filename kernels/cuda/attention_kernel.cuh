@@ -53,9 +53,12 @@ struct KeyTileWalker {
     while (entry < n_blocks) {
       const int32_t j = blocks ? __ldg(blocks + entry) : first + entry;
       if (j >= first && j < end) {
-        if (++sub < tiles_per_block) {
+        while (++sub < tiles_per_block) {
           const int64_t k0 = int64_t(j) * block_size + int64_t(sub) * 64;
-          if (k0 < len_k && k0 <= last_visible_key && k0 + 63 >= first_visible_key) return k0;
+          // Before the window: a later tile of this block may still be in reach.
+          if (k0 + 63 < first_visible_key) continue;
+          if (k0 < len_k && k0 <= last_visible_key) return k0;
+          break;  // past the keys or in the future: so is every later tile of the block
         }
       }
       ++entry;

@@ -272,6 +272,26 @@ void Statistics::add_sample(const SampleInfo& info, const std::vector<LayerMeasu
   samples.push_back(stored);
 }
 
+namespace {
+
+// What two statistics parts must share to be merged or joined: the model and every measurement
+// setting. `differs(what, a, b)` refuses the part when a != b.
+template <typename Differs>
+void check_same_measurement(const Statistics& s, const Statistics& ref, const Differs& differs) {
+  differs("model signature", s.model_signature, ref.model_signature);
+  differs("head counts", std::make_pair(s.heads_q, s.heads_kv),
+          std::make_pair(ref.heads_q, ref.heads_kv));
+  differs("tau ladder", s.settings.taus, ref.settings.taus);
+  differs("stride", s.settings.stride, ref.settings.stride);
+  differs("block size", s.settings.block_size, ref.settings.block_size);
+  differs("causal flag", s.settings.causal, ref.settings.causal);
+  differs("last-query-block rule", s.settings.dense_last_query_block,
+          ref.settings.dense_last_query_block);
+  differs("sliding windows", s.settings.layer_windows, ref.settings.layer_windows);
+}
+
+}  // namespace
+
 Statistics merge_statistics(const std::vector<Statistics>& parts) {
   XATTN_CHECK_ARG(!parts.empty(), "no statistics to merge");
   Statistics merged = parts.front();
@@ -281,17 +301,8 @@ Statistics merge_statistics(const std::vector<Statistics>& parts) {
       XATTN_CHECK_INPUT(a == b, "cannot merge statistics part ", p + 1, ": its ", what,
                         " differs from part 1; merge only statistics of one model and settings");
     };
-    differs("model signature", s.model_signature, merged.model_signature);
-    differs("head counts", std::make_pair(s.heads_q, s.heads_kv),
-            std::make_pair(merged.heads_q, merged.heads_kv));
+    check_same_measurement(s, merged, differs);
     differs("layer list", s.layers, merged.layers);
-    differs("tau ladder", s.settings.taus, merged.settings.taus);
-    differs("stride", s.settings.stride, merged.settings.stride);
-    differs("block size", s.settings.block_size, merged.settings.block_size);
-    differs("causal flag", s.settings.causal, merged.settings.causal);
-    differs("last-query-block rule", s.settings.dense_last_query_block,
-            merged.settings.dense_last_query_block);
-    differs("sliding windows", s.settings.layer_windows, merged.settings.layer_windows);
     merged.samples.insert(merged.samples.end(), s.samples.begin(), s.samples.end());
     for (auto [to, from] : {std::make_pair(&merged.density, &s.density),
                             std::make_pair(&merged.recall_mean, &s.recall_mean),
@@ -344,16 +355,7 @@ Statistics join_statistics_layers(const std::vector<Statistics>& parts) {
                         what, " differs from part 1; join only blocks of layers measured on the "
                         "same samples of one model with one setting");
     };
-    differs("model signature", s.model_signature, first.model_signature);
-    differs("head counts", std::make_pair(s.heads_q, s.heads_kv),
-            std::make_pair(first.heads_q, first.heads_kv));
-    differs("tau ladder", s.settings.taus, first.settings.taus);
-    differs("stride", s.settings.stride, first.settings.stride);
-    differs("block size", s.settings.block_size, first.settings.block_size);
-    differs("causal flag", s.settings.causal, first.settings.causal);
-    differs("last-query-block rule", s.settings.dense_last_query_block,
-            first.settings.dense_last_query_block);
-    differs("sliding windows", s.settings.layer_windows, first.settings.layer_windows);
+    check_same_measurement(s, first, differs);
     differs("sample count", s.samples.size(), first.samples.size());
     for (size_t i = 0; i < s.samples.size(); ++i) {
       const SampleInfo &a = s.samples[i], &b = first.samples[i];

@@ -45,8 +45,14 @@ std::string outcome(const std::function<void()>& parse) {
 
 TEST_F(Hdf5Isolation, ChildCrashesAndHangsAreBadInputExceptionsAreNot) {
   EXPECT_EQ(outcome([] {}), "accepted");
-  // An exception is the caller's to report (its own parse meets it again).
-  EXPECT_EQ(outcome([] { throw Error(ErrorKind::kBadInput, "missing attribute"); }), "accepted");
+  // An exception in the child comes back as it was thrown (the file is not parsed again here):
+  // an xattn::Error with its kind and message, an HDF5 exception as bad input naming the file.
+  EXPECT_EQ(outcome([] { throw Error(ErrorKind::kBadInput, "missing attribute"); }),
+            "bad input: missing attribute");
+  EXPECT_EQ(outcome([] { throw Error(ErrorKind::kIo, "cannot read"); }), "other: cannot read");
+  const std::string hdf5 = outcome([] { throw H5::FileIException("H5Fopen", "not an HDF5 file"); });
+  EXPECT_EQ(hdf5, "bad input: profile /some/file.h5: damaged or truncated HDF5 file (HDF5: not an "
+                  "HDF5 file in H5Fopen); recreate it");
   const std::string crash = outcome([] { ::raise(SIGSEGV); });
   EXPECT_TRUE(has(crash, "bad input: profile /some/file.h5: the HDF5 library crashed reading it"))
       << crash;

@@ -164,6 +164,8 @@ namespace h5 {
 
 void silence_library_errors() { H5::Exception::dontPrint(); }
 
+constexpr int kChildRefused = 10;  // the child's parse threw; its refusal is in the pipe
+
 void check_parses_safely(const std::string& path, const std::string& what,
                          const std::function<void()>& parse) {
   int seconds = kParseSeconds;
@@ -171,10 +173,18 @@ void check_parses_safely(const std::string& path, const std::string& what,
     const int value = std::atoi(text);
     if (value > 0) seconds = value;
   }
+  // The child's exception, if its parse throws, comes back through a pipe: kind byte, message.
+  int channel[2] = {-1, -1};
+  if (::pipe(channel) != 0) return;
   std::fflush(nullptr);  // nothing buffered is written twice
   const pid_t pid = ::fork();
-  if (pid < 0) return;
+  if (pid < 0) {
+    ::close(channel[0]);
+    ::close(channel[1]);
+    return;
+  }
   if (pid == 0) {
+    ::close(channel[0]);
     // The child: default signal actions (not the CLI's clean-up handler, not a fuzzer's), no
     // output, no core file, a deadline; it only parses and leaves without running exit handlers.
     for (int sig : {SIGINT, SIGTERM, SIGALRM, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT})
@@ -187,16 +197,43 @@ void check_parses_safely(const std::string& path, const std::string& what,
     const struct rlimit no_core = {0, 0};
     ::setrlimit(RLIMIT_CORE, &no_core);
     ::alarm(static_cast<unsigned>(seconds));
+    std::string refusal;
     try {
       parse();
+      ::_exit(0);
+    } catch (const Error& e) {
+      refusal = char(int(e.kind())) + std::string(e.what());
+    } catch (const H5::Exception& e) {
+      refusal = char(int(ErrorKind::kBadInput)) +
+                detail::concat(what, " ", path, ": damaged or truncated HDF5 file (HDF5: ",
+                               e.getDetailMsg(), " in ", e.getFuncName(), "); recreate it");
+    } catch (const std::exception& e) {
+      refusal = char(int(ErrorKind::kBadInput)) + detail::concat(what, " ", path, ": ", e.what());
     } catch (...) {
     }
-    ::_exit(0);
+    // Past the pipe's buffer the message is cut, not waited on.
+    ::fcntl(channel[1], F_SETFL, O_NONBLOCK);
+    if (!refusal.empty() && ::write(channel[1], refusal.data(), refusal.size()) < 0) ::_exit(0);
+    ::_exit(refusal.empty() ? 0 : kChildRefused);
   }
+  ::close(channel[1]);
+  std::string refusal;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(channel[0], buffer, sizeof(buffer))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    refusal.append(buffer, size_t(n));
+  }
+  ::close(channel[0]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+  // The child's parse threw: the same refusal, without parsing the file in this process again
+  // (HDF5 on a damaged file need not fail the same way twice: a file the child refused at once
+  // sent the second parse into an endless loop).
+  if (WIFEXITED(status) && WEXITSTATUS(status) == kChildRefused && refusal.size() > 1)
+    throw Error(ErrorKind(int(refusal[0])), refusal.substr(1));
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
     throw Error(ErrorKind::kBadInput,
                 detail::concat(what, " ", path, ": the HDF5 library did not finish reading it in ",

@@ -57,8 +57,10 @@ void silence_library_errors();
 // user's file therefore runs its parse once in a child process first: `parse` runs in a fork
 // (output silenced, no core file, killed after kParseSeconds); a child that dies by a signal, or
 // does not finish in time, has the file refused with kBadInput naming `what` and `path`. An
-// exception in the child is no refusal: the caller's own parse meets it again and reports it.
-// If no child can be started, nothing is checked. XATTN_HDF5_PARSE_SECONDS overrides the limit
+// exception in the child is rethrown here (an xattn::Error as it was, an HDF5 exception as a
+// kBadInput naming the file), so a file the child refused is never parsed in this process: HDF5
+// on a damaged file need not fail the same way twice. If no child can be started, nothing is
+// checked. XATTN_HDF5_PARSE_SECONDS overrides the limit
 // (tests and fuzzing use a short one).
 inline constexpr int kParseSeconds = 30;
 void check_parses_safely(const std::string& path, const std::string& what,

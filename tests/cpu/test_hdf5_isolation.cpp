@@ -43,7 +43,7 @@ std::string outcome(const std::function<void()>& parse) {
   }
 }
 
-TEST_F(Hdf5Isolation, ChildCrashesAndHangsAreBadInputExceptionsAreNot) {
+TEST_F(Hdf5Isolation, ChildCrashesHangsAndExceptionsAreRefused) {
   EXPECT_EQ(outcome([] {}), "accepted");
   // An exception in the child comes back as it was thrown (the file is not parsed again here):
   // an xattn::Error with its kind and message, an HDF5 exception as bad input naming the file.

@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       const int rem = step % steps_per_tile;
       const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
       const T* q_src = q_thread + (dc * kDepth - t * q_stride);
-#pragma unroll 1
+#pragma unroll 4
       for (int i = 0; i < kRows / kRowsPerPass; ++i, q_src += q_pass_elems) {
         const int row = pass_row + i * kRowsPerPass;
         const bool valid = i * pass_tokens - t < q_room;
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       }
       const int k_tile_token = tile * kCols * int(S) + t;
       const T* k_src = k_thread + (int64_t(k_tile_token) * k_stride + dc * kDepth);
-#pragma unroll 1
+#pragma unroll 4
       for (int i = 0; i < kCols / kRowsPerPass; ++i, k_src += k_pass_elems) {
         const int row = pass_row + i * kRowsPerPass;
         const bool valid = k_tile_token + i * pass_tokens < k_room;

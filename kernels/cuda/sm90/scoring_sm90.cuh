@@ -122,22 +122,36 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
       const int tile = step / steps_per_tile;
       const int rem = step % steps_per_tile;
       const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+      // Rows tid / 8 + 16 i share the swizzle of row tid / 8: one destination per thread and stage.
+      const uint32_t a_dst = a_stage(s) + pass_row * 128 + ((chunk ^ (pass_row & 7)) << 4);
+      const uint32_t b_dst = b_stage(s) + pass_row * 128 + ((chunk ^ (pass_row & 7)) << 4);
+      constexpr int kQPasses = kRows / kRowsPerPass, kKPasses = kCols / kRowsPerPass;
       const T* q_src = q_thread + (dc * kDepth - t * q_stride);
-#pragma unroll 4
-      for (int i = 0; i < kRows / kRowsPerPass; ++i, q_src += q_pass_elems) {
-        const int row = pass_row + i * kRowsPerPass;
-        const bool valid = i * pass_tokens - t < q_room;
-        cp_async_zfill_16(a_stage(s) + row * 128 + ((chunk ^ (row & 7)) << 4),
-                          valid ? q_src : q_base, valid);
+      // Validity falls with i, so a step whose last row is inside the sequence (almost all of
+      // them) copies without per-row checks.
+      if ((kQPasses - 1) * pass_tokens - t < q_room) {
+#pragma unroll
+        for (int i = 0; i < kQPasses; ++i, q_src += q_pass_elems)
+          cp_async_zfill_16(a_dst + i * kRowsPerPass * 128, q_src, true);
+      } else {
+#pragma unroll 1
+        for (int i = 0; i < kQPasses; ++i, q_src += q_pass_elems) {
+          const bool valid = i * pass_tokens - t < q_room;
+          cp_async_zfill_16(a_dst + i * kRowsPerPass * 128, valid ? q_src : q_base, valid);
+        }
       }
       const int k_tile_token = tile * kCols * int(S) + t;
       const T* k_src = k_thread + (int64_t(k_tile_token) * k_stride + dc * kDepth);
-#pragma unroll 4
-      for (int i = 0; i < kCols / kRowsPerPass; ++i, k_src += k_pass_elems) {
-        const int row = pass_row + i * kRowsPerPass;
-        const bool valid = k_tile_token + i * pass_tokens < k_room;
-        cp_async_zfill_16(b_stage(s) + row * 128 + ((chunk ^ (row & 7)) << 4),
-                          valid ? k_src : k_base, valid);
+      if (k_tile_token + (kKPasses - 1) * pass_tokens < k_room) {
+#pragma unroll
+        for (int i = 0; i < kKPasses; ++i, k_src += k_pass_elems)
+          cp_async_zfill_16(b_dst + i * kRowsPerPass * 128, k_src, true);
+      } else {
+#pragma unroll 1
+        for (int i = 0; i < kKPasses; ++i, k_src += k_pass_elems) {
+          const bool valid = k_tile_token + i * pass_tokens < k_room;
+          cp_async_zfill_16(b_dst + i * kRowsPerPass * 128, valid ? k_src : k_base, valid);
+        }
       }
       // The stage's barrier gets this thread's arrival when its copies have landed; the producer
       // never waits for its own copies, only for free stages.

@@ -215,11 +215,18 @@ int run(int argc, char** argv) {
       sparse_s.push_back(model.generate(prompt.tokens, 1, xattention).time_to_first_token);
       dense_s.push_back(model.generate(prompt.tokens, 1, dense).time_to_first_token);
     }
+    // Each pair ran back to back, so its ratio cancels the drift of the GPU's and host's speed
+    // between pairs (the dense time alone moved up to 2x between runs of the same harness).
+    std::vector<double> pair_ratio;
+    for (size_t i = 0; i < sparse_s.size(); ++i) pair_ratio.push_back(dense_s[i] / sparse_s[i]);
+    std::sort(pair_ratio.begin(), pair_ratio.end());
     std::sort(sparse_s.begin(), sparse_s.end());
     std::sort(dense_s.begin(), dense_s.end());
     const double ms = sparse_s[sparse_s.size() / 2], md = dense_s[dense_s.size() / 2];
     std::printf("median time to first token over %lld: XAttention %.4f s, dense %.4f s (%.3fx)\n",
                 (long long)repeat, ms, md, md / ms);
+    std::printf("median of %lld paired ratios (dense / XAttention): %.3fx\n", (long long)repeat,
+                pair_ratio[pair_ratio.size() / 2]);
   }
   for (const auto& [layer, decision] : xattention.layer_decision()) {
     if (!decision.empty()) std::printf("layer %d dispatch: %s\n", layer, decision.c_str());

@@ -57,13 +57,15 @@ at::Tensor unit_stride_head_dim(const at::Tensor& t) {
 
 std::string shape_text(at::IntArrayRef sizes) { return detail::concat(sizes); }
 
+}  // namespace
+
 // Dense attention: torch's fused SDPA on CUDA where its causal convention agrees with ours
 // (non-causal, len_q == len_k, or a single query that sees every key) and no sliding window cuts
 // the keys; the reference (or our dense kernels) otherwise. Grouped K/V heads go in as they are
 // (enable_gqa): on the H200 that is 1-12 % faster than expanding them to the query heads first
 // (bench/sdpa_gqa.py, bench/results/h200-e2e-speed/).
-at::Tensor dense_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-                      double scale, int64_t window) {
+at::Tensor dense_fallback_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   bool causal, double scale, int64_t window) {
   if (window >= k.size(2)) window = 0;  // every key is in reach
 #ifdef XATTN_HAVE_SDPA
   const int64_t len_q = q.size(2), len_k = k.size(2);
@@ -82,8 +84,6 @@ at::Tensor dense_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor
 #endif
   return std::get<0>(dense_attention(q, k, v, causal, scale, window));
 }
-
-}  // namespace
 
 ScoringScale parse_scoring_scale(const std::string& rule) {
   if (rule == "1/(sqrt(d)*S)") return ScoringScale::kInvSqrtDimTimesStride;
@@ -501,9 +501,9 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
       if (info.sequence_paths[size_t(b)] != AttentionPath::kDense) continue;
       const int64_t q0 = s.cu_seqlens_q[size_t(b)], k0 = s.cu_seqlens_k[size_t(b)];
       const int64_t lq = s.sequence_len_q(b), lk = s.sequence_len_k(b);
-      out.narrow(2, q0, lq).copy_(dense_call(q_in.narrow(2, q0, lq), k_in.narrow(2, k0, lk),
-                                             v_in.narrow(2, k0, lk), causal,
-                                             plan.attention_scale_, window));
+      out.narrow(2, q0, lq).copy_(dense_fallback_attention(
+          q_in.narrow(2, q0, lq), k_in.narrow(2, k0, lk), v_in.narrow(2, k0, lk), causal,
+          plan.attention_scale_, window));
     }
   };
 
@@ -513,7 +513,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
       dense_sequences(plan.out_);
       out = plan.out_;
     } else {
-      out = dense_call(q_in, k_in, v_in, causal, plan.attention_scale_, window);
+      out = dense_fallback_attention(q_in, k_in, v_in, causal, plan.attention_scale_, window);
     }
     // On the host: a dense call launches nothing but the attention itself.
     info.head_density = at::ones({s.heads_q}, at::TensorOptions().dtype(at::kDouble));

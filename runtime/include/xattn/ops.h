@@ -79,6 +79,12 @@ std::tuple<at::Tensor, at::Tensor> dense_attention(const at::Tensor& q, const at
                                                    std::optional<double> scale,
                                                    int64_t window = 0);
 
+// The runtime's dense fallback: torch's fused SDPA on CUDA where its causal convention agrees
+// (non-causal, len_q == len_k, or one query) and no window cuts the keys, grouped K/V heads passed
+// as they are; dense_attention otherwise. Returns out like q.
+at::Tensor dense_fallback_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   bool causal, double scale, int64_t window = 0);
+
 // Exact block mass [batch, heads_q, nQB, nKB] float32 (rows sum to 1): the ground truth.
 at::Tensor exact_block_mass(const at::Tensor& q, const at::Tensor& k, bool causal,
                             int64_t block_size, std::optional<double> scale,

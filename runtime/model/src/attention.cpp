@@ -1,8 +1,6 @@
 // Attention backends of the runner; see xattn/model/attention.h.
 #include "xattn/model/attention.h"
 
-#include <torch/version.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -91,16 +89,10 @@ at::Tensor dense_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   if (window >= len_k) window = 0;  // every key is in reach
 
-#if TORCH_VERSION_MAJOR >= 2
-  if (q.is_cuda() && len_q == len_k && window == 0) {
-    at::Tensor ke = k, ve = v;
-    if (group > 1) {
-      ke = k.unsqueeze(2).expand({batch, heads_kv, group, len_k, d}).reshape({batch, heads_q, len_k, d});
-      ve = v.unsqueeze(2).expand({batch, heads_kv, group, len_k, d}).reshape({batch, heads_q, len_k, d});
-    }
-    return at::scaled_dot_product_attention(q, ke, ve, {}, 0.0, /*is_causal=*/true);
-  }
-#endif
+  // The same fused attention as the engine's dense fallback (grouped K/V not expanded), so a
+  // patched model is compared against the fastest dense prefill, not a slower one.
+  if (q.is_cuda() && len_q == len_k && window == 0)
+    return runtime::dense_fallback_attention(q, k, v, /*causal=*/true, scale);
 
   // Compute in float32 on CPU; on CUDA in the input dtype with a float32 softmax.
   const at::ScalarType compute = q.is_cuda() ? q.scalar_type() : at::kFloat;

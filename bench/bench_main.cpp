@@ -34,6 +34,7 @@ using xattn::kernels::DType;
 using xattn::kernels::Problem;
 using xattn::kernels::ScoringParams;
 using xattn::kernels::SelectionParams;
+using xattn::kernels::Sm90ScoringLoads;
 using xattn::kernels::TensorView;
 
 constexpr int64_t kHeadsQ = 32, kHeadDim = 128, kBlock = 128;
@@ -128,6 +129,16 @@ Compact fixed_density(int64_t len, double density, uint64_t seed) {
   return {count, index, double(count.sum().item<int64_t>()) / allowed_blocks, useful_flop(count, nb)};
 }
 
+// XATTN_SCORING_LOADS=gather|auto (default auto: TMA where it can) picks the sm_90a scoring
+// kernel's load path, for A/B timings of one build.
+Sm90ScoringLoads scoring_loads_from_env() {
+  const char* v = std::getenv("XATTN_SCORING_LOADS");
+  const std::string value = v ? v : "auto";
+  if (value == "gather") return Sm90ScoringLoads::kGather;
+  if (value != "auto") throw std::runtime_error("XATTN_SCORING_LOADS must be gather or auto");
+  return Sm90ScoringLoads::kAuto;
+}
+
 struct Estimator {
   ScoringParams scoring;
   SelectionParams selection;
@@ -148,6 +159,7 @@ struct Estimator {
     scoring.block_size = kBlock;
     scoring.scale = float(1.0 / (std::sqrt(double(kHeadDim)) * stride));
     scoring.block_scores = scores.data_ptr<float>();
+    scoring.sm90_loads = scoring_loads_from_env();
     workspace_bytes = xattn::kernels::cuda::antidiagonal_scores_workspace_bytes(scoring);
     workspace = at::empty({int64_t(workspace_bytes)}, opts.dtype(at::kByte));
     selection.problem = scoring.problem;

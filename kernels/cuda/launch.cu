@@ -111,6 +111,8 @@ std::string unsupported_reason(const ScoringParams& p) {
     return message("block_size / stride = ", cols,
                    " is not built for CUDA scoring; built: 8, 16, 32, 64 (e.g. 128 / 8, 128 / 16)");
   if (!p.block_scores) return "block_scores is null";
+  if (p.sm90_loads != Sm90ScoringLoads::kAuto && p.sm90_loads != Sm90ScoringLoads::kGather)
+    return message("sm90_loads ", int32_t(p.sm90_loads), " is unknown (auto 0, gather 1)");
   if (auto e = kernel_choice_reason(p.kernel); !e.empty()) return e;
   if (p.kernel == CudaKernel::kSm90 && !detail::sm90::device_runs_sm90())
     return "the sm_90a scoring kernel needs a compute capability 9.0 GPU (H100/H200)";
@@ -158,6 +160,11 @@ static bool runs_on_sm90(const AttentionParams& p) {
   if (p.kernel == CudaKernel::kSm90) return true;  // checked by unsupported_reason
   if (p.kernel == CudaKernel::kSm80) return false;
   return detail::sm90::device_runs_sm90() && detail::sm90::attention_unsupported_reason(p).empty();
+}
+
+std::string scoring_load_path(const ScoringParams& p) {
+  if (!scoring_runs_on_sm90(p)) return "sm80";
+  return detail::sm90::scoring_loads(p) == detail::sm90::ScoringLoadPath::kTma ? "tma" : "gather";
 }
 
 size_t antidiagonal_scores_workspace_bytes(const ScoringParams& p) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -292,19 +293,30 @@ std::vector<float> cpu_scores(const Data& d) {
 
 bool device_is_sm90();
 const char* kernel_name(CudaKernel k);
-// The scoring kernels this device runs: sm_80 everywhere, plus sm_90a on compute capability 9.0.
-std::vector<CudaKernel> scoring_kernels() {
-  if (device_is_sm90()) return {CudaKernel::kSm80, CudaKernel::kSm90};
-  return {CudaKernel::kSm80};
+// The scoring kernels this device runs: sm_80 everywhere, plus sm_90a on compute capability 9.0,
+// there with both of its load paths (auto: TMA where the case allows it; cp.async gathers only).
+struct ScoringVariant {
+  CudaKernel kernel = CudaKernel::kAuto;
+  Sm90ScoringLoads loads = Sm90ScoringLoads::kAuto;
+  const char* name = "auto";
+};
+std::vector<ScoringVariant> scoring_kernels() {
+  const ScoringVariant sm80{CudaKernel::kSm80, Sm90ScoringLoads::kAuto, "sm80"};
+  if (device_is_sm90())
+    return {sm80,
+            {CudaKernel::kSm90, Sm90ScoringLoads::kAuto, "sm90"},
+            {CudaKernel::kSm90, Sm90ScoringLoads::kGather, "sm90-gather"}};
+  return {sm80};
 }
 
 std::vector<float> gpu_scores(const Data& d, int64_t chunk_len_q = 0,
-                              CudaKernel kernel = CudaKernel::kAuto) {
+                              ScoringVariant variant = {}) {
   DeviceBuffer<float> scores(d.batch * d.c.heads_q * n_qblocks(d) * n_kblocks(d));
   scores.poison();
   ScoringParams p = scoring_params(d, true, scores.get());
   p.chunk_len_q = chunk_len_q;
-  p.kernel = kernel;
+  p.kernel = variant.kernel;
+  p.sm90_loads = variant.loads;
   const std::string why = cuda::unsupported_reason(p);
   if (!why.empty()) throw std::runtime_error("unsupported: " + why);
   DeviceBuffer<unsigned char> workspace(cuda::antidiagonal_scores_workspace_bytes(p));
@@ -596,6 +608,14 @@ std::vector<Case> scoring_cases() {
         c.len_k = {1029};
         c.stride = 16;
         cases.push_back(c);
+        // GQA 2, chunked prefill, lengths multiples of S: the sm_90a kernel's TMA loads.
+        c.name = "tma-gqa2-chunked";
+        c.heads_q = 4;
+        c.heads_kv = 2;
+        c.len_q = {512};
+        c.len_k = {1024};
+        c.stride = 8;
+        cases.push_back(c);
         c.name = "varlen-gqa8";
         c.heads_q = 8;
         c.heads_kv = 1;
@@ -616,6 +636,16 @@ std::vector<Case> scoring_cases() {
   c.len_q = {17};
   c.len_k = {1001};
   c.block_size = 256;
+  c.stride = 16;
+  cases.push_back(c);
+  // Padded batch of two, GQA, chunked prefill, lengths multiples of S: the sm_90a kernel's TMA
+  // loads (batch and head coordinates of its 5-D views, strided rows past the sequence).
+  c.name = "tma-batch2-gqa4-chunked-S16";
+  c.heads_q = 8;
+  c.heads_kv = 2;
+  c.len_q = {496, 496};
+  c.len_k = {1072, 1072};
+  c.block_size = 128;
   c.stride = 16;
   cases.push_back(c);
   c.name = "long-S8";
@@ -698,8 +728,8 @@ TEST(GpuScoring, MatchesCpuReference) {
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, seed++);
     const std::vector<float> ref = cpu_scores(*d);
-    for (CudaKernel kernel : scoring_kernels()) {
-    SCOPED_TRACE(kernel_name(kernel));
+    for (const ScoringVariant& kernel : scoring_kernels()) {
+    SCOPED_TRACE(kernel.name);
     const std::vector<float> got = gpu_scores(*d, 0, kernel);
     double worst = 0;
     int64_t bad = 0;
@@ -734,13 +764,40 @@ TEST(GpuScoring, ChunkedEqualsUnchunked) {
   c.len_k = {2500, 1500};
   c.varlen = true;
   const auto d = make_data(c, 77);
-  for (CudaKernel kernel : scoring_kernels()) {
-    SCOPED_TRACE(kernel_name(kernel));
+  for (const ScoringVariant& kernel : scoring_kernels()) {
+    SCOPED_TRACE(kernel.name);
     const std::vector<float> whole = gpu_scores(*d, 0, kernel);
     const std::vector<float> chunked = gpu_scores(*d, 1024, kernel);  // 256 strided rows per launch
     ASSERT_EQ(whole.size(), chunked.size());
     for (size_t n = 0; n < whole.size(); ++n) ASSERT_EQ(whole[n], chunked[n]) << "entry " << n;
   }
+}
+
+// The sm_90a kernel's two load paths put the same bytes in shared memory, so its scores agree bit
+// for bit; and each case takes the path it allows.
+TEST(GpuScoring, TmaLoadsEqualGathers) {
+  SKIP_WITHOUT_GPU();
+  if (!device_is_sm90()) GTEST_SKIP() << "needs a compute capability 9.0 GPU";
+  uint32_t seed = 500;
+  std::map<std::string, int> paths;
+  const ScoringVariant automatic{CudaKernel::kSm90, Sm90ScoringLoads::kAuto, "sm90"};
+  const ScoringVariant gather{CudaKernel::kSm90, Sm90ScoringLoads::kGather, "sm90-gather"};
+  for (const Case& c : scoring_cases()) {
+    SCOPED_TRACE(describe(c));
+    const auto d = make_data(c, seed++);
+    ScoringParams p = scoring_params(*d, true, nullptr);
+    p.kernel = CudaKernel::kSm90;
+    const std::string path = cuda::scoring_load_path(p);
+    const bool tma_ok = !c.varlen && c.len_q[0] % c.stride == 0 && c.len_k[0] % c.stride == 0;
+    EXPECT_EQ(path, tma_ok ? "tma" : "gather");
+    ++paths[path];
+    const std::vector<float> gathered = gpu_scores(*d, 0, gather);
+    const std::vector<float> got = gpu_scores(*d, 0, automatic);
+    ASSERT_EQ(got.size(), gathered.size());
+    for (size_t n = 0; n < got.size(); ++n) ASSERT_EQ(got[n], gathered[n]) << "entry " << n;
+  }
+  EXPECT_GE(paths["tma"], 18);
+  EXPECT_GE(paths["gather"], 16);
 }
 
 TEST(GpuSelection, MatchesCpuOnReferenceScores) {
@@ -909,7 +966,7 @@ TEST(GpuSanitizer, AllKernelsSmall) {
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, 600);
     const std::vector<float> scores = gpu_scores(*d);
-    EXPECT_EQ(gpu_scores(*d, 0, CudaKernel::kSm80).size(), scores.size());
+    EXPECT_EQ(gpu_scores(*d, 0, {CudaKernel::kSm80, Sm90ScoringLoads::kAuto, "sm80"}).size(), scores.size());
     const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
     const RawOutput out = gpu_attention(*d, &sel);
     const RawOutput dense = gpu_attention(*d, nullptr);
@@ -1007,8 +1064,8 @@ TEST(GpuWindow, ScoringMatchesCpuAndZeroesBlocksBeforeTheWindow) {
     const std::vector<float> ref = cpu_scores(*d);
     const int64_t nqb = n_qblocks(*d), nkb = n_kblocks(*d);
     const Problem pr = d->problem(false);
-    for (CudaKernel kernel : scoring_kernels()) {
-      SCOPED_TRACE(kernel_name(kernel));
+    for (const ScoringVariant& kernel : scoring_kernels()) {
+      SCOPED_TRACE(kernel.name);
       const std::vector<float> got = gpu_scores(*d, 0, kernel);
       int64_t bad = 0, nonzero_outside = 0;
       for (size_t n = 0; n < ref.size(); ++n) {
@@ -1150,7 +1207,7 @@ TEST(GpuWindowSanitizer, AllKernelsSmall) {
     c.head_dim = t == DType::kBFloat16 ? 128 : 64;
     SCOPED_TRACE(describe(c));
     const auto d = make_data(c, 1100);
-    for (CudaKernel kernel : scoring_kernels()) {
+    for (const ScoringVariant& kernel : scoring_kernels()) {
       const std::vector<float> scores = gpu_scores(*d, 0, kernel);
       const Selection sel = gpu_select(*d, scores, thresholds_for(c.heads_q), true, true);
       for (CudaKernel attention : {CudaKernel::kSm80, CudaKernel::kAuto}) {

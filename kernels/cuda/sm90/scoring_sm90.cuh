@@ -4,12 +4,16 @@
 //
 // One CTA owns 128 strided query rows and sweeps 256-column key tiles (wide tiles halve the
 // re-reads of the query rows, which bound the sm_80 kernel); three warpgroups:
-//   producer  (warpgroup 0, 128 threads): gathers each k-step's rows (one t, 64 columns of
-//             head_dim) of q and k with 16-byte cp.async into a kStages ring, in the 128-byte
-//             swizzled layout wgmma reads (tokens past the sequence are zero-filled, which a TMA
-//             strided view could not guarantee); each thread's copies arrive on the stage's
-//             mbarrier when they land (cp.async.mbarrier.arrive), so the producer only ever waits
-//             for free stages;
+//   producer  (warpgroup 0, 128 threads): brings each k-step's rows (one t, 64 columns of
+//             head_dim) of q and k into a kStages ring, in the 128-byte swizzled layout wgmma
+//             reads, one of two ways:
+//             - TMA (padded layout, both lengths multiples of S): one thread issues the two boxes
+//               of a step from 5-D strided views of q and k (tensor_maps.h), whole strided rows
+//               past the sequence zero-filled by the copy engine;
+//             - otherwise 16-byte cp.async gathers by all 128 threads (tokens past the sequence
+//               zero-filled per copy, which a strided TMA view cannot do inside a partial row);
+//               each thread's copies arrive on the stage's mbarrier when they land
+//               (cp.async.mbarrier.arrive), so the producer only ever waits for free stages;
 //   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n256k16 wgmma (both operands in
 //             shared memory); a stage is released as soon as the MMA that read it is done; after
 //             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
@@ -19,6 +23,7 @@
 
 #include "../scoring_kernel.cuh"
 #include "primitives.cuh"
+#include "tensor_maps.h"
 #include "wgmma_ops.cuh"
 
 namespace xattn::kernels::cuda::detail::sm90 {
@@ -53,10 +58,17 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
 }
 
-template <typename T, int kHeadDim>
+// The TMA descriptors of q and k (unused by the gather variant).
+struct ScoringMaps {
+  CUtensorMap q, k;
+};
+
+template <typename T, int kHeadDim, ScoringLoadPath kLoads>
 __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
-    antidiagonal_scoring_sm90_kernel(const ScoringLaunch launch) {
+    antidiagonal_scoring_sm90_kernel(const ScoringLaunch launch,
+                                     const __grid_constant__ ScoringMaps maps) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kTmaLoads = kLoads == ScoringLoadPath::kTma;
   using Tile = ScoringTile;
   constexpr int kRows = Tile::kRows, kCols = Tile::kCols, kDepth = Tile::kDepth;
   constexpr int kStages = Tile::kStages;
@@ -84,7 +96,8 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   auto empty = [&](int s) { return bars + 8u * (kStages + s); };
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full(s), 128);  // one cp.async arrival per producer thread
+      // TMA: one expect_tx arrival; gathers: one cp.async arrival per producer thread.
+      mbarrier_init(full(s), kTmaLoads ? 1 : 128);
       mbarrier_init(empty(s), Tile::kConsumerThreads);
     }
     fence_barrier_init();
@@ -95,6 +108,27 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer: gathers of strided q and k rows ----------------
     release_registers<Tile::kProducerRegisters>();
+    if constexpr (kTmaLoads) {
+      // One thread: per step, wait for a free stage, announce its bytes, issue both boxes.
+      if (threadIdx.x == 0) {
+        prefetch_tensor_map(&maps.q);
+        prefetch_tensor_map(&maps.k);
+        const int q_row0 = int(r0);
+        for (int step = 0; step < total_steps; ++step) {
+          const int s = step % kStages;
+          if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
+          const int tile = step / steps_per_tile;
+          const int rem = step % steps_per_tile;
+          const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+          mbarrier_arrive_expect_tx(full(s), Tile::kStageBytes);
+          // q: strided row r gathers token r*S + S-1-t; k: strided column c gathers token c*S + t.
+          tma_load_5d(a_stage(s), &maps.q, full(s), dc * kDepth, int(S) - 1 - t, q_row0, head,
+                      batch);
+          tma_load_5d(b_stage(s), &maps.k, full(s), dc * kDepth, t, tile * kCols, kv_head, batch);
+        }
+      }
+      return;
+    }
     const T* q_base = static_cast<const T*>(params.q.data) +
                       sequence_base(pr.cu_seqlens_q, batch, head, params.q.batch_stride,
                                     params.q.head_stride, params.q.token_stride);
@@ -178,8 +212,9 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     const int s = step % kStages;
     const int in_tile = step % steps_per_tile;
     mbarrier_wait(full(s), (step / kStages) & 1);
-    // The stage was written by cp.async (generic proxy); wgmma reads through the async proxy.
-    fence_proxy_async_shared();
+    // A gathered stage was written by cp.async (generic proxy); wgmma reads through the async
+    // proxy. TMA writes through the async proxy already.
+    if constexpr (!kTmaLoads) fence_proxy_async_shared();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kDepth / 16; ++kk) {
@@ -253,14 +288,23 @@ template <typename T, int kHeadDim>
 cudaError_t launch_antidiagonal_scoring_sm90(const ScoringParams& params,
                                              const ScoringChunk& chunk, cudaStream_t stream) {
   using Tile = sm90::ScoringTile;
-  const auto kernel = sm90::antidiagonal_scoring_sm90_kernel<T, kHeadDim>;
+  using sm90::ScoringLoadPath;
+  sm90::ScoringMaps maps{};
+  ScoringLoadPath path = sm90::scoring_loads(params);
+  if (path == ScoringLoadPath::kTma &&
+      sm90::encode_scoring_maps(params, Tile::kRows, Tile::kCols, &maps.q, &maps.k) != cudaSuccess)
+    path = ScoringLoadPath::kGather;
+  const auto kernel =
+      path == ScoringLoadPath::kTma
+          ? sm90::antidiagonal_scoring_sm90_kernel<T, kHeadDim, ScoringLoadPath::kTma>
+          : sm90::antidiagonal_scoring_sm90_kernel<T, kHeadDim, ScoringLoadPath::kGather>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          Tile::kSmemBytes);
   if (err != cudaSuccess) return err;
   const ScoringLaunch launch{params, chunk.row_begin, chunk.chunk_rows, chunk.scratch};
   const dim3 grid(unsigned(params.problem.heads_q), unsigned(chunk.chunk_rows / Tile::kRows),
                   unsigned(params.problem.batch));
-  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(launch);
+  kernel<<<grid, Tile::kThreads, Tile::kSmemBytes, stream>>>(launch, maps);
   return cudaGetLastError();
 }
 

@@ -60,24 +60,73 @@ std::string view_reason(const char* name, const TensorView& v, const MapShape& s
   return {};
 }
 
-cudaError_t encode(CUtensorMap* map, const TensorView& v, const MapShape& shape, int64_t head_dim,
-                   int box_rows) {
+// A tiled map of `rank` dimensions (innermost first; strides in elements for dimensions 1..rank-1)
+// with the 128-byte swizzle every sm_90a operand uses.
+cudaError_t encode_tiled(CUtensorMap* map, const TensorView& v, int rank, const int64_t* dims,
+                         const int64_t* stride_elements, const uint32_t* box) {
   const auto encoder = tensor_map_encoder();
   if (!encoder) return cudaErrorNotSupported;
   const CUtensorMapDataType type = v.dtype == DType::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                                                : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-  const cuuint64_t dims[4] = {cuuint64_t(head_dim), cuuint64_t(shape.tokens),
-                              cuuint64_t(shape.heads), cuuint64_t(shape.batch)};
-  const cuuint64_t strides[3] = {cuuint64_t(stride_or_placeholder(shape.tokens, v.token_stride)),
-                                 cuuint64_t(stride_or_placeholder(shape.heads, v.head_stride)),
-                                 cuuint64_t(stride_or_placeholder(shape.batch, v.batch_stride))};
-  const cuuint32_t box[4] = {64, cuuint32_t(box_rows), 1, 1};
-  const cuuint32_t element_strides[4] = {1, 1, 1, 1};
-  const CUresult r = encoder(map, type, 4, const_cast<void*>(v.data), dims, strides, box,
-                             element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+  cuuint64_t global_dims[5], strides[4];
+  cuuint32_t boxes[5], element_strides[5];
+  for (int i = 0; i < rank; ++i) {
+    global_dims[i] = cuuint64_t(dims[i]);
+    boxes[i] = box[i];
+    element_strides[i] = 1;
+    if (i > 0) strides[i - 1] = cuuint64_t(stride_or_placeholder(dims[i], stride_elements[i - 1]));
+  }
+  const CUresult r = encoder(map, type, cuuint32_t(rank), const_cast<void*>(v.data), global_dims,
+                             strides, boxes, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+cudaError_t encode(CUtensorMap* map, const TensorView& v, const MapShape& shape, int64_t head_dim,
+                   int box_rows) {
+  const int64_t dims[4] = {head_dim, shape.tokens, shape.heads, shape.batch};
+  const int64_t strides[3] = {v.token_stride, v.head_stride, v.batch_stride};
+  const uint32_t box[4] = {64, uint32_t(box_rows), 1, 1};
+  return encode_tiled(map, v, 4, dims, strides, box);
+}
+
+// The strided view of one operand of the scoring kernel (see encode_scoring_maps).
+struct StridedShape {
+  int64_t stride, rows, heads, batch;
+};
+
+std::string strided_view_reason(const char* name, const TensorView& v, const StridedShape& s) {
+  if (s.stride > 1 && !stride_ok(v.token_stride))
+    return xattn::detail::concat(name, " token stride ", v.token_stride, " is not TMA-addressable");
+  if (s.rows > 1 && !stride_ok(v.token_stride * s.stride))
+    return xattn::detail::concat(name, " strided-row stride is not TMA-addressable");
+  if (s.heads > 1 && !stride_ok(v.head_stride))
+    return xattn::detail::concat(name, " head stride ", v.head_stride, " is not TMA-addressable");
+  if (s.batch > 1 && !stride_ok(v.batch_stride))
+    return xattn::detail::concat(name, " batch stride ", v.batch_stride, " is not TMA-addressable");
+  if (s.rows < 1 || s.rows >= (int64_t(1) << 31))
+    return xattn::detail::concat(name, " has ", s.rows, " strided rows");
+  if (reinterpret_cast<uintptr_t>(v.data) % 16) return xattn::detail::concat(name, " is not 16-byte aligned");
+  return {};
+}
+
+cudaError_t encode_strided(CUtensorMap* map, const TensorView& v, const StridedShape& s,
+                           int64_t head_dim, int box_rows) {
+  const int64_t dims[5] = {head_dim, s.stride, s.rows, s.heads, s.batch};
+  const int64_t strides[4] = {v.token_stride, v.token_stride * s.stride, v.head_stride,
+                              v.batch_stride};
+  const uint32_t box[5] = {64, 1, uint32_t(box_rows), 1, 1};
+  return encode_tiled(map, v, 5, dims, strides, box);
+}
+
+StridedShape q_strided(const ScoringParams& p) {
+  const Problem& pr = p.problem;
+  return {p.stride, pr.max_len_q / p.stride, pr.heads_q, pr.batch};
+}
+StridedShape k_strided(const ScoringParams& p) {
+  const Problem& pr = p.problem;
+  return {p.stride, pr.max_len_k / p.stride, pr.heads_kv, pr.batch};
 }
 
 }  // namespace
@@ -101,6 +150,23 @@ std::string attention_unsupported_reason(const AttentionParams& p) {
   return {};
 }
 
+std::string scoring_tma_unsupported_reason(const ScoringParams& p) {
+  const Problem& pr = p.problem;
+  if (pr.cu_seqlens_q || pr.cu_seqlens_k) return "varlen (sequences of different lengths)";
+  if (p.stride < 1 || pr.max_len_q % p.stride || pr.max_len_k % p.stride)
+    return xattn::detail::concat("lengths ", pr.max_len_q, " and ", pr.max_len_k,
+                                 " are not both multiples of the stride ", p.stride);
+  if (pr.head_dim % 64) return xattn::detail::concat("head_dim ", pr.head_dim);
+  if (auto e = strided_view_reason("q", p.q, q_strided(p)); !e.empty()) return e;
+  return strided_view_reason("k", p.k, k_strided(p));
+}
+
+ScoringLoadPath scoring_loads(const ScoringParams& p) {
+  if (p.sm90_loads == Sm90ScoringLoads::kGather || !scoring_tma_unsupported_reason(p).empty())
+    return ScoringLoadPath::kGather;
+  return ScoringLoadPath::kTma;
+}
+
 bool device_runs_sm90() {
   int device = 0, major = 0, minor = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
@@ -118,6 +184,14 @@ cudaError_t encode_attention_maps(const AttentionParams& p, int box_rows, CUtens
   if (cudaError_t e = encode(q_map, p.q, q_shape(p), d, box_rows); e != cudaSuccess) return e;
   if (cudaError_t e = encode(k_map, p.k, k_shape(p), d, box_rows); e != cudaSuccess) return e;
   return encode(v_map, p.v, k_shape(p), d, box_rows);
+}
+
+cudaError_t encode_scoring_maps(const ScoringParams& p, int q_box_rows, int k_box_rows,
+                                CUtensorMap* q_map, CUtensorMap* k_map) {
+  const int64_t d = p.problem.head_dim;
+  if (cudaError_t e = encode_strided(q_map, p.q, q_strided(p), d, q_box_rows); e != cudaSuccess)
+    return e;
+  return encode_strided(k_map, p.k, k_strided(p), d, k_box_rows);
 }
 
 }  // namespace xattn::kernels::cuda::detail::sm90

@@ -39,6 +39,10 @@ inline bool supports(const AttentionParams& params) { return unsupported_reason(
 // of one query chunk (params.chunk_len_q queries, or a default that keeps it under 1 GiB).
 size_t antidiagonal_scores_workspace_bytes(const ScoringParams& params);
 
+// How antidiagonal_scores loads q and k for these parameters: "tma" (sm_90a kernel, TMA),
+// "gather" (sm_90a kernel, cp.async) or "sm80" (the sm_80 kernel).
+std::string scoring_load_path(const ScoringParams& params);
+
 // block_scores [batch, heads_q, nQB, nKB] float32 (zeroed here, then filled).
 // `workspace` holds at least antidiagonal_scores_workspace_bytes(params) bytes.
 cudaError_t antidiagonal_scores(const ScoringParams& params, void* workspace,

@@ -20,6 +20,11 @@ namespace xattn::kernels {
 // sm_80 kernel (mma.sync), which runs on every GPU the project builds for.
 enum class CudaKernel : int32_t { kAuto = 0, kSm80 = 1, kSm90 = 2 };
 
+// How the sm_90a scoring kernel brings q and k into shared memory. kAuto (what to use): TMA where
+// it can load the operands, cp.async gathers where it cannot (varlen, lengths that are not
+// multiples of the stride). kGather forces the gathers (tests, A/B timings).
+enum class Sm90ScoringLoads : int32_t { kAuto = 0, kGather = 1 };
+
 // Antidiagonal block scoring (XATTENTION.md §1).
 // Output block_scores [batch, heads_q, nQB, nKB] float32, contiguous, nQB = ceil(max_len_q / bs),
 // nKB = ceil(max_len_k / bs). Entry (i, j) is the softmax mass of the strided score matrix that
@@ -37,6 +42,7 @@ struct ScoringParams {
   int64_t chunk_len_q = 0;   // queries per chunk (0: implementation default); bounds scratch memory
   float* block_scores = nullptr;
   CudaKernel kernel = CudaKernel::kAuto;
+  Sm90ScoringLoads sm90_loads = Sm90ScoringLoads::kAuto;
 };
 
 // Which blocks a threshold keeps (docs/selection-rules.md).

@@ -108,6 +108,17 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer: gathers of strided q and k rows ----------------
     release_registers<Tile::kProducerRegisters>();
+    // Both load paths: wait until the consumers have freed the ring stage of `step`, and name
+    // what the step loads (key tile, t in 0..S-1, head_dim chunk).
+    struct StepLoad {
+      int stage, tile, t, dc;
+    };
+    auto claim_stage = [&](int step) {
+      const int s = step % kStages;
+      if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
+      const int rem = step % steps_per_tile;
+      return StepLoad{s, step / steps_per_tile, rem / kDepthChunks, rem % kDepthChunks};
+    };
     if constexpr (kTmaLoads) {
       // One thread: per step, wait for a free stage, announce its bytes, issue both boxes.
       if (threadIdx.x == 0) {
@@ -115,11 +126,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
         prefetch_tensor_map(&maps.k);
         const int q_row0 = int(r0);
         for (int step = 0; step < total_steps; ++step) {
-          const int s = step % kStages;
-          if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
-          const int tile = step / steps_per_tile;
-          const int rem = step % steps_per_tile;
-          const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+          const auto [s, tile, t, dc] = claim_stage(step);
           mbarrier_arrive_expect_tx(full(s), Tile::kStageBytes);
           // q: strided row r gathers token r*S + S-1-t; k: strided column c gathers token c*S + t.
           tma_load_5d(a_stage(s), &maps.q, full(s), dc * kDepth, int(S) - 1 - t, q_row0, head,
@@ -151,11 +158,7 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     const int64_t q_pass_elems = int64_t(pass_tokens) * q_stride;
     const int64_t k_pass_elems = int64_t(pass_tokens) * k_stride;
     for (int step = 0; step < total_steps; ++step) {
-      const int s = step % kStages;
-      if (step >= kStages) mbarrier_wait(empty(s), ((step / kStages) - 1) & 1);
-      const int tile = step / steps_per_tile;
-      const int rem = step % steps_per_tile;
-      const int t = rem / kDepthChunks, dc = rem % kDepthChunks;
+      const auto [s, tile, t, dc] = claim_stage(step);
       // Rows tid / 8 + 16 i share the swizzle of row tid / 8: one destination per thread and stage.
       const uint32_t a_dst = a_stage(s) + pass_row * 128 + ((chunk ^ (pass_row & 7)) << 4);
       const uint32_t b_dst = b_stage(s) + pass_row * 128 + ((chunk ^ (pass_row & 7)) << 4);

@@ -1,7 +1,9 @@
-// TMA descriptors of the attention operands (see tensor_maps.h).
+// TMA descriptors of the attention and scoring operands (see tensor_maps.h).
 #include "tensor_maps.h"
 
 #include <cudaTypedefs.h>
+
+#include <initializer_list>
 
 #include "xattn/error.h"
 
@@ -49,13 +51,19 @@ MapShape k_shape(const AttentionParams& p) {
   return {pr.max_len_k, pr.heads_kv, pr.batch};
 }
 
+// Empty when a dimension of `extent` steps by `elements` TMA can express (one of extent 1 is never
+// stepped), else a message naming it.
+std::string stride_reason(const char* name, const char* dimension, int64_t extent,
+                          int64_t elements) {
+  if (extent <= 1 || stride_ok(elements)) return {};
+  return xattn::detail::concat(name, " ", dimension, " stride ", elements, " is not TMA-addressable");
+}
+
 std::string view_reason(const char* name, const TensorView& v, const MapShape& shape) {
-  if (shape.tokens > 1 && !stride_ok(v.token_stride))
-    return xattn::detail::concat(name, " token stride ", v.token_stride, " is not TMA-addressable");
-  if (shape.heads > 1 && !stride_ok(v.head_stride))
-    return xattn::detail::concat(name, " head stride ", v.head_stride, " is not TMA-addressable");
-  if (shape.batch > 1 && !stride_ok(v.batch_stride))
-    return xattn::detail::concat(name, " batch stride ", v.batch_stride, " is not TMA-addressable");
+  for (const std::string& e : {stride_reason(name, "token", shape.tokens, v.token_stride),
+                               stride_reason(name, "head", shape.heads, v.head_stride),
+                               stride_reason(name, "batch", shape.batch, v.batch_stride)})
+    if (!e.empty()) return e;
   if (shape.tokens >= (int64_t(1) << 31)) return xattn::detail::concat(name, " has too many tokens");
   return {};
 }
@@ -97,14 +105,12 @@ struct StridedShape {
 };
 
 std::string strided_view_reason(const char* name, const TensorView& v, const StridedShape& s) {
-  if (s.stride > 1 && !stride_ok(v.token_stride))
-    return xattn::detail::concat(name, " token stride ", v.token_stride, " is not TMA-addressable");
-  if (s.rows > 1 && !stride_ok(v.token_stride * s.stride))
-    return xattn::detail::concat(name, " strided-row stride is not TMA-addressable");
-  if (s.heads > 1 && !stride_ok(v.head_stride))
-    return xattn::detail::concat(name, " head stride ", v.head_stride, " is not TMA-addressable");
-  if (s.batch > 1 && !stride_ok(v.batch_stride))
-    return xattn::detail::concat(name, " batch stride ", v.batch_stride, " is not TMA-addressable");
+  for (const std::string& e :
+       {stride_reason(name, "token", s.stride, v.token_stride),
+        stride_reason(name, "strided-row", s.rows, v.token_stride * s.stride),
+        stride_reason(name, "head", s.heads, v.head_stride),
+        stride_reason(name, "batch", s.batch, v.batch_stride)})
+    if (!e.empty()) return e;
   if (s.rows < 1 || s.rows >= (int64_t(1) << 31))
     return xattn::detail::concat(name, " has ", s.rows, " strided rows");
   if (reinterpret_cast<uintptr_t>(v.data) % 16) return xattn::detail::concat(name, " is not 16-byte aligned");

@@ -47,7 +47,20 @@ struct ScoringLaunch {
 // One strided row's 64 columns of a tile (this thread holds 2 of every 8, quad-shared row):
 // per key block of kTilesPerBlock n8 tiles, write the block's log2-sum-exp and fold it into the
 // row's running max and sum. Values are log2-domain logits, -inf where masked.
-template <int kTilesPerBlock>
+// exp2 for the block sums: the approximate flush-to-zero instruction where the caller allows it
+// (one MUFU op instead of four instructions with the denormal range fix-up).
+template <bool kApprox>
+__device__ __forceinline__ float block_exp2(float x) {
+  if constexpr (kApprox) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+  } else {
+    return exp2f(x);
+  }
+}
+
+template <int kTilesPerBlock, bool kApproxExp2 = false>
 __device__ __forceinline__ void row_block_epilogue(const float (&x)[8][2], int64_t j0,
                                                    int64_t nkb_max, int t4, float* scratch_row,
                                                    float& run_max, float& run_sum) {
@@ -62,12 +75,14 @@ __device__ __forceinline__ void row_block_epilogue(const float (&x)[8][2], int64
     if (block_max != -INFINITY) {
 #pragma unroll
       for (int n = nb * kTilesPerBlock; n < (nb + 1) * kTilesPerBlock; ++n)
-        block_sum += exp2f(x[n][0] - block_max) + exp2f(x[n][1] - block_max);
+        block_sum += block_exp2<kApproxExp2>(x[n][0] - block_max) +
+                     block_exp2<kApproxExp2>(x[n][1] - block_max);
     }
     block_sum = quad_sum(block_sum);
     if (block_max != -INFINITY) {
       const float new_max = fmaxf(run_max, block_max);
-      run_sum = run_sum * exp2f(run_max - new_max) + block_sum * exp2f(block_max - new_max);
+      run_sum = run_sum * block_exp2<kApproxExp2>(run_max - new_max) +
+                block_sum * block_exp2<kApproxExp2>(block_max - new_max);
       run_max = new_max;
     }
     const int64_t j = j0 + nb;

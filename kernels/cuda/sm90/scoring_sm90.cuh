@@ -16,8 +16,9 @@
 //               (cp.async.mbarrier.arrive), so the producer only ever waits for free stages;
 //   consumers (warpgroups 1, 2): 64 rows each, S += A B^T on m64n256k16 wgmma (both operands in
 //             shared memory); a stage is released as soon as the MMA that read it is done; after
-//             the last k-step of a tile, the tile epilogue (mask, block log2-sum-exp, running row
-//             statistics). Each row's 256 columns live in one quad of lanes.
+//             the last k-step of a tile, the tile epilogue (scale; mask, only in tiles some row
+//             of the warp does not see whole; block log2-sum-exp with the approximate exp2;
+//             running row statistics). Each row's 256 columns live in one quad of lanes.
 // Shared memory: kStages x (128 + 256) rows x 128 B = 192 KiB (4 stages); one CTA per SM.
 #pragma once
 
@@ -57,7 +58,6 @@ __device__ __forceinline__ void cp_async_zfill_16(uint32_t dst, const void* src,
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
 }
-
 // The TMA descriptors of q and k (unused by the gather variant).
 struct ScoringMaps {
   CUtensorMap q, k;
@@ -234,15 +234,29 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
     if (in_tile != steps_per_tile - 1) continue;
     fence_registers(acc);
 
-    // Tile epilogue: mask, per key block log2-sum-exp to scratch, running row statistics.
+    // Tile epilogue: scale, mask, per key block log2-sum-exp to scratch, running row statistics.
     const int64_t c_tile = int64_t(step / steps_per_tile) * kCols;
+    // Last visible column of each of this thread's two rows, relative to the tile (clamped to
+    // 32 bits); only tiles that some row of the warp does not see whole pay for the mask.
+    int visible[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t r = r0 + consumer * 64 + warp * 16 + g + 8 * half;
+      const int64_t last_visible = pr.causal ? (offset + r * S + S - 1) / S : n_cols - 1;
+      visible[half] = int(min(min(last_visible, n_cols - 1) - c_tile, int64_t(kCols)));
+    }
+#pragma unroll
+    for (int i = 0; i < kCols / 2; ++i) acc[i] *= scale_log2;
+    if (!__all_sync(0xffffffffu, min(visible[0], visible[1]) >= kCols - 1)) {
+#pragma unroll
+      for (int i = 0; i < kCols / 2; ++i) {
+        const int col = (i / 4) * 8 + 2 * t4 + (i & 1);  // acc[4 n + 2 half + e]: n8 tile n
+        if (col > visible[(i / 2) & 1]) acc[i] = -INFINITY;
+      }
+    }
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int64_t local_row = consumer * 64 + warp * 16 + g + 8 * half;
-      const int64_t r = r0 + local_row;
-      const int64_t last_visible = pr.causal ? (offset + r * S + S - 1) / S : n_cols - 1;
-      // Last visible column relative to the tile, clamped to 32 bits (keeps the mask cheap).
-      const int visible = int(min(min(last_visible, n_cols - 1) - c_tile, int64_t(kCols)));
       float* scratch_row = local_row < rows_here ? scratch + local_row * nkb_max : nullptr;
 #pragma unroll
       for (int part = 0; part < kCols / 64; ++part) {  // columns 64 * part ... 64 * part + 63
@@ -250,17 +264,13 @@ __global__ void __launch_bounds__(ScoringTile::kThreads, 1)
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int col = (part * 8 + n) * 8 + 2 * t4 + e;
-            const float v = acc[4 * (part * 8 + n) + 2 * half + e];
-            x[n][e] = col <= visible ? v * scale_log2 : -INFINITY;
-          }
+          for (int e = 0; e < 2; ++e) x[n][e] = acc[4 * (part * 8 + n) + 2 * half + e];
         const int64_t j0 = (c_tile + 64 * part) / cols_per_block;
         switch (col_tiles_per_block) {
-          case 1: row_block_epilogue<1>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
-          case 2: row_block_epilogue<2>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
-          case 4: row_block_epilogue<4>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
-          default: row_block_epilogue<8>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          case 1: row_block_epilogue<1, true>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          case 2: row_block_epilogue<2, true>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          case 4: row_block_epilogue<4, true>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
+          default: row_block_epilogue<8, true>(x, j0, nkb_max, t4, scratch_row, run_max[half], run_sum[half]); break;
         }
       }
     }

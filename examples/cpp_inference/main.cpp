@@ -43,7 +43,8 @@ constexpr const char* kUsage =
     "device's cost table); --force-sparse turns that rule off, --cost-table FILE replaces the\n"
     "built-in table (xattn_cost_table writes one). With --threshold the profile's densities do\n"
     "not apply: the rule is off unless --density D gives the kept density to assume.\n"
-    "--repeat N: N prefills of each kind (alternating), the median time to first token.\n"
+    "--repeat N: N prefills of each kind in back-to-back pairs (the order alternating between\n"
+    "  pairs), the median time to first token and the median of the pairs' ratios.\n"
     "--time-attention: a third, untimed prefill of each kind that synchronises around every\n"
     "attention call and prints the attention-only time.\n"
     "Defaults: --profile profiles/xattn-byte.h5, --model and --haystack the bundled ones,\n"
@@ -212,8 +213,10 @@ int run(int argc, char** argv) {
     std::vector<double> sparse_s = {sparse_result.time_to_first_token},
                         dense_s = {dense_result.time_to_first_token};
     for (int64_t i = 1; i < repeat; ++i) {
+      // The order alternates between pairs, so that neither side always runs first.
+      if (i % 2 == 1) dense_s.push_back(model.generate(prompt.tokens, 1, dense).time_to_first_token);
       sparse_s.push_back(model.generate(prompt.tokens, 1, xattention).time_to_first_token);
-      dense_s.push_back(model.generate(prompt.tokens, 1, dense).time_to_first_token);
+      if (i % 2 == 0) dense_s.push_back(model.generate(prompt.tokens, 1, dense).time_to_first_token);
     }
     // Each pair ran back to back, so its ratio cancels the drift of the GPU's and host's speed
     // between pairs (the dense time alone moved up to 2x between runs of the same harness).

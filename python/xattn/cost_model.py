@@ -124,9 +124,11 @@ def _ms(value):
 
 
 def decide(table, density, layer, len_q, len_k, heads_q, head_dim, block_size=128, stride=8,
-           causal=True):
+           causal=True, host_ms=0.0):
     """(sparse: bool, reason: str), e.g. "predicted density 46% at 16384: sparse 9.1 ms >= 90% of
-    dense 7.5 ms". Sparse only when predicted min_sparse_gain (default 0.1) cheaper than dense."""
+    dense 7.5 ms". Sparse only when predicted min_sparse_gain (default 0.1) cheaper than dense.
+    host_ms: host time a sparse call costs beyond a dense one, added to the sparse side (it adds
+    to the prefill where the forward pass is bound by the host: short prompts, small models)."""
     rho = density.at(layer, len_k)
     pairs = allowed_pairs(len_q, len_k, causal)
     units = pairs * heads_q * head_dim
@@ -135,11 +137,12 @@ def decide(table, density, layer, len_q, len_k, heads_q, head_dim, block_size=12
     kept_blocks = rho * pairs / area * heads_q
     sparse_ms = (table["sparse_fixed_ms"] + units * scoring_ns_at(table, stride) * 1e-6 +
                  kept_blocks * (area / (128.0 * 128.0)) * head_dim *
-                 table["sparse_ns_per_block_dim"] * 1e-6)
+                 table["sparse_ns_per_block_dim"] * 1e-6 + host_ms)
     gain = table.get("min_sparse_gain", MIN_SPARSE_GAIN)
     sparse = sparse_ms < (1.0 - gain) * dense_ms
     of_dense = f"{(1.0 - gain) * 100:.0f}% of dense" if gain > 0 else "dense"
-    reason = (f"predicted density {rho * 100:.0f}% at {len_k}: sparse {_ms(sparse_ms)} "
+    host = f" (host {_ms(host_ms)} of it)" if host_ms > 0 else ""
+    reason = (f"predicted density {rho * 100:.0f}% at {len_k}: sparse {_ms(sparse_ms)}{host} "
               f"{'<' if sparse else '>='} {of_dense} {_ms(dense_ms)}")
     if not density.fitted:
         reason += " (profile has no density fit: calibrated density assumed)"

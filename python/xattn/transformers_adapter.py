@@ -20,7 +20,9 @@ module's softmax scale, or transformers' sdpa attention, explicitly and countabl
 * calls where the cost model predicts dense attention cheaper than estimate + sparse at the
   layer's predicted density for this key length (``xattn.cost_model``, the C++ engine's rule):
   on CUDA with the device's built-in cost table unless ``cost_table`` gives one (a dict or the
-  JSON file ``xattn_cost_table`` writes); ``force_sparse=True`` turns the rule off;
+  JSON file ``xattn_cost_table`` writes), plus ``sparse_host_ms`` on the sparse side (the host
+  time the op's call costs beyond sdpa's, which a forward pass bound by the host pays);
+  ``force_sparse=True`` turns the rule off;
   ``runtime.decisions[layer]`` holds the last verdict in words;
 * padded batches (a masked key in the last query row), dropout in training mode and
   sliding-window layers, which the op does not implement.
@@ -35,6 +37,11 @@ from .profile import (Profile, ProfileMismatchError, check_profile_matches, fnv1
                       load_profile, model_signature)
 
 CUDA_CROSSOVER_LEN = 8192  # key length below which dense attention wins on an H200
+# Host time of one torch.ops.xattn.prefill call beyond one sdpa call, as this adapter makes them
+# (q/k/v made contiguous, output transposed back): 85-150 us at 8K-32K on the H200 machine
+# (bench/op_overhead.py, bench/results/h200-e2e-speed/op_overhead.txt). The 6-layer bundled model's
+# forward pass is bound by the host up to 16K, so this time adds to the prefill there.
+SPARSE_HOST_MS = 0.1
 ATTENTION_NAME = "xattn"
 
 
@@ -64,7 +71,7 @@ class XAttentionRuntime:
     """Per-model state the "xattn" attention function reads: profile, policy, counters."""
 
     def __init__(self, profile, crossover_len=None, dense_attention=None, cost_table=None,
-                 force_sparse=False):
+                 force_sparse=False, sparse_host_ms=SPARSE_HOST_MS):
         self.profile = profile
         self.crossover_len = crossover_len  # None: CUDA_CROSSOVER_LEN on CUDA, 0 elsewhere
         self.dense_attention = dense_attention or _sdpa_attention
@@ -72,6 +79,11 @@ class XAttentionRuntime:
             cost_table = cost_model.load_cost_table(cost_table)
         self.cost_table = cost_table  # None: the CUDA device's built-in table, none on CPU
         self.force_sparse = force_sparse
+        if not (isinstance(sparse_host_ms, (int, float)) and 0 <= sparse_host_ms < 1e3):
+            raise ValueError(f"sparse_host_ms is {sparse_host_ms!r}; pass the host time of a "
+                             "sparse call beyond a dense one in ms, >= 0 (default "
+                             f"{SPARSE_HOST_MS})")
+        self.sparse_host_ms = float(sparse_host_ms)
         self.density = cost_model.DensityModel.of_profile(profile)
         self.calls = {}  # "sparse" or "dense (<reason>)" -> count
         self.decisions = {}  # layer -> the cost rule's last verdict in words
@@ -131,7 +143,8 @@ class XAttentionRuntime:
             profile = self.profile
             sparse, why = cost_model.decide(
                 table, self.density, module.layer_idx, query_len, key_len, query.shape[1],
-                query.shape[3], profile.block_size, profile.stride, profile.causal)
+                query.shape[3], profile.block_size, profile.stride, profile.causal,
+                host_ms=self.sparse_host_ms)
             self.decisions[module.layer_idx] = why
             if not sparse:
                 return "predicted slower than dense"
@@ -193,7 +206,7 @@ def _attention_modules(model):
 
 
 def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attention=None,
-                cost_table=None, force_sparse=False):
+                cost_table=None, force_sparse=False, sparse_host_ms=SPARSE_HOST_MS):
     """Switches a transformers Llama model to XAttention prefill with a profile.
 
     profile: a path to a profile (HDF5 or its JSON export) or a ``xattn.Profile``.
@@ -201,6 +214,8 @@ def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attent
     8192 on CUDA, 0 on CPU). model_dir: the model folder, to compare the config.json hash too.
     cost_table: the density-aware dispatch's costs (a dict or a JSON file; default: the CUDA
     device's built-in table, none on CPU). force_sparse: never dense by the cost rule.
+    sparse_host_ms: host time of a sparse call beyond a dense one, charged to the sparse side
+    (default SPARSE_HOST_MS, measured on the H200 machine; 0 where the forward is GPU-bound).
     Returns the XAttentionRuntime (its ``summary()`` counts sparse and dense calls).
     """
     if not isinstance(profile, Profile):
@@ -220,7 +235,8 @@ def patch_model(model, profile, crossover_len=None, model_dir=None, dense_attent
                 f"{module.layer_idx} has is_causal={module.is_causal}")
     from transformers import AttentionInterface
 
-    runtime = XAttentionRuntime(profile, crossover_len, dense_attention, cost_table, force_sparse)
+    runtime = XAttentionRuntime(profile, crossover_len, dense_attention, cost_table, force_sparse,
+                                sparse_host_ms)
     for module in modules:
         module._xattn_runtime = runtime
     AttentionInterface.register(ATTENTION_NAME, xattn_attention)

@@ -235,10 +235,23 @@ class AdapterTest(unittest.TestCase):
             xt.xattn_attention(module, query, key, value, None)
         self.assertEqual(self.dense_calls, [1])
         self.assertEqual(runtime.calls, {"sparse": 1, "dense (predicted slower than dense)": 1})
-        self.assertEqual(runtime.decisions[1], "predicted density 75% at 600: sparse 70.3 ms >= "
-                         "dense 69.2 ms (profile has no density fit: calibrated density assumed)")
+        # The adapter charges its per-call host time (SPARSE_HOST_MS = 0.1 ms) to the sparse side.
+        self.assertEqual(runtime.decisions[1], "predicted density 75% at 600: sparse 70.4 ms "
+                         "(host 0.100 ms of it) >= dense 69.2 ms (profile has no density fit: "
+                         "calibrated density assumed)")
         self.assertTrue(runtime.decisions[0].startswith("predicted density 70% at 600: sparse "
-                                                        "66.1 ms < dense 69.2 ms"))
+                                                        "66.2 ms (host 0.100 ms of it) < dense "
+                                                        "69.2 ms"))
+        # A host time larger than the predicted saving (69.2 - 66.1 ms) turns the call dense.
+        sparse, why = xattn.cost_model.decide(table, runtime.density, 0, 600, 600, 6, 64, 128,
+                                              host_ms=3.5)
+        self.assertFalse(sparse)
+        self.assertIn("sparse 69.6 ms (host 3.5 ms of it) >= dense 69.2 ms", why)
+        sparse, why = xattn.cost_model.decide(table, runtime.density, 0, 600, 600, 6, 64, 128)
+        self.assertTrue(sparse)
+        self.assertIn("sparse 66.1 ms < dense 69.2 ms", why)
+        with self.assertRaisesRegex(ValueError, "sparse_host_ms is -1"):
+            xt.XAttentionRuntime(profile, crossover_len=0, cost_table=table, sparse_host_ms=-1)
         # The default margin: sparse must be predicted 10 % cheaper, so 66.1 ms against 69.2 ms
         # (4.5 % cheaper) runs dense.
         margin = dict(table)

@@ -5,7 +5,7 @@ several lengths; one JSON object per length on stdout. Used by scripts/gpu-e2e-s
 
     PYTHONPATH=python XATTN_OPS=build/runtime/libxattn_ops.so \\
       python3 scripts/e2e_speed_transformers.py --model examples/models/xattn-byte \\
-      --profile profiles/xattn-byte.h5 --lengths 8192,16384 [--cost-table FILE] [--repeat 7]
+      --profile profiles/xattn-byte.h5 --lengths 8192,16384 [--cost-table FILE] [--repeat N]
 
 Dense and patched forwards run in back-to-back pairs (the order alternating); "speedup" is the
 median of the pairs' dense / patched ratios, which cancels drift of the machine between pairs.
@@ -65,7 +65,8 @@ def main():
     parser.add_argument("--profile", required=True)
     parser.add_argument("--lengths", default="8192,16384,32768")
     parser.add_argument("--cost-table", default=None)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="pairs per length (default: 31 up to 16K, 15 at 32K, 7 above)")
     args = parser.parse_args()
 
     import torch
@@ -87,7 +88,8 @@ def main():
                                 cost_table=args.cost_table)
     for n in lengths:
         runtime.calls.clear()
-        dense, patched = paired_times(model, prompts[n], args.repeat)
+        pairs = args.repeat or (31 if n <= 16384 else 15 if n <= 32768 else 7)
+        dense, patched = paired_times(model, prompts[n], pairs)
         ratio = statistics.median(d / p for d, p in zip(dense, patched))
         print(json.dumps({"runner": "transformers", "model": args.model, "length": n,
                           "dense_ms": round(statistics.median(dense) * 1e3, 3),

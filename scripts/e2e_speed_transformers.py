@@ -7,8 +7,11 @@ several lengths; one JSON object per length on stdout. Used by scripts/gpu-e2e-s
       python3 scripts/e2e_speed_transformers.py --model examples/models/xattn-byte \\
       --profile profiles/xattn-byte.h5 --lengths 8192,16384 [--cost-table FILE] [--repeat N]
 
-Dense and patched forwards run in back-to-back pairs (the order alternating); "speedup" is the
-median of the pairs' dense / patched ratios, which cancels drift of the machine between pairs.
+Three arms run in back-to-back rounds (the order rotating): sdpa, the patched model, and the
+patched model with every call dense by the crossover rule ("all_dense_speed": what the adapter's
+own work costs on top of sdpa). "speedup" is the median of the rounds' sdpa / patched ratios,
+which cancels drift of the machine between rounds; "masks_seen" what the attention function
+received as attention_mask in one untimed forward.
 """
 
 import argparse
@@ -36,21 +39,64 @@ def use_attention(model, name):
         model.config._attn_implementation = name
 
 
-def paired_times(model, ids, repeat):
-    """repeat back-to-back (dense, patched) pairs, the order alternating between pairs so that
-    neither side always runs first; returns (dense times, patched times)."""
+# The arms timed against each other: transformers' sdpa; the patched model with the dispatch;
+# the patched model with every call dense by the crossover rule (only the adapter's own work on
+# top of sdpa, the cost rule not even consulted).
+ARMS = ("sdpa", "xattn", "xattn, all dense")
+
+
+def use_arm(model, runtime, arm):
+    use_attention(model, "sdpa" if arm == "sdpa" else "xattn")
+    runtime.crossover_len = 1 << 40 if arm == "xattn, all dense" else 0
+
+
+def arm_times(model, runtime, ids, repeat):
+    """repeat back-to-back rounds of every arm, the order rotating between rounds so that no
+    arm always runs first; returns ({arm: [seconds]}, the dispatch arm's call counts)."""
     import torch
     with torch.no_grad():  # first-call costs untimed
-        for name in ("sdpa", "xattn"):
-            use_attention(model, name)
+        for arm in ARMS:
+            use_arm(model, runtime, arm)
             model(ids)
-    dense, patched = [], []
+    times = {arm: [] for arm in ARMS}
+    calls = {}
     for i in range(repeat):
-        for name in (("sdpa", "xattn") if i % 2 == 0 else ("xattn", "sdpa")):
-            use_attention(model, name)
-            (dense if name == "sdpa" else patched).append(prefill_seconds(model, ids))
-    use_attention(model, "xattn")
-    return dense, patched
+        for j in range(len(ARMS)):
+            arm = ARMS[(i + j) % len(ARMS)]
+            use_arm(model, runtime, arm)
+            runtime.calls.clear()
+            times[arm].append(prefill_seconds(model, ids))
+            if arm == "xattn":
+                for what, n in runtime.calls.items():
+                    calls[what] = calls.get(what, 0) + n
+    use_arm(model, runtime, "xattn")
+    return times, calls
+
+
+def masks_seen(model, runtime, ids):
+    """What the attention function receives as attention_mask in one untimed forward of the
+    patched model: {"None": n} or {"Tensor [shape]": n}."""
+    import torch
+    from transformers import AttentionInterface
+
+    from xattn import transformers_adapter as xt
+
+    seen = {}
+
+    def recording(module, query, key, value, attention_mask, **kwargs):
+        kind = "None" if attention_mask is None else \
+            f"{type(attention_mask).__name__} {list(getattr(attention_mask, 'shape', []))}"
+        seen[kind] = seen.get(kind, 0) + 1
+        return xt.xattn_attention(module, query, key, value, attention_mask, **kwargs)
+
+    use_arm(model, runtime, "xattn")
+    AttentionInterface.register(xt.ATTENTION_NAME, recording)
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        AttentionInterface.register(xt.ATTENTION_NAME, xt.xattn_attention)
+    return seen
 
 
 def _keeps_logits(model):
@@ -66,7 +112,7 @@ def main():
     parser.add_argument("--lengths", default="8192,16384,32768")
     parser.add_argument("--cost-table", default=None)
     parser.add_argument("--repeat", type=int, default=0,
-                        help="pairs per length (default: 31 up to 16K, 15 at 32K, 7 above)")
+                        help="rounds per length (default: 31 up to 16K, 15 at 32K, 7 above)")
     args = parser.parse_args()
 
     import torch
@@ -87,19 +133,28 @@ def main():
     runtime = xattn.patch_model(model, args.profile, crossover_len=0, model_dir=args.model,
                                 cost_table=args.cost_table)
     for n in lengths:
-        runtime.calls.clear()
         pairs = args.repeat or (31 if n <= 16384 else 15 if n <= 32768 else 7)
-        dense, patched = paired_times(model, prompts[n], pairs)
-        ratio = statistics.median(d / p for d, p in zip(dense, patched))
+        times, calls = arm_times(model, runtime, prompts[n], pairs)
+        dense = times["sdpa"]
+
+        def paired(arm):
+            return round(statistics.median(d / p for d, p in zip(dense, times[arm])), 3)
+
+        patched = times["xattn"]
         print(json.dumps({"runner": "transformers", "model": args.model, "length": n,
                           "dense_ms": round(statistics.median(dense) * 1e3, 3),
                           "patched_ms": round(statistics.median(patched) * 1e3, 3),
-                          "speedup": round(ratio, 3),
+                          "speedup": paired("xattn"),
                           "speedup_of_medians": round(statistics.median(dense) /
                                                       statistics.median(patched), 3),
-                          "calls": dict(runtime.calls),
-                          "sparse_layers": f"{runtime.calls.get('sparse', 0)}/"
-                                           f"{sum(runtime.calls.values())} calls",
+                          "all_dense_ms": round(statistics.median(times["xattn, all dense"]) * 1e3,
+                                                3),
+                          "all_dense_speed": paired("xattn, all dense"),
+                          "rounds": pairs,
+                          "calls": calls,
+                          "sparse_layers": f"{calls.get('sparse', 0)}/"
+                                           f"{sum(calls.values())} calls",
+                          "masks_seen": masks_seen(model, runtime, prompts[n]),
                           "decisions": {str(k): v for k, v in sorted(runtime.decisions.items())}}),
               flush=True)
 

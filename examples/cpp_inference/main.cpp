@@ -63,8 +63,13 @@ class EngineBackend : public model::AttentionBackend {
     at::Tensor out = engine_.run(*plan_, layer, q, k, v);
     const runtime::RunInfo& info = engine_.last_run();
     if (q.size(2) > 1) layer_decision_[layer] = info.decision;
-    // Kept on the device: reading it here would make every layer wait for the GPU.
-    layer_density_[layer] = info.head_density.mean();
+    // Kept on the device: reading it here would make every layer wait for the GPU. A dense
+    // call's density is 1: no tensor op for it (a short prefill is bound by the host).
+    if (info.path == runtime::AttentionPath::kDense) {
+      layer_density_[layer] = at::Tensor();
+    } else {
+      layer_density_[layer] = info.head_density.mean();
+    }
     layer_path_[layer] = info.path == runtime::AttentionPath::kDense
                              ? std::string("dense (") + runtime::to_string(info.reason) + ")"
                              : runtime::to_string(info.path);
@@ -73,12 +78,13 @@ class EngineBackend : public model::AttentionBackend {
 
   double mean_density() const {
     double sum = 0;
-    for (const auto& [layer, d] : layer_density_) sum += d.item<double>();
+    for (const auto& [layer, d] : layer_density_) sum += d.defined() ? d.item<double>() : 1.0;
     return layer_density_.empty() ? 1.0 : sum / double(layer_density_.size());
   }
   std::map<int, double> layer_density() const {
     std::map<int, double> density;
-    for (const auto& [layer, d] : layer_density_) density[layer] = d.item<double>();
+    for (const auto& [layer, d] : layer_density_)
+      density[layer] = d.defined() ? d.item<double>() : 1.0;
     return density;
   }
   const std::map<int, std::string>& layer_path() const { return layer_path_; }

@@ -348,6 +348,7 @@ Plan Engine::plan(const ProblemShape& shape) const {
 
   plan.out_ = at::empty({tensor_batch, shape.heads_q, shape.len_q, shape.head_dim},
                         on_device.dtype(shape.dtype));
+  plan.dense_head_density_ = at::ones({shape.heads_q}, at::TensorOptions().dtype(at::kDouble));
   if (any_sparse) {
     const int64_t h = shape.heads_q, nqb = plan.num_q_blocks_, nkb = plan.num_k_blocks_;
     plan.thresholds_ = to_device_async(thresholds_, shape.device);
@@ -413,6 +414,7 @@ void Engine::set_density_model(DensityModel model) {
   XATTN_CHECK_ARG(model.exponent.empty() || model.exponent.size() == model.density.size(),
                   "the density model needs one exponent per layer (or none)");
   density_model_ = std::move(model);
+  ++density_version_;
 }
 
 std::vector<DenseReason> Engine::sequence_reasons(const Plan& plan, int64_t layer,
@@ -426,15 +428,23 @@ std::vector<DenseReason> Engine::sequence_reasons(const Plan& plan, int64_t laye
     DenseReason reason =
         call_reason != DenseReason::kNone ? call_reason : plan.length_reason_[size_t(b)];
     if (reason == DenseReason::kNone && cost_rule) {
-      CallGeometry call;
-      call.len_q = s.sequence_len_q(b);
-      call.len_k = s.sequence_len_k(b);
-      call.heads_q = s.heads_q;
-      call.head_dim = s.head_dim;
-      call.block_size = settings_.block_size;
-      call.stride = settings_.stride;
-      call.causal = settings_.causal;
-      const DispatchDecision d = decide_dispatch(*plan.cost_table_, *density_model_, layer, call);
+      if (plan.decisions_version_ != density_version_) {
+        plan.decisions_.assign(size_t(num_layers() * s.batch), std::nullopt);
+        plan.decisions_version_ = density_version_;
+      }
+      std::optional<DispatchDecision>& cached = plan.decisions_[size_t(layer * s.batch + b)];
+      if (!cached) {
+        CallGeometry call;
+        call.len_q = s.sequence_len_q(b);
+        call.len_k = s.sequence_len_k(b);
+        call.heads_q = s.heads_q;
+        call.head_dim = s.head_dim;
+        call.block_size = settings_.block_size;
+        call.stride = settings_.stride;
+        call.causal = settings_.causal;
+        cached = decide_dispatch(*plan.cost_table_, *density_model_, layer, call);
+      }
+      const DispatchDecision& d = *cached;
       if (!d.sparse) reason = DenseReason::kPredictedSlower;
       if (decision && decision->empty()) *decision = d.reason;
     }
@@ -516,7 +526,7 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
       out = dense_fallback_attention(q_in, k_in, v_in, causal, plan.attention_scale_, window);
     }
     // On the host: a dense call launches nothing but the attention itself.
-    info.head_density = at::ones({s.heads_q}, at::TensorOptions().dtype(at::kDouble));
+    info.head_density = plan.dense_head_density_;
     last_run_ = std::move(info);
     return out;
   }

@@ -191,6 +191,33 @@ TEST(CostModel, EngineRunsDenseWhenPredictedSlower) {
       << engine.last_run().decision;
 }
 
+// The verdicts a plan caches follow the engine's density model: a new model applies to plans
+// made before it, and repeated calls keep the verdict and its text.
+TEST(CostModel, PlanVerdictsFollowTheDensityModel) {
+  DensePolicy policy;
+  policy.cost_table = easy_table();
+  EngineSettings settings;
+  settings.block_size = 64;
+  Engine engine(at::full({1, 2}, 0.9f), settings, policy);
+  engine.set_density_model(constant(1.0, 1));
+  const Inputs x = inputs(256);
+  const Plan plan = engine.plan(ProblemShape::of(x.q, x.k));
+  for (int repeat = 0; repeat < 2; ++repeat) {
+    engine.run(plan, 0, x.q, x.k, x.v);
+    EXPECT_EQ(engine.last_run().path, AttentionPath::kDense);
+    EXPECT_NE(engine.last_run().decision.find("predicted density 100% at 256"), std::string::npos)
+        << engine.last_run().decision;
+    EXPECT_EQ(engine.last_run().head_density.sum().item<double>(), 2.0);
+  }
+  engine.set_density_model(constant(0.1, 1));
+  engine.run(plan, 0, x.q, x.k, x.v);
+  EXPECT_EQ(engine.last_run().path, AttentionPath::kSparse);
+  EXPECT_NE(engine.last_run().decision.find("predicted density 10% at 256: sparse"),
+            std::string::npos)
+      << engine.last_run().decision;
+  EXPECT_EQ(engine.path_for(plan, 0), AttentionPath::kSparse);
+}
+
 TEST(CostModel, ForceSparseAndNoDensityModelKeepSparse) {
   DensePolicy policy;
   policy.cost_table = easy_table();

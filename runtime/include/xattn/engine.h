@@ -173,6 +173,12 @@ class Plan {
   std::optional<CostTable> cost_table_;     // the dispatch's costs; unset: no cost rule
   std::vector<bool> short_or_decode_;       // per sequence: dense by length or decode
   std::vector<DenseReason> length_reason_;  // per sequence: kBelowCrossover, kDecode or kNone
+  at::Tensor dense_head_density_;           // [heads_q] float64 ones on the host: a dense call's
+  // The cost rule's verdicts, per (layer, sequence), made once for the engine's density model
+  // of version decisions_version_: a forward pass bound by the host must not pay for them on
+  // every call.
+  mutable std::vector<std::optional<DispatchDecision>> decisions_;
+  mutable uint64_t decisions_version_ = 0;
 };
 
 // What the last run() did.
@@ -190,7 +196,8 @@ struct RunInfo {
   // [heads_q] float64: kept / allowed blocks over every sequence and query block (dense
   // sequences count as fully kept, so a dense call reports 1). On the plan's device after a
   // sparse or mixed call (read it after the forward pass, not between layers: reading waits for
-  // the GPU), on the host after a dense call.
+  // the GPU), on the host after a dense call (then the plan's one tensor of ones: read it, do
+  // not write it).
   at::Tensor head_density;
 };
 
@@ -244,6 +251,7 @@ class Engine {
   EngineSettings settings_;
   DensePolicy policy_;
   std::optional<DensityModel> density_model_;
+  uint64_t density_version_ = 1;  // changes with density_model_ (plans' cached verdicts)
   RunInfo last_run_;
 };
 

@@ -8,7 +8,9 @@
 #
 #   scripts/gpu-ab.sh OUT_DIR BASE_OVERLAY [xattn_bench arguments, e.g. --lengths 32768,131072]
 #
-#   XATTN_AB_VARIANTS="NAME=OVERLAY ..."  further sides: the working tree with OVERLAY's files
+#   XATTN_AB_VARIANTS="NAME=OVERLAY ..."  further sides: the working tree with OVERLAY's files,
+#                                         or with OVERLAY applied when it is a .patch file
+#                                         (e.g. bench/candidates/*.patch)
 #   XATTN_AB_SANITIZE=FILTER              compute-sanitizer memcheck and racecheck on the
 #                                         candidate's GPU tests matching FILTER
 #   XATTN_AB_NCU=LENGTH                   Nsight Compute (full set) on one scoring launch of the
@@ -27,14 +29,22 @@ sides=(base candidate)
 declare -A source_of=([candidate]=.) overlay_of=([base]=$(cd "$overlay" && pwd))
 for spec in ${XATTN_AB_VARIANTS:-}; do
   sides+=("${spec%%=*}")
-  overlay_of[${spec%%=*}]=$(cd "${spec#*=}" && pwd)
+  if [[ "${spec#*=}" == *.patch ]]; then
+    overlay_of[${spec%%=*}]=$(cd "$(dirname "${spec#*=}")" && pwd)/$(basename "${spec#*=}")
+  else
+    overlay_of[${spec%%=*}]=$(cd "${spec#*=}" && pwd)
+  fi
 done
 for side in "${sides[@]}"; do  # a copy of the tree with the side's overlay
   [ -n "${source_of[$side]:-}" ] && continue
   src=/tmp/xattn-ab-$side
   rm -rf "$src" && mkdir -p "$src"
   tar --exclude=./build-gpu --exclude='./build-ab-*' -cf - . | tar -xf - -C "$src"
-  (cd "${overlay_of[$side]}" && find . -type f) | while read -r f; do cp "${overlay_of[$side]}/$f" "$src/$f"; done
+  if [[ "${overlay_of[$side]}" == *.patch ]]; then
+    (cd "$src" && git apply "${overlay_of[$side]}") || { note "$side: patch does not apply"; exit 1; }
+  else
+    (cd "${overlay_of[$side]}" && find . -type f) | while read -r f; do cp "${overlay_of[$side]}/$f" "$src/$f"; done
+  fi
   source_of[$side]=$src
 done
 

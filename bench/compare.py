@@ -17,26 +17,16 @@ Writes JSON and markdown:  python3 bench/compare.py --ops build-gpu/runtime/libx
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
 import torch
 
+from cuda_timing import median_ms
+
 
 def timed(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_ms(fn, reps, warmup)
 
 
 def random_block_mask(heads, nqb, density, generator):

@@ -15,19 +15,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from cuda_timing import median_ms
 
-def gpu_ms(fn, repeat=10):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+
+def gpu_ms(fn):
+    return median_ms(fn, reps=10, warmup=1)
 
 
 def host_us(fn, calls=30, rounds=5):

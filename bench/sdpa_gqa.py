@@ -6,24 +6,15 @@ batch 1, medians of 10 CUDA-event timings. Prints one line per shape.
     python3 bench/sdpa_gqa.py [--lengths 8192,16384,65536]
 """
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 
+from cuda_timing import median_ms
 
-def timed(fn, repeat=10):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+
+def timed(fn):
+    return median_ms(fn, reps=10, warmup=1)
 
 
 def main():

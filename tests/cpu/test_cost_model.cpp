@@ -162,12 +162,17 @@ Inputs inputs(int64_t len) {
   return x;
 }
 
-TEST(CostModel, EngineRunsDenseWhenPredictedSlower) {
+// An engine with the easy table, block 64, τ 0.9, 2 heads.
+Engine easy_engine(int64_t layers) {
   DensePolicy policy;
   policy.cost_table = easy_table();
   EngineSettings settings;
   settings.block_size = 64;
-  Engine engine(at::full({2, 2}, 0.9f), settings, policy);
+  return Engine(at::full({layers, 2}, 0.9f), settings, policy);
+}
+
+TEST(CostModel, EngineRunsDenseWhenPredictedSlower) {
+  Engine engine = easy_engine(2);
   DensityModel m = constant(0.1, 2);
   m.density[1] = 1.0;  // layer 1 mostly dense: predicted slower as a whole
   engine.set_density_model(m);
@@ -194,11 +199,7 @@ TEST(CostModel, EngineRunsDenseWhenPredictedSlower) {
 // The verdicts a plan caches follow the engine's density model: a new model applies to plans
 // made before it, and repeated calls keep the verdict and its text.
 TEST(CostModel, PlanVerdictsFollowTheDensityModel) {
-  DensePolicy policy;
-  policy.cost_table = easy_table();
-  EngineSettings settings;
-  settings.block_size = 64;
-  Engine engine(at::full({1, 2}, 0.9f), settings, policy);
+  Engine engine = easy_engine(1);
   engine.set_density_model(constant(1.0, 1));
   const Inputs x = inputs(256);
   const Plan plan = engine.plan(ProblemShape::of(x.q, x.k));

@@ -198,10 +198,13 @@ int64_t Plan::workspace_bytes() const {
   }
   // Layers with the same window share one tensor: count each once.
   std::vector<const void*> seen;
-  for (const at::Tensor& t : row_allowed_) {
-    if (!t.defined() || std::find(seen.begin(), seen.end(), t.data_ptr()) != seen.end()) continue;
-    seen.push_back(t.data_ptr());
-    bytes += int64_t(t.nbytes());
+  for (const std::vector<at::Tensor>* per_layer : {&row_allowed_, &row_valid_}) {
+    for (const at::Tensor& t : *per_layer) {
+      if (!t.defined() || std::find(seen.begin(), seen.end(), t.data_ptr()) != seen.end())
+        continue;
+      seen.push_back(t.data_ptr());
+      bytes += int64_t(t.nbytes());
+    }
   }
   return bytes;
 }
@@ -362,11 +365,16 @@ Plan Engine::plan(const ProblemShape& shape) const {
     }
     // Allowed blocks of every (sequence, query block) row, 0 past a sequence's end: the
     // denominator of the per-head density. One tensor per distinct sliding window.
-    std::vector<std::pair<int64_t, at::Tensor>> by_window;
+    struct Rows {
+      int64_t window;
+      at::Tensor allowed, valid;
+      double total;
+    };
+    std::vector<Rows> by_window;
     for (int64_t layer = 0; layer < num_layers(); ++layer) {
       const int64_t window = settings_.window(layer);
       auto found = std::find_if(by_window.begin(), by_window.end(),
-                                [&](const auto& e) { return e.first == window; });
+                                [&](const Rows& e) { return e.window == window; });
       if (found == by_window.end()) {
         problem.window = window;
         at::Tensor allowed = at::zeros({batch, 1, nqb}, at::kDouble);
@@ -375,10 +383,14 @@ Plan Engine::plan(const ProblemShape& shape) const {
           const kernels::BlockGeometry g = kernels::block_geometry(problem, b, bs);
           for (int64_t i = 0; i < g.num_q_blocks(); ++i) a[b][0][i] = double(g.allowed_blocks(i));
         }
-        by_window.emplace_back(window, to_device_async(allowed, shape.device));
+        const at::Tensor valid = (allowed > 0).to(at::kDouble);
+        by_window.push_back({window, to_device_async(allowed, shape.device),
+                             to_device_async(valid, shape.device), allowed.sum().item<double>()});
         found = by_window.end() - 1;
       }
-      plan.row_allowed_.push_back(found->second);
+      plan.row_allowed_.push_back(found->allowed);
+      plan.row_valid_.push_back(found->valid);
+      plan.allowed_total_.push_back(found->total);
     }
   }
   return plan;
@@ -595,8 +607,9 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   }
   // Mixed batch: dense sequences keep no block in the sparse launch; dense attention fills them.
   const at::Tensor& row_allowed = plan.row_allowed_[size_t(layer)];
-  at::Tensor sparse_rows = row_allowed > 0;
+  at::Tensor sparse_rows;
   if (info.path == AttentionPath::kMixed) {
+    sparse_rows = row_allowed > 0;
     std::vector<double> sparse_sequence;
     for (auto p : info.sequence_paths) sparse_sequence.push_back(p == AttentionPath::kSparse);
     const at::Tensor keep =
@@ -614,11 +627,18 @@ at::Tensor Engine::run(const Plan& plan, int64_t layer, const at::Tensor& q_in,
   if (info.path == AttentionPath::kMixed) dense_sequences(plan.out_);
 
   // Density per head: kept blocks of sparse rows plus every allowed block of dense sequences,
-  // over all allowed blocks. Stays on the device (no synchronisation).
-  const at::Tensor kept =
-      (plan.kv_block_count_.to(at::kDouble) * sparse_rows).sum(at::IntArrayRef{0, 2});
-  const at::Tensor dense_allowed = (row_allowed * sparse_rows.logical_not()).sum();
-  info.head_density = (kept + dense_allowed) / row_allowed.sum();
+  // over all allowed blocks. Stays on the device (no synchronisation); three tensor ops when
+  // every sequence ran sparse (each op is host time in a forward pass bound by the host).
+  if (info.path == AttentionPath::kSparse) {
+    info.head_density = (plan.kv_block_count_ * plan.row_valid_[size_t(layer)])
+                            .sum(at::IntArrayRef{0, 2})
+                            .div_(plan.allowed_total_[size_t(layer)]);
+  } else {
+    const at::Tensor kept =
+        (plan.kv_block_count_.to(at::kDouble) * sparse_rows).sum(at::IntArrayRef{0, 2});
+    const at::Tensor dense_allowed = (row_allowed * sparse_rows.logical_not()).sum();
+    info.head_density = (kept + dense_allowed) / row_allowed.sum();
+  }
   last_run_ = std::move(info);
   return out;
 }

@@ -168,8 +168,10 @@ class Plan {
   at::Tensor thresholds_;  // [layers, heads_q] float32
   at::Tensor block_scores_, kv_block_count_, kv_block_index_, out_, lse_;
   at::Tensor cu_seqlens_q_, cu_seqlens_k_;  // int32 on the device (varlen only)
-  // Per layer, [batch, 1, nQB] float64: allowed blocks per row (layers with one window share it).
-  std::vector<at::Tensor> row_allowed_;
+  // Per layer, [batch, 1, nQB] float64: allowed blocks per row, and 1 where a row has any
+  // (layers with one window share them); and the allowed blocks of all rows, on the host.
+  std::vector<at::Tensor> row_allowed_, row_valid_;
+  std::vector<double> allowed_total_;
   std::optional<CostTable> cost_table_;     // the dispatch's costs; unset: no cost rule
   std::vector<bool> short_or_decode_;       // per sequence: dense by length or decode
   std::vector<DenseReason> length_reason_;  // per sequence: kBelowCrossover, kDecode or kNone

@@ -146,10 +146,14 @@ at::Tensor antidiagonal_scores(const at::Tensor& q_in, const at::Tensor& k_in,
   return scores;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& block_scores_in,
-                                                             const at::Tensor& thresholds_in,
-                                                             int64_t len_q, int64_t len_k,
-                                                             const EstimateOptions& options) {
+namespace {
+
+// select_blocks, with or without the bool mask (prefill needs only the compact form).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> select(const at::Tensor& block_scores_in,
+                                                      const at::Tensor& thresholds_in,
+                                                      int64_t len_q, int64_t len_k,
+                                                      const EstimateOptions& options,
+                                                      bool with_mask) {
   XATTN_CHECK_ARG(block_scores_in.dim() == 4 && block_scores_in.scalar_type() == at::kFloat,
                   "block_scores must be float32 [batch, heads_q, nQB, nKB], got ",
                   block_scores_in.scalar_type(), " ", block_scores_in.sizes());
@@ -180,10 +184,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& b
   params.keep_diagonal = options.causal || options.keep_diagonal;
   params.dense_last_query_block = options.causal && options.dense_last_query_block;
   params.rule = options.selection_rule;
-  at::Tensor mask = at::empty({batch, heads, nqb, nkb}, scores.options().dtype(at::kBool));
+  at::Tensor mask;
+  if (with_mask) {
+    mask = at::empty({batch, heads, nqb, nkb}, scores.options().dtype(at::kBool));
+    params.mask = reinterpret_cast<uint8_t*>(mask.data_ptr<bool>());
+  }
   at::Tensor count = at::empty({batch, heads, nqb}, scores.options().dtype(at::kInt));
   at::Tensor index = at::empty({batch, heads, nqb, nkb}, scores.options().dtype(at::kInt));
-  params.mask = reinterpret_cast<uint8_t*>(mask.data_ptr<bool>());
   params.kv_block_count = count.data_ptr<int32_t>();
   params.kv_block_index = index.data_ptr<int32_t>();
   check_valid(params);
@@ -193,6 +200,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& b
     kernels::cpu::select_blocks(params);
   }
   return {mask, count, index};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> select_blocks(const at::Tensor& block_scores,
+                                                             const at::Tensor& thresholds,
+                                                             int64_t len_q, int64_t len_k,
+                                                             const EstimateOptions& options) {
+  return select(block_scores, thresholds, len_q, len_k, options, /*with_mask=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor> estimate(const at::Tensor& q, const at::Tensor& k,
@@ -326,7 +342,8 @@ std::tuple<at::Tensor, at::Tensor> prefill_with_lse(const at::Tensor& q, const a
   if (!scoring.scale && attention_scale)
     scoring.scale = *attention_scale / double(options.stride);
   const at::Tensor scores = antidiagonal_scores(q, k, scoring);
-  auto [mask, count, index] = select_blocks(scores, thresholds, q.size(2), k.size(2), scoring);
+  auto [mask, count, index] =
+      select(scores, thresholds, q.size(2), k.size(2), scoring, /*with_mask=*/false);
   return block_sparse_attention_compact(q, k, v, count, index, options.causal, attention_scale,
                                         options.block_size, options.window);
 }

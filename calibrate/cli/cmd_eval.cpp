@@ -263,7 +263,10 @@ int run_niah(const Args& args) {
     j["xattn_accuracy"] = double(total_xattn) / double(total);
     j["mean_density"] = total_density / double(total);
     std::fflush(human);
-    write_text_output(json_path, j.dump(2) + "\n", vm.count("force") > 0);
+    // Paths need not be UTF-8: such bytes become U+FFFD (answers are escaped already).
+    write_text_output(json_path,
+                      j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                      vm.count("force") > 0);
     if (!is_stdout(json_path)) std::cout << "wrote " << json_path << "\n";
   }
   return 0;

@@ -450,6 +450,15 @@ TEST_F(ProfileFile, JsonExport) {
   write_profile_json(out, bare, true);
   EXPECT_TRUE(nlohmann::json::parse(read_bytes(out))["uniform"].is_null());
   EXPECT_EQ(listing(), std::vector<std::string>{"p.json"});
+  // File names in the free text need not be UTF-8 (a fuzzing finding): the export replaces such
+  // bytes instead of throwing, the HDF5 file keeps them.
+  Profile raw = make_profile();
+  raw.data.description = "samples from /data/caf\xE9-\xB2.txt";
+  write_profile(path("raw.h5"), raw, false);
+  EXPECT_EQ(read_profile(path("raw.h5")).data.description, raw.data.description);
+  const nlohmann::json exported = nlohmann::json::parse(profile_to_json(raw));
+  EXPECT_EQ(exported["calibration_data"]["description"],
+            "samples from /data/caf\xEF\xBF\xBD-\xEF\xBF\xBD.txt");
 }
 
 TEST(ProfileValidate, BadValuesAreNamed) {

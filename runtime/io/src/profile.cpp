@@ -693,7 +693,9 @@ std::string profile_to_json(const Profile& p) {
                            {"lengths", p.data.lengths},
                            {"holdout_samples", p.data.holdout_samples},
                            {"description", p.data.description}};
-  return j.dump(2) + "\n";
+  // The free text holds file names, which need not be UTF-8: bytes that are not become U+FFFD in
+  // the export (the HDF5 profile keeps them as they are).
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void write_profile_json(const std::string& path, const Profile& profile, bool overwrite) {

@@ -175,7 +175,8 @@ class Plan {
   std::optional<CostTable> cost_table_;     // the dispatch's costs; unset: no cost rule
   std::vector<bool> short_or_decode_;       // per sequence: dense by length or decode
   std::vector<DenseReason> length_reason_;  // per sequence: kBelowCrossover, kDecode or kNone
-  at::Tensor dense_head_density_;           // [heads_q] float64 ones on the host: a dense call's
+  // [heads_q] float64 ones on the host: the density every dense call reports.
+  at::Tensor dense_head_density_;
   // The cost rule's verdicts, per (layer, sequence), made once for the engine's density model
   // of version decisions_version_: a forward pass bound by the host must not pay for them on
   // every call.

@@ -58,6 +58,7 @@ __device__ __forceinline__ void cp_async_zfill_16(uint32_t dst, const void* src,
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
 }
+
 // The TMA descriptors of q and k (unused by the gather variant).
 struct ScoringMaps {
   CUtensorMap q, k;
